@@ -1,0 +1,440 @@
+"""The CRM store: customers, interactions, agents and accounts, pop deliveries.
+
+One ``Store`` per process owns an async SQLAlchemy engine (SQLite through aiosqlite by
+default, PostgreSQL through asyncpg). Every method opens its own short session and returns
+plain records, so callers never touch ORM objects across awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import selectinload
+
+from ctiserver.core.numbers import normalize
+from ctiserver.store import models as m
+from ctiserver.store.passwords import hash_password, verify_password
+from ctiserver.store.records import (
+    AgentStateRecord,
+    CustomerRecord,
+    Identification,
+    InteractionRecord,
+    PopDeliveryRecord,
+    UserRecord,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_URL = "sqlite+aiosqlite:///ctiserver.db"
+
+
+class StoreError(Exception):
+    """The caller asked for something the store refuses (unknown role, duplicate user…)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_epoch(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back: they were stored as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _customer(row: m.Customer) -> CustomerRecord:
+    return CustomerRecord(
+        id=row.id,
+        name=row.name,
+        tier=row.tier,
+        assigned_agent=row.assigned_agent,
+        notes=row.notes,
+        email=row.email,
+        numbers=tuple(n.e164 for n in row.numbers),
+    )
+
+
+_INTERACTION_FIELDS = (
+    "customer_id caller_id dnis queue agent_id digits joined_at answered_at ended_at "
+    "wait_seconds talk_seconds outcome disposition notes"
+).split()
+
+
+def _interaction(row: m.Interaction) -> InteractionRecord:
+    values: dict[str, Any] = {f: getattr(row, f) for f in _INTERACTION_FIELDS}
+    for key in ("joined_at", "answered_at", "ended_at"):
+        values[key] = _aware(values[key])
+    return InteractionRecord(call_id=row.call_id, **values)
+
+
+def _user(row: m.User) -> UserRecord:
+    return UserRecord(
+        id=row.id, username=row.username, role=row.role, agent_id=row.agent_id, active=row.active
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str = DEFAULT_URL, *, region: str = "ES", echo: bool = False) -> None:
+        self.url = url
+        self.region = region
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("postgresql"):
+            # fail fast when the server is down: the pop path bounds its wait anyway
+            kwargs["connect_args"] = {"timeout": 3, "command_timeout": 10}
+            kwargs["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ------------------------------------------------------------ migrations
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema up to ``revision`` with the bundled Alembic migrations."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+
+    async def downgrade(self, revision: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_downgrade, revision)
+
+    async def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        def current(conn: Connection) -> str | None:
+            return MigrationContext.configure(conn).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(current)
+
+    # ------------------------------------------------------------- customers
+
+    def normalize(self, number: str) -> str:
+        return normalize(number, self.region)
+
+    async def create_customer(
+        self,
+        name: str,
+        numbers: Iterable[str] = (),
+        *,
+        tier: str = "standard",
+        assigned_agent: str | None = None,
+        notes: str = "",
+        email: str | None = None,
+    ) -> CustomerRecord:
+        now = utcnow()
+        seen: list[str] = []
+        for raw in numbers:
+            e164 = self.normalize(raw)
+            if e164 and e164 not in seen:
+                seen.append(e164)
+        async with self._session.begin() as session:
+            row = m.Customer(
+                name=name.strip(),
+                tier=tier,
+                assigned_agent=assigned_agent or None,
+                notes=notes,
+                email=email or None,
+                created_at=now,
+                updated_at=now,
+                numbers=[m.CustomerNumber(e164=e) for e in seen],
+            )
+            session.add(row)
+            await session.flush()
+            return _customer(row)
+
+    async def add_number(self, customer_id: int, number: str, label: str = "") -> CustomerRecord:
+        e164 = self.normalize(number)
+        async with self._session.begin() as session:
+            row = await self._load_customer(session, customer_id)
+            if row is None:
+                raise StoreError(f"no customer {customer_id}")
+            if e164 and e164 not in {n.e164 for n in row.numbers}:
+                row.numbers.append(m.CustomerNumber(e164=e164, label=label))
+                row.updated_at = utcnow()
+                await session.flush()
+            return _customer(row)
+
+    async def get_customer(self, customer_id: int) -> CustomerRecord | None:
+        async with self._session() as session:
+            row = await self._load_customer(session, customer_id)
+            return _customer(row) if row is not None else None
+
+    async def find_customers_by_number(self, number: str) -> list[CustomerRecord]:
+        """Every customer owning ``number`` (normalised to E.164 first), oldest first."""
+        e164 = self.normalize(number)
+        if not e164:
+            return []
+        async with self._session() as session:
+            return await self._by_number(session, e164)
+
+    async def identify(self, number: str, history: int = 5) -> Identification:
+        """Customers owning the number and the first one's last ``history`` interactions,
+        in one session (the pop path bounds the whole of it by a timeout)."""
+        e164 = self.normalize(number)
+        if not e164:
+            return Identification(number=e164)
+        async with self._session() as session:
+            customers = await self._by_number(session, e164)
+            past: list[InteractionRecord] = []
+            if customers:
+                past = await self._history(session, customers[0].id, history)
+        return Identification(number=e164, customers=tuple(customers), history=tuple(past))
+
+    async def recent_interactions(self, customer_id: int, limit: int = 5) -> list[InteractionRecord]:
+        async with self._session() as session:
+            return await self._history(session, customer_id, limit)
+
+    async def _load_customer(self, session: AsyncSession, customer_id: int) -> m.Customer | None:
+        result = await session.execute(
+            select(m.Customer)
+            .where(m.Customer.id == customer_id)
+            .options(selectinload(m.Customer.numbers))
+        )
+        return result.scalar_one_or_none()
+
+    async def _by_number(self, session: AsyncSession, e164: str) -> list[CustomerRecord]:
+        owners = select(m.CustomerNumber.customer_id).where(m.CustomerNumber.e164 == e164)
+        result = await session.execute(
+            select(m.Customer)
+            .where(m.Customer.id.in_(owners))
+            .options(selectinload(m.Customer.numbers))
+            .order_by(m.Customer.id)
+        )
+        return [_customer(row) for row in result.scalars()]
+
+    async def _history(
+        self, session: AsyncSession, customer_id: int, limit: int
+    ) -> list[InteractionRecord]:
+        result = await session.execute(
+            select(m.Interaction)
+            .where(m.Interaction.customer_id == customer_id)
+            .order_by(m.Interaction.joined_at.desc(), m.Interaction.id.desc())
+            .limit(limit)
+        )
+        return [_interaction(row) for row in result.scalars()]
+
+    # ---------------------------------------------------------- interactions
+
+    async def save_interaction(self, record: InteractionRecord) -> InteractionRecord:
+        """Insert or update the interaction ``record.call_id``; ``None`` fields are kept."""
+        async with self._session.begin() as session:
+            result = await session.execute(
+                select(m.Interaction).where(m.Interaction.call_id == record.call_id)
+            )
+            row = result.scalar_one_or_none()
+            if row is None:
+                row = m.Interaction(
+                    call_id=record.call_id,
+                    caller_id="",
+                    dnis="",
+                    queue="",
+                    digits="",
+                    outcome="",
+                    disposition="",
+                    notes="",
+                )
+                session.add(row)
+            for name in _INTERACTION_FIELDS:
+                value = getattr(record, name)
+                if value is not None:
+                    setattr(row, name, value)
+            await session.flush()
+            return _interaction(row)
+
+    async def get_interaction(self, call_id: str) -> InteractionRecord | None:
+        async with self._session() as session:
+            result = await session.execute(
+                select(m.Interaction).where(m.Interaction.call_id == call_id)
+            )
+            row = result.scalar_one_or_none()
+            return _interaction(row) if row is not None else None
+
+    # ------------------------------------------------------- agents and users
+
+    async def upsert_agent(self, agent_id: str, name: str = "") -> None:
+        async with self._session.begin() as session:
+            row = await session.get(m.Agent, agent_id)
+            if row is None:
+                session.add(m.Agent(id=agent_id, name=name, created_at=utcnow()))
+            elif name:
+                row.name = name
+
+    async def list_agents(self) -> list[tuple[str, str]]:
+        async with self._session() as session:
+            result = await session.execute(select(m.Agent.id, m.Agent.name).order_by(m.Agent.id))
+            return [(r[0], r[1]) for r in result]
+
+    async def create_user(
+        self, username: str, password: str, *, role: str = "agent", agent_id: str | None = None
+    ) -> UserRecord:
+        if role not in m.ROLES:
+            raise StoreError(f"unknown role {role!r}; one of {', '.join(m.ROLES)}")
+        if not password:
+            raise StoreError("empty password")
+        hashed = await asyncio.to_thread(hash_password, password)
+        async with self._session.begin() as session:
+            exists = await session.execute(select(m.User.id).where(m.User.username == username))
+            if exists.first() is not None:
+                raise StoreError(f"user {username!r} exists")
+            row = m.User(
+                username=username,
+                password_hash=hashed,
+                role=role,
+                agent_id=agent_id,
+                active=True,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            await session.flush()
+            return _user(row)
+
+    async def set_password(self, username: str, password: str) -> None:
+        hashed = await asyncio.to_thread(hash_password, password)
+        async with self._session.begin() as session:
+            result = await session.execute(select(m.User).where(m.User.username == username))
+            row = result.scalar_one_or_none()
+            if row is None:
+                raise StoreError(f"no user {username!r}")
+            row.password_hash = hashed
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        async with self._session() as session:
+            result = await session.execute(select(m.User).where(m.User.username == username))
+            row = result.scalar_one_or_none()
+            return _user(row) if row is not None else None
+
+    async def authenticate(self, username: str, password: str) -> UserRecord | None:
+        """The active user with this password, or None (unknown users cost the same time)."""
+        async with self._session() as session:
+            result = await session.execute(select(m.User).where(m.User.username == username))
+            row = result.scalar_one_or_none()
+        stored = row.password_hash if row is not None else _dummy_hash()
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if row is None or not ok or not row.active:
+            return None
+        return _user(row)
+
+    # ----------------------------------------------------------- agent state
+
+    async def save_agent_state(self, agent_id: str, state: str, reason: str | None = None) -> None:
+        async with self._session.begin() as session:
+            row = await session.get(m.AgentState, agent_id)
+            if row is None:
+                session.add(
+                    m.AgentState(agent_id=agent_id, state=state, reason=reason, updated_at=utcnow())
+                )
+            else:
+                row.state, row.reason, row.updated_at = state, reason, utcnow()
+
+    async def load_agent_states(self) -> dict[str, AgentStateRecord]:
+        async with self._session() as session:
+            result = await session.execute(select(m.AgentState))
+            return {
+                r.agent_id: AgentStateRecord(
+                    agent_id=r.agent_id,
+                    state=r.state,
+                    reason=r.reason,
+                    updated_at=_aware(r.updated_at) or utcnow(),
+                )
+                for r in result.scalars()
+            }
+
+    # -------------------------------------------------------- pop deliveries
+
+    async def record_pop_sent(
+        self, call_id: str, agent_id: str, channel: str, sent_at: datetime | None = None
+    ) -> int:
+        async with self._session.begin() as session:
+            row = m.PopDelivery(
+                call_id=call_id, agent_id=agent_id, channel=channel, sent_at=sent_at or utcnow()
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def record_pop_ack(
+        self, call_id: str, agent_id: str, acked_at: datetime | None = None
+    ) -> bool:
+        """Mark this agent's pop deliveries of the call acknowledged. False if none was sent."""
+        async with self._session.begin() as session:
+            result = await session.execute(
+                select(m.PopDelivery).where(
+                    m.PopDelivery.call_id == call_id,
+                    m.PopDelivery.agent_id == agent_id,
+                    m.PopDelivery.acknowledged_at.is_(None),
+                )
+            )
+            rows = list(result.scalars())
+            for row in rows:
+                row.acknowledged_at = acked_at or utcnow()
+            return bool(rows)
+
+    async def pop_deliveries(self, call_id: str) -> list[PopDeliveryRecord]:
+        async with self._session() as session:
+            result = await session.execute(
+                select(m.PopDelivery)
+                .where(m.PopDelivery.call_id == call_id)
+                .order_by(m.PopDelivery.id)
+            )
+            return [
+                PopDeliveryRecord(
+                    id=r.id,
+                    call_id=r.call_id,
+                    agent_id=r.agent_id,
+                    channel=r.channel,
+                    sent_at=_aware(r.sent_at) or utcnow(),
+                    acknowledged_at=_aware(r.acknowledged_at),
+                )
+                for r in result.scalars()
+            ]
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("not a password of anyone")
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(connection), revision)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(_alembic_config(connection), revision)
