@@ -43,7 +43,15 @@ CUSTOMERS = [
         "notes": "Prefers to be called in the morning. Fibre + mobile bundle.",
         "email": "ana.lopez@example.com",
         "history": [
-            ("demo-ana-1", "1002", 40, 18.0, 312.0, "billing question", "Invoice of March explained."),
+            (
+                "demo-ana-1",
+                "1002",
+                40,
+                18.0,
+                312.0,
+                "billing question",
+                "Invoice of March explained.",
+            ),
             ("demo-ana-2", "1001", 9, 6.0, 145.0, "resolved", "Router replaced, signal OK."),
         ],
     },

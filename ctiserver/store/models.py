@@ -133,6 +133,4 @@ class PopDelivery(Base):
     agent_id: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(8))  # ws | mqtt
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    acknowledged_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -17,7 +17,12 @@ from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import selectinload
 
 from ctiserver.core.numbers import normalize
@@ -205,7 +210,9 @@ class Store:
                 past = await self._history(session, customers[0].id, history)
         return Identification(number=e164, customers=tuple(customers), history=tuple(past))
 
-    async def recent_interactions(self, customer_id: int, limit: int = 5) -> list[InteractionRecord]:
+    async def recent_interactions(
+        self, customer_id: int, limit: int = 5
+    ) -> list[InteractionRecord]:
         async with self._session() as session:
             return await self._history(session, customer_id, limit)
 

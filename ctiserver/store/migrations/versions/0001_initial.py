@@ -90,7 +90,10 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(256), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column(
-            "agent_id", sa.String(32), sa.ForeignKey("agents.id", ondelete="SET NULL"), nullable=True
+            "agent_id",
+            sa.String(32),
+            sa.ForeignKey("agents.id", ondelete="SET NULL"),
+            nullable=True,
         ),
         sa.Column("active", sa.Boolean, nullable=False),
         sa.Column("created_at", TS, nullable=False),
@@ -111,9 +114,7 @@ def upgrade() -> None:
         sa.Column("sent_at", TS, nullable=False),
         sa.Column("acknowledged_at", TS, nullable=True),
     )
-    op.create_index(
-        "ix_pop_deliveries_call_agent", "pop_deliveries", ["call_id", "agent_id"]
-    )
+    op.create_index("ix_pop_deliveries_call_agent", "pop_deliveries", ["call_id", "agent_id"])
 
 
 def downgrade() -> None:

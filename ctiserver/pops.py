@@ -1,0 +1,442 @@
+"""Screen-pops: who is calling, shown to the agent while the phone rings.
+
+The daemon calls ``PopService`` at three moments of a queued call:
+
+- ``offered(call, agent_id)`` when the agent's phone starts ringing (AMI DialBegin):
+  the caller is identified in the CRM store and the pop is published at once;
+- ``answered(call_id, agent_id)`` when the agent picks up;
+- ``ended(call_id, agent_id)`` when the call is over: the interaction is recorded.
+
+Rules this module keeps:
+
+- The pop never waits for the CRM longer than ``lookup_timeout``: past it the pop goes out
+  with ``partial: true`` and what is known (number, queue, digits); if the lookup completes
+  later the full pop is sent again (``pop.offered`` with ``partial: false``).
+- Interaction records are never lost: a record the database refuses stays in memory and in
+  a spool file (JSON lines) and is retried by ``flush()`` (the daemon runs ``run_retry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from ctiserver.core.numbers import normalize
+from ctiserver.notify import AGENT_STATE, CALL_ENDED, POP_ANSWERED, POP_OFFERED, Notifier
+from ctiserver.store.records import Identification, InteractionRecord
+from ctiserver.store.store import from_epoch
+
+log = logging.getLogger(__name__)
+
+PERSISTED_STATES = ("ready", "not_ready", "logged_out")
+
+
+@dataclass
+class CallInfo:
+    call_id: str  # stable: the caller channel's Linkedid
+    caller_id: str  # E.164 when it could be normalised
+    caller_name: str = ""
+    dnis: str = ""
+    queue: str = ""
+    digits: str = ""
+    answers: dict[str, Any] = field(default_factory=dict)
+    joined_at: float = 0.0
+    offered_at: float | None = None
+
+
+class PopStore(Protocol):
+    """What the pop service needs from the CRM store (``ctiserver.store.Store``)."""
+
+    async def identify(self, number: str, history: int = 5) -> Identification: ...
+
+    async def save_interaction(self, record: InteractionRecord) -> Any: ...
+
+    async def save_agent_state(
+        self, agent_id: str, state: str, reason: str | None = None
+    ) -> None: ...
+
+
+@dataclass
+class _Active:
+    info: CallInfo
+    agent_id: str | None = None
+    customer_id: int | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    pop: dict[str, Any] = field(default_factory=dict)
+
+
+class PopService:
+    def __init__(
+        self,
+        store: PopStore,
+        notifier: Notifier,
+        *,
+        crm_url_template: str | None = None,
+        lookup_timeout: float = 0.2,
+        late_lookup_timeout: float = 10.0,
+        save_timeout: float = 5.0,
+        history: int = 5,
+        spool_path: str | os.PathLike[str] | None = None,
+        region: str = "ES",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.crm_url_template = crm_url_template
+        self.lookup_timeout = lookup_timeout
+        self.late_lookup_timeout = late_lookup_timeout
+        self.save_timeout = save_timeout
+        self.history = history
+        self.region = region
+        self.clock = clock
+        self.spool_path = Path(spool_path) if spool_path else None
+        self._calls: dict[str, _Active] = {}
+        self._current: dict[str, _Active] = {}  # agent -> the call on their screen
+        self._pending: dict[str, InteractionRecord] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._load_spool()
+
+    # ------------------------------------------------------------ the call
+
+    async def offered(self, call: CallInfo, agent_id: str) -> None:
+        offered_at = call.offered_at if call.offered_at is not None else self.clock()
+        call = replace(call, offered_at=offered_at)
+        active = self._calls.get(call.call_id)
+        if active is None:
+            active = self._calls[call.call_id] = _Active(info=call)
+        else:
+            active.info = call
+        active.agent_id = agent_id
+        lookup = asyncio.get_running_loop().create_task(
+            self._identify(call.caller_id), name=f"identify-{call.call_id}"
+        )
+        done, _ = await asyncio.wait({lookup}, timeout=self.lookup_timeout)
+        ident: Identification | None = None
+        if done:
+            ident = self._result(lookup, call)
+        else:
+            self._spawn(self._late_pop(lookup, active, agent_id))
+        active.pop = self._pop(active, ident)
+        if ident is not None and ident.customers:
+            active.customer_id = ident.customers[0].id
+        self._current[agent_id] = active
+        log.info(
+            "pop call=%s agent=%s known=%s partial=%s",
+            call.call_id,
+            agent_id,
+            active.pop["known"],
+            active.pop["partial"],
+        )
+        await self.notifier.publish(POP_OFFERED, active.pop, agent_id=agent_id)
+
+    async def answered(self, call_id: str, agent_id: str) -> None:
+        active = self._calls.get(call_id)
+        if active is None:
+            log.warning("answered call=%s agent=%s: no pop for this call", call_id, agent_id)
+            return
+        active.answered_at = self.clock()
+        active.agent_id = agent_id
+        active.pop["stage"] = "answered"
+        active.pop["answered_at"] = active.answered_at
+        self._current[agent_id] = active
+        # the other agents rung for the same call (ring-all) no longer show it
+        for other, shown in list(self._current.items()):
+            if shown is active and other != agent_id:
+                del self._current[other]
+        waited = active.answered_at - active.info.joined_at if active.info.joined_at else None
+        await self.notifier.publish(
+            POP_ANSWERED,
+            {"call_id": call_id, "answered_at": active.answered_at, "waited": _round(waited)},
+            agent_id=agent_id,
+        )
+
+    async def ended(
+        self,
+        call_id: str,
+        agent_id: str | None = None,
+        *,
+        call: CallInfo | None = None,
+        at: float | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """The call is over. ``call`` describes calls that were never offered (abandoned in
+        the queue); ``outcome`` defaults to answered / abandoned."""
+        ended_at = at if at is not None else self.clock()
+        active = self._calls.pop(call_id, None)
+        if active is None:
+            if call is None:
+                log.warning("ended call=%s agent=%s: unknown call", call_id, agent_id)
+                call = CallInfo(call_id=call_id, caller_id="")
+            active = _Active(info=call, agent_id=agent_id)
+        agent_id = agent_id or active.agent_id
+        info = active.info
+        answered_at = active.answered_at
+        active.ended_at = ended_at
+        wait = (answered_at or ended_at) - info.joined_at if info.joined_at else None
+        talk = ended_at - answered_at if answered_at is not None else None
+        record = InteractionRecord(
+            call_id=call_id,
+            customer_id=active.customer_id,
+            caller_id=info.caller_id,
+            dnis=info.dnis,
+            queue=info.queue,
+            agent_id=agent_id if answered_at is not None else None,
+            digits=info.digits,
+            joined_at=from_epoch(info.joined_at) if info.joined_at else None,
+            answered_at=from_epoch(answered_at),
+            ended_at=from_epoch(ended_at),
+            wait_seconds=_round(wait),
+            talk_seconds=_round(talk),
+            outcome=outcome or ("answered" if answered_at is not None else "abandoned"),
+        )
+        # agents who were only rung lose the pop; the one who talked keeps it for wrap-up
+        for other, shown in list(self._current.items()):
+            if shown is active and (answered_at is None or other != agent_id):
+                del self._current[other]
+        if answered_at is not None and agent_id:
+            active.pop["stage"] = "ended"
+            active.pop["ended_at"] = ended_at
+            active.pop["talk"] = _round(talk)
+            await self.notifier.publish(
+                CALL_ENDED,
+                {
+                    "call_id": call_id,
+                    "ended_at": ended_at,
+                    "talk": _round(talk),
+                    "waited": _round(wait),
+                },
+                agent_id=agent_id,
+            )
+        await self._save(record)
+
+    # ------------------------------------------------------- from the page
+
+    async def dispose(self, call_id: str, agent_id: str, disposition: str, notes: str) -> bool:
+        """Record the agent's disposition and notes. True when already in the database."""
+        shown = self._current.get(agent_id)
+        if shown is not None and shown.info.call_id == call_id and shown.ended_at is not None:
+            del self._current[agent_id]
+        elif shown is not None and shown.info.call_id == call_id:
+            shown.pop["disposition"] = disposition
+        return await self._save(
+            InteractionRecord(call_id=call_id, disposition=disposition, notes=notes)
+        )
+
+    async def link_customer(self, call_id: str, customer: Mapping[str, Any]) -> None:
+        """The agent created the caller's record during the call: the pop and the
+        interaction now point to it."""
+        active = self._calls.get(call_id) or next(
+            (a for a in self._current.values() if a.info.call_id == call_id), None
+        )
+        if active is not None:
+            active.customer_id = int(customer["id"])
+            active.pop.update(known=True, customer=dict(customer), partial=False)
+        await self._save(InteractionRecord(call_id=call_id, customer_id=int(customer["id"])))
+
+    def current(self, agent_id: str) -> dict[str, Any] | None:
+        """The pop on this agent's screen (for a page reload), or None."""
+        active = self._current.get(agent_id)
+        return dict(active.pop) if active is not None else None
+
+    def shown_to(self, agent_id: str, call_id: str) -> bool:
+        active = self._current.get(agent_id)
+        return active is not None and active.info.call_id == call_id
+
+    async def agent_state(
+        self,
+        agent_id: str,
+        state: str,
+        reason: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        """Tell the agent's page (and dashboards) about a state change; remember the
+        states that must survive a restart. The daemon calls it for AgentStateChanged."""
+        if state == "logged_out":
+            self._current.pop(agent_id, None)
+        await self.notifier.publish(
+            AGENT_STATE,
+            {"agent_id": agent_id, "state": state, "reason": reason, "call_id": call_id},
+            agent_id=agent_id,
+        )
+        if state in PERSISTED_STATES:
+            try:
+                await asyncio.wait_for(
+                    self.store.save_agent_state(agent_id, state, reason), self.save_timeout
+                )
+            except Exception as exc:  # noqa: BLE001
+                log.warning("agent=%s state %s not persisted: %r", agent_id, state, exc)
+
+    # ---------------------------------------------------- interaction log
+
+    @property
+    def pending(self) -> dict[str, InteractionRecord]:
+        return dict(self._pending)
+
+    async def flush(self) -> int:
+        """Try to store every pending interaction; returns how many are still pending."""
+        for call_id in list(self._pending):
+            await self._store_one(call_id)
+        self._write_spool()
+        return len(self._pending)
+
+    async def run_retry(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)  # a timer, not synchronisation
+            if self._pending:
+                left = await self.flush()
+                if not left:
+                    log.info("interaction spool flushed")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._write_spool()
+
+    async def _save(self, record: InteractionRecord) -> bool:
+        previous = self._pending.get(record.call_id)
+        self._pending[record.call_id] = previous.merged(record) if previous else record
+        ok = await self._store_one(record.call_id)
+        self._write_spool()
+        return ok
+
+    async def _store_one(self, call_id: str) -> bool:
+        record = self._pending.get(call_id)
+        if record is None:
+            return True
+        try:
+            await asyncio.wait_for(self.store.save_interaction(record), self.save_timeout)
+        except Exception as exc:  # noqa: BLE001 - keep it, retry later
+            log.warning("call=%s interaction kept for retry: %r", call_id, exc)
+            return False
+        if self._pending.get(call_id) is record:
+            del self._pending[call_id]
+        return True
+
+    def _write_spool(self) -> None:
+        if self.spool_path is None:
+            return
+        try:
+            if not self._pending:
+                self.spool_path.unlink(missing_ok=True)
+                return
+            tmp = self.spool_path.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as fh:
+                for record in self._pending.values():
+                    fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self.spool_path)
+        except OSError as exc:
+            log.error("interaction spool %s not written: %r", self.spool_path, exc)
+
+    def _load_spool(self) -> None:
+        if self.spool_path is None or not self.spool_path.exists():
+            return
+        for line in self.spool_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = InteractionRecord.from_dict(json.loads(line))
+                previous = self._pending.get(record.call_id)
+                self._pending[record.call_id] = previous.merged(record) if previous else record
+        log.info("interaction spool: %d records to store", len(self._pending))
+
+    # ------------------------------------------------------------- the pop
+
+    async def _identify(self, number: str) -> Identification:
+        return await self.store.identify(number, self.history)
+
+    def _result(
+        self, lookup: asyncio.Task[Identification], call: CallInfo
+    ) -> Identification | None:
+        exc = lookup.exception()
+        if exc is not None:
+            log.warning("call=%s CRM lookup failed: %r", call.call_id, exc)
+            return None
+        return lookup.result()
+
+    async def _late_pop(
+        self, lookup: asyncio.Task[Identification], active: _Active, agent_id: str
+    ) -> None:
+        """The CRM answered after the pop went out partial: send the full pop, if the
+        call is still on that agent's screen."""
+        try:
+            ident = await asyncio.wait_for(lookup, self.late_lookup_timeout)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("call=%s late CRM lookup failed: %r", active.info.call_id, exc)
+            return
+        if self._current.get(agent_id) is not active:
+            return
+        stage = active.pop.get("stage", "offered")
+        active.pop = {**self._pop(active, ident), "stage": stage}
+        if ident.customers:
+            active.customer_id = ident.customers[0].id
+            if active.ended_at is not None:
+                await self._save(
+                    InteractionRecord(call_id=active.info.call_id, customer_id=active.customer_id)
+                )
+        await self.notifier.publish(POP_OFFERED, active.pop, agent_id=agent_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pop(self, active: _Active, ident: Identification | None) -> dict[str, Any]:
+        info = active.info
+        e164 = normalize(info.caller_id, self.region)
+        customers = ident.customers if ident is not None else ()
+        waited = (info.offered_at or 0) - info.joined_at if info.joined_at else None
+        return {
+            "call_id": info.call_id,
+            "stage": "offered",
+            "caller_id": e164 or info.caller_id,
+            "caller_name": info.caller_name,
+            "dnis": info.dnis,
+            "queue": info.queue,
+            "digits": info.digits,
+            "answers": dict(info.answers),
+            "joined_at": info.joined_at,
+            "offered_at": info.offered_at,
+            "waited": _round(waited),
+            "partial": ident is None,
+            "known": bool(customers),
+            "customer": customers[0].to_dict() if customers else None,
+            "other_matches": [{"id": c.id, "name": c.name} for c in customers[1:]],
+            "history": [_history_item(h) for h in ident.history] if ident is not None else [],
+            "crm_url": self._crm_url(e164 or info.caller_id),
+        }
+
+    def _crm_url(self, e164: str) -> str | None:
+        if not self.crm_url_template or not e164:
+            return None
+        return self.crm_url_template.format(e164=quote(e164, safe=""), number=quote(e164, safe=""))
+
+
+def _history_item(rec: InteractionRecord) -> dict[str, Any]:
+    return {
+        "call_id": rec.call_id,
+        "at": rec.joined_at.isoformat() if rec.joined_at else None,
+        "queue": rec.queue,
+        "agent_id": rec.agent_id,
+        "wait": rec.wait_seconds,
+        "talk": rec.talk_seconds,
+        "outcome": rec.outcome,
+        "disposition": rec.disposition,
+        "notes": rec.notes,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
