@@ -1,0 +1,188 @@
+"""PopService on a real SQLite store and the recording notifier."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from ctiserver.notify import FanOut, RecordingNotifier
+from ctiserver.pops import CallInfo, PopService
+from ctiserver.store import Identification, Store
+from ctiserver.store.demo import load_demo
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
+    await s.migrate()
+    await load_demo(s)
+    yield s
+    await s.close()
+
+
+def ana_call(call_id: str = "1700000000.1", joined: float = 1_700_000_000.0) -> CallInfo:
+    return CallInfo(
+        call_id=call_id,
+        caller_id="915551234",
+        caller_name="ANA",
+        dnis="+34910000000",
+        queue="support",
+        digits="2",
+        answers={"account": "77"},
+        joined_at=joined,
+    )
+
+
+async def test_known_caller_pop_then_answer_end_and_disposition(store: Store) -> None:
+    clock, notes = Clock(time.time()), RecordingNotifier()
+    pops = PopService(
+        store, notes, crm_url_template="https://crm.example/s?phone={e164}", clock=clock
+    )
+    await pops.offered(ana_call(joined=clock.now - 12), "1001")
+    pop = notes.of_kind("pop.offered", "1001")[0].data
+    assert pop["known"] and not pop["partial"]
+    assert pop["customer"]["name"] == "Ana López" and pop["customer"]["tier"] == "gold"
+    assert pop["caller_id"] == "+34915551234" and pop["waited"] == 12.0
+    assert pop["crm_url"] == "https://crm.example/s?phone=%2B34915551234"
+    assert [h["disposition"] for h in pop["history"]] == ["resolved", "billing question"]
+    assert (pop["queue"], pop["digits"], pop["answers"]) == ("support", "2", {"account": "77"})
+
+    clock.now += 3
+    await pops.answered("1700000000.1", "1001")
+    clock.now += 100
+    await pops.ended("1700000000.1", "1001")
+    assert notes.of_kind("call.ended", "1001")[0].data["talk"] == 100.0
+    assert pops.current("1001")["stage"] == "ended"  # kept on screen for wrap-up
+
+    assert await pops.dispose("1700000000.1", "1001", "sale", "upgraded to 1Gb")
+    assert pops.current("1001") is None
+    rec = await store.get_interaction("1700000000.1")
+    assert rec is not None
+    assert (rec.wait_seconds, rec.talk_seconds, rec.outcome) == (15.0, 100.0, "answered")
+    assert (rec.disposition, rec.notes, rec.agent_id) == ("sale", "upgraded to 1Gb", "1001")
+    ana = (await store.find_customers_by_number("+34915551234"))[0]
+    assert rec.customer_id == ana.id
+    # the next agent sees it in the history
+    await pops.offered(ana_call("c2"), "1003")
+    assert notes.of_kind("pop.offered", "1003")[0].data["history"][0]["notes"] == "upgraded to 1Gb"
+
+
+async def test_unknown_caller_then_created_from_the_form(store: Store) -> None:
+    notes = RecordingNotifier()
+    pops = PopService(store, notes)
+    await pops.offered(CallInfo("c9", "+34932000000", joined_at=time.time()), "1001")
+    pop = notes.of_kind("pop.offered")[0].data
+    assert not pop["known"] and not pop["partial"] and pop["customer"] is None
+    customer = await store.create_customer("New One", ["+34932000000"])
+    await pops.link_customer("c9", customer.to_dict())
+    assert pops.current("1001")["customer"]["name"] == "New One"
+    await pops.ended("c9", "1001")
+    rec = await store.get_interaction("c9")
+    assert rec is not None and rec.customer_id == customer.id and rec.outcome == "abandoned"
+
+
+class SlowStore:
+    """A real store whose lookups wait until the test lets them through."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.gate = store, asyncio.Event()
+
+    async def identify(self, number: str, history: int = 5) -> Identification:
+        await self.gate.wait()
+        return await self.store.identify(number, history)
+
+    async def save_interaction(self, record):
+        return await self.store.save_interaction(record)
+
+    async def save_agent_state(self, agent_id, state, reason=None):
+        await self.store.save_agent_state(agent_id, state, reason)
+
+
+async def test_slow_crm_gives_a_partial_pop_in_time_then_the_full_one(store: Store) -> None:
+    slow, notes = SlowStore(store), RecordingNotifier()
+    pops = PopService(slow, notes, lookup_timeout=0.1)
+    started = time.monotonic()
+    await pops.offered(ana_call(), "1001")
+    assert time.monotonic() - started < 0.3
+    first = notes.of_kind("pop.offered")[0].data
+    assert first["partial"] and first["customer"] is None
+    assert (first["caller_id"], first["queue"], first["digits"]) == ("+34915551234", "support", "2")
+    slow.gate.set()
+    full = await notes.wait_for(lambda n: n.kind == "pop.offered" and not n.data["partial"])
+    assert full.data["customer"]["name"] == "Ana López"
+    assert pops.current("1001")["customer"]["name"] == "Ana López"
+    await pops.close()
+
+
+async def test_database_down_pop_partial_and_interaction_spooled_then_flushed(
+    store: Store, tmp_path: Path
+) -> None:
+    down = Store(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    notes, spool = RecordingNotifier(), tmp_path / "spool.jsonl"
+    pops = PopService(down, notes, spool_path=spool)
+    started = time.monotonic()
+    await pops.offered(ana_call(), "1001")
+    assert time.monotonic() - started < 0.3
+    assert notes.of_kind("pop.offered")[0].data["partial"] is True
+    await pops.answered("1700000000.1", "1001")
+    await pops.ended("1700000000.1", "1001")
+    assert not await pops.dispose("1700000000.1", "1001", "callback", "call her back")
+    assert list(pops.pending) == ["1700000000.1"]
+    assert spool.exists()
+    await down.close()
+
+    # a restart with the database back: the spool is read and stored
+    revived = PopService(store, RecordingNotifier(), spool_path=spool)
+    assert list(revived.pending) == ["1700000000.1"]
+    assert await revived.flush() == 0
+    assert not spool.exists()
+    rec = await store.get_interaction("1700000000.1")
+    assert rec is not None and (rec.disposition, rec.notes, rec.outcome) == (
+        "callback",
+        "call her back",
+        "answered",
+    )
+
+
+async def test_agent_state_is_published_and_persisted(store: Store) -> None:
+    notes = RecordingNotifier()
+    pops = PopService(store, notes)
+    await pops.agent_state("1001", "not_ready", "lunch")
+    await pops.agent_state("1001", "offered", call_id="c1")
+    n = notes.of_kind("agent.state", "1001")
+    assert [x.data["state"] for x in n] == ["not_ready", "offered"]
+    states = await store.load_agent_states()
+    assert (states["1001"].state, states["1001"].reason) == ("not_ready", "lunch")
+
+
+class Stuck:
+    async def publish(self, kind, data, *, agent_id=None):
+        await asyncio.Event().wait()
+
+
+class Broken:
+    async def publish(self, kind, data, *, agent_id=None):
+        raise ConnectionError("down")
+
+
+async def test_fanout_a_stuck_or_broken_channel_does_not_hold_the_others() -> None:
+    good = RecordingNotifier()
+    fan = FanOut({"stuck": Stuck(), "broken": Broken(), "good": good}, timeout=30)
+    started = time.monotonic()
+    for i in range(3):
+        await fan.publish("pop.offered", {"i": i}, agent_id="1001")
+    assert time.monotonic() - started < 0.05
+    await good.wait_for(lambda n: n.data["i"] == 2)
+    assert [n.data["i"] for n in good.sent] == [0, 1, 2]
+    await fan.close()
