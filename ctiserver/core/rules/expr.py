@@ -1,0 +1,446 @@
+"""Rule conditions: simpleeval's expression language, checked once and compiled to closures.
+
+The grammar is simpleeval's (``SimpleEval``): names, constants, ``and`` / ``or``
+/ ``not``, comparisons (``==``, ``<``, ``in`` …), arithmetic, ``x if c else y``,
+subscripts and calls of whitelisted functions. Each expression is parsed once
+with :mod:`ast` at load time and every node is checked against a whitelist; it
+is then turned into a tree of Python closures, so evaluating a condition costs
+a few hundred nanoseconds instead of simpleeval's tree walk (a 1,000-rule set
+must decide in well under a millisecond). Python's ``eval``/``compile`` are
+never used.
+
+What is refused, at load time, with the column of the mistake:
+
+* anything not in the whitelist: lambda, comprehensions, f-strings, dict/set
+  literals, keyword or starred arguments, walrus, ``import`` …;
+* unknown names and functions; attribute names starting with ``_``;
+* expressions longer than :data:`MAX_EXPR_LEN` characters or with more than
+  :data:`MAX_NODES` nodes;
+* constant sub-expressions that break a limit (``9**9**9``, ``'a'*10**9``):
+  they are folded at load time with the same guarded operators.
+
+At run time the guarded operators (simpleeval's ``safe_power`` / ``safe_mult``
+/ ``safe_add`` idea, with tighter limits) keep a condition from allocating
+huge numbers or strings. Attribute access reads keys of records
+(``customer.tier``) and never touches Python attributes; ``None.x`` is
+``None`` so ``customer.tier == 'gold'`` is simply false for unknown callers.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator as op
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+MAX_EXPR_LEN = 500
+MAX_NODES = 200
+MAX_STRING = 1_000  # longest string or list a condition may build
+MAX_POWER = 100  # largest exponent
+MAX_POWER_BASE = 1_000_000
+MAX_LITERAL_ITEMS = 100
+
+Scope = Mapping[str, Any]
+Evaluator = Callable[[Scope], Any]
+
+
+class ExprError(Exception):
+    """The expression is not acceptable (found at load time)."""
+
+    def __init__(self, message: str, col: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.col = col
+
+
+class EvalError(Exception):
+    """The expression failed on this call's data (found at run time)."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<not constant>"
+
+
+MISSING: Any = _Missing()
+
+
+# ------------------------------------------------------------ guarded operators
+
+
+def safe_power(a: Any, b: Any) -> Any:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        if abs(b) > MAX_POWER or abs(a) > MAX_POWER_BASE:
+            raise EvalError(f"number too large: {a!r} ** {b!r}")
+    return a**b
+
+
+def _too_long(n: int) -> EvalError:
+    return EvalError(f"result too long ({n} > {MAX_STRING})")
+
+
+def safe_mult(a: Any, b: Any) -> Any:
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, str | list | tuple) and isinstance(n, int) and n * len(seq) > MAX_STRING:
+            raise _too_long(n * len(seq))
+    return a * b
+
+
+def safe_add(a: Any, b: Any) -> Any:
+    if isinstance(a, str | list | tuple) and isinstance(b, str | list | tuple):
+        if len(a) + len(b) > MAX_STRING:
+            raise _too_long(len(a) + len(b))
+    return a + b
+
+
+def _contains(container: Any, item: Any) -> bool:
+    if container is None:
+        return False
+    return bool(item in container)
+
+
+BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: safe_add,
+    ast.Sub: op.sub,
+    ast.Mult: safe_mult,
+    ast.Div: op.truediv,
+    ast.FloorDiv: op.floordiv,
+    ast.Mod: op.mod,
+    ast.Pow: safe_power,
+}
+UNARYOPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.Not: op.not_,
+    ast.USub: op.neg,
+    ast.UAdd: op.pos,
+}
+CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: op.eq,
+    ast.NotEq: op.ne,
+    ast.Lt: op.lt,
+    ast.LtE: op.le,
+    ast.Gt: op.gt,
+    ast.GtE: op.ge,
+    ast.In: lambda x, y: _contains(y, x),
+    ast.NotIn: lambda x, y: not _contains(y, x),
+    ast.Is: op.is_,
+    ast.IsNot: op.is_not,
+}
+
+# read-only attributes allowed on date/time values (``now.hour``)
+_DATETIME_ATTRS = frozenset({"year", "month", "day", "hour", "minute", "second"})
+
+
+def get_attr(value: Any, name: str) -> Any:
+    """``record.key``: a key of a mapping, a date/time field, or ``None`` on ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value.get(name)
+    if isinstance(value, datetime | date) and name in _DATETIME_ATTRS:
+        return getattr(value, name)
+    raise EvalError(f"'.{name}' can only be read from a record, not from {type(value).__name__}")
+
+
+def get_item(value: Any, key: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value.get(key)
+    if isinstance(value, str | list | tuple) and isinstance(key, int | slice):
+        try:
+            return value[key]
+        except IndexError:
+            return None
+    raise EvalError(f"cannot index {type(value).__name__} with {type(key).__name__}")
+
+
+# ------------------------------------------------------------ compile environment
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function the rules may call.
+
+    ``build(args, consts)`` receives the compiled argument evaluators and,
+    for each argument, its value if it is a constant (else :data:`MISSING`).
+    It validates constants (raising :class:`ExprError`), specialises (e.g.
+    pre-compiles a wildcard pattern) and returns the evaluator of the call.
+    """
+
+    name: str
+    min_args: int
+    max_args: int
+    build: Callable[[Sequence[Evaluator], Sequence[Any]], Evaluator]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Env:
+    """What an expression may refer to."""
+
+    names: frozenset[str]
+    functions: Mapping[str, Function]
+    # names whose value may be absent (IVR answers): read as '' when missing
+    soft_names: frozenset[str] = frozenset()
+    # names holding phone numbers: string constants compared with them are normalised
+    number_names: frozenset[str] = frozenset()
+    normalize: Callable[[str], str] = staticmethod(lambda s: s)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    source: str
+    tree: ast.expr
+    fn: Evaluator
+    constant: bool
+    value: Any  # the value when constant, else MISSING
+    names: frozenset[str]
+
+    def __call__(self, scope: Scope) -> Any:
+        return self.fn(scope)
+
+
+def compile_expr(source: str, env: Env) -> Compiled:
+    """Parse, check and compile one expression. Raises :class:`ExprError`."""
+    if not isinstance(source, str):
+        raise ExprError(f"a condition must be text, not {type(source).__name__}")
+    text = source.strip()
+    if not text:
+        raise ExprError("empty condition")
+    if len(text) > MAX_EXPR_LEN:
+        raise ExprError(f"condition too long ({len(text)} characters, at most {MAX_EXPR_LEN})")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error: {exc.msg}", exc.offset) from None
+    count = sum(1 for _ in ast.walk(tree))
+    if count > MAX_NODES:
+        raise ExprError(f"condition too complex ({count} parts, at most {MAX_NODES})")
+    compiler = _Compiler(env)
+    fn, value = compiler.compile(tree.body)
+    return Compiled(text, tree.body, fn, value is not MISSING, value, frozenset(compiler.used))
+
+
+class _Compiler:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.used: set[str] = set()
+
+    def fail(self, node: ast.AST, message: str) -> ExprError:
+        return ExprError(message, getattr(node, "col_offset", -1) + 1)
+
+    def compile(self, node: ast.expr) -> tuple[Evaluator, Any]:
+        """Return (evaluator, constant value or MISSING); folds constants."""
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise self.fail(node, f"{_describe(node)} is not allowed in a rule condition")
+        fn, is_const = method(node)
+        if is_const:
+            try:
+                value = fn({})
+            except EvalError as exc:
+                raise self.fail(node, str(exc)) from None
+            except Exception as exc:  # e.g. 1/0, 'a' < 1 in a constant expression
+                raise self.fail(node, f"{type(exc).__name__}: {exc}") from None
+            return (lambda s, v=value: v), value
+        return fn, MISSING
+
+    # each handler returns (evaluator, all-children-constant)
+
+    def _Constant(self, node: ast.Constant) -> tuple[Evaluator, bool]:
+        value = node.value
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise self.fail(node, f"{type(value).__name__} literals are not allowed")
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise self.fail(node, f"text literal too long ({len(value)} > {MAX_STRING})")
+        return (lambda s: value), True
+
+    def _Name(self, node: ast.Name) -> tuple[Evaluator, bool]:
+        name = node.id
+        if name in self.env.names:
+            self.used.add(name)
+            return (lambda s: s[name]), False
+        if name in self.env.soft_names:
+            self.used.add(name)
+            return (lambda s: s.get(name, "")), False
+        if name in self.env.functions:
+            raise self.fail(node, f"{name} is a function: call it as {name}(...)")
+        known = ", ".join(sorted(self.env.names | self.env.soft_names))
+        raise self.fail(node, f"unknown name '{name}' (known names: {known})")
+
+    def _seq(self, node: ast.List | ast.Tuple) -> tuple[Evaluator, bool]:
+        if len(node.elts) > MAX_LITERAL_ITEMS:
+            raise self.fail(node, f"list too long (at most {MAX_LITERAL_ITEMS} items)")
+        parts = [self.compile(e) for e in node.elts]
+        fns = [p[0] for p in parts]
+        return (lambda s: tuple(f(s) for f in fns)), all(p[1] is not MISSING for p in parts)
+
+    _List = _seq
+    _Tuple = _seq
+
+    def _BoolOp(self, node: ast.BoolOp) -> tuple[Evaluator, bool]:
+        parts = [self.compile(v) for v in node.values]
+        fns = [p[0] for p in parts]
+        const = all(p[1] is not MISSING for p in parts)
+        if isinstance(node.op, ast.And):
+
+            def and_(s: Scope) -> Any:
+                result: Any = True
+                for f in fns:
+                    result = f(s)
+                    if not result:
+                        return result
+                return result
+
+            return and_, const
+
+        def or_(s: Scope) -> Any:
+            result: Any = False
+            for f in fns:
+                result = f(s)
+                if result:
+                    return result
+            return result
+
+        return or_, const
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> tuple[Evaluator, bool]:
+        fn = UNARYOPS.get(type(node.op))
+        if fn is None:
+            raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
+        inner, value = self.compile(node.operand)
+        return (lambda s: fn(inner(s))), value is not MISSING
+
+    def _BinOp(self, node: ast.BinOp) -> tuple[Evaluator, bool]:
+        fn = BINOPS.get(type(node.op))
+        if fn is None:
+            raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
+        left, lv = self.compile(node.left)
+        right, rv = self.compile(node.right)
+        return (lambda s: fn(left(s), right(s))), lv is not MISSING and rv is not MISSING
+
+    def _number_const(self, node: ast.expr) -> ast.expr:
+        """Normalise string constants compared with a phone-number name."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return ast.copy_location(ast.Constant(self.env.normalize(node.value)), node)
+        if isinstance(node, ast.List | ast.Tuple):
+            elts = [self._number_const(e) for e in node.elts]
+            return ast.copy_location(type(node)(elts=elts, ctx=ast.Load()), node)
+        return node
+
+    def _Compare(self, node: ast.Compare) -> tuple[Evaluator, bool]:
+        operands = [node.left, *node.comparators]
+        if any(isinstance(o, ast.Name) and o.id in self.env.number_names for o in operands):
+            operands = [self._number_const(o) for o in operands]
+        parts = [self.compile(o) for o in operands]
+        fns = [p[0] for p in parts]
+        ops = []
+        for o in node.ops:
+            fn = CMPOPS.get(type(o))
+            if fn is None:
+                raise self.fail(node, f"comparison {type(o).__name__} is not allowed")
+            ops.append(fn)
+        const = all(p[1] is not MISSING for p in parts)
+        if len(ops) == 1:
+            cmp, left, right = ops[0], fns[0], fns[1]
+            return (lambda s: cmp(left(s), right(s))), const
+
+        def chain(s: Scope) -> bool:
+            lhs = fns[0](s)
+            for cmp, f in zip(ops, fns[1:], strict=True):
+                rhs = f(s)
+                if not cmp(lhs, rhs):
+                    return False
+                lhs = rhs
+            return True
+
+        return chain, const
+
+    def _IfExp(self, node: ast.IfExp) -> tuple[Evaluator, bool]:
+        test, tv = self.compile(node.test)
+        body, bv = self.compile(node.body)
+        orelse, ov = self.compile(node.orelse)
+        const = MISSING not in (tv, bv, ov)
+        return (lambda s: body(s) if test(s) else orelse(s)), const
+
+    def _Attribute(self, node: ast.Attribute) -> tuple[Evaluator, bool]:
+        attr = node.attr
+        if attr.startswith("_"):
+            raise self.fail(node, f"'.{attr}': names starting with '_' are not allowed")
+        inner, value = self.compile(node.value)
+        return (lambda s: get_attr(inner(s), attr)), value is not MISSING
+
+    def _Subscript(self, node: ast.Subscript) -> tuple[Evaluator, bool]:
+        inner, value = self.compile(node.value)
+        if isinstance(node.slice, ast.Slice):
+            bounds = [
+                self.compile(b) if b is not None else ((lambda s: None), None)
+                for b in (node.slice.lower, node.slice.upper, node.slice.step)
+            ]
+            lo, hi, st = (b[0] for b in bounds)
+            const = value is not MISSING and all(b[1] is not MISSING for b in bounds)
+            return (lambda s: get_item(inner(s), slice(lo(s), hi(s), st(s)))), const
+        key, kv = self.compile(node.slice)
+        return (lambda s: get_item(inner(s), key(s))), value is not MISSING and kv is not MISSING
+
+    def _Call(self, node: ast.Call) -> tuple[Evaluator, bool]:
+        if not isinstance(node.func, ast.Name):
+            raise self.fail(node, "only the documented functions can be called, e.g. open('x')")
+        name = node.func.id
+        spec = self.env.functions.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.env.functions))
+            raise self.fail(node, f"unknown function '{name}' (known functions: {known})")
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            raise self.fail(node, f"{name}(): only plain positional arguments are allowed")
+        if not spec.min_args <= len(node.args) <= spec.max_args:
+            want = (
+                str(spec.min_args)
+                if spec.min_args == spec.max_args
+                else f"{spec.min_args} to {spec.max_args}"
+            )
+            raise self.fail(node, f"{name}() takes {want} arguments, got {len(node.args)}")
+        args = list(node.args)
+        if name in ("matches", "startswith", "endswith") and args:
+            first = args[0]
+            if isinstance(first, ast.Name) and first.id in self.env.number_names:
+                args[1:] = [_pattern_const(a) for a in args[1:]]
+        parts = [self.compile(a) for a in args]
+        self.used.add(name + "()")
+        try:
+            fn = spec.build([p[0] for p in parts], [p[1] for p in parts])
+        except ExprError as exc:
+            raise self.fail(node, f"{name}(): {exc.message}") from None
+        # calls are never folded: they may depend on the call (time, lookups)
+        return fn, False
+
+
+def _pattern_const(node: ast.expr) -> ast.expr:
+    """``'0034…'`` in a number pattern means ``'+34…'``."""
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("00")
+    ):
+        return ast.copy_location(ast.Constant("+" + node.value[2:]), node)
+    return node
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        "Lambda": "lambda",
+        "ListComp": "a list comprehension",
+        "SetComp": "a set comprehension",
+        "DictComp": "a dict comprehension",
+        "GeneratorExp": "a generator expression",
+        "JoinedStr": "an f-string",
+        "Dict": "a dict literal",
+        "Set": "a set literal",
+        "NamedExpr": "':='",
+        "Await": "await",
+        "Yield": "yield",
+        "Starred": "'*'",
+    }
+    return names.get(type(node).__name__, type(node).__name__)

@@ -1,0 +1,256 @@
+"""The names and functions rule conditions can use, and wildcard number patterns.
+
+Names (set per call by :func:`make_scope`):
+
+``caller_id``, ``dnis``  E.164 numbers (``+34915551234``); internal extensions as dialled
+``caller_name``         caller ID name, text
+``digits``              digits the caller keyed in (text, may be empty)
+``answers``             all IVR answers, a record: ``answers.department``
+``<answer name>``       every variable an IVR flow sets, as text ('' if not answered)
+``customer``            the CRM record of the caller or None: ``customer.tier``
+``now``                 the instant (``now.hour`` …) in the rules' time zone
+``time``                local time as text ``'21:30'``; compare with ``time >= '09:00'``
+``date``                local date as text ``'2026-12-24'``
+``weekday``             ``'mon'`` … ``'sun'``
+``hour``, ``minute``, ``day``, ``month``, ``year``  numbers
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import cache, lru_cache
+from typing import Any
+
+from ctiserver.core.rules.context import CallContext
+from ctiserver.core.rules.expr import MAX_STRING, MISSING, EvalError, Evaluator, ExprError, Function
+from ctiserver.core.schedules import WEEKDAYS, Schedule, ScheduleError, holiday_calendar
+
+BASE_NAMES = frozenset(
+    {
+        "caller_id",
+        "caller_name",
+        "dnis",
+        "digits",
+        "answers",
+        "customer",
+        "now",
+        "time",
+        "date",
+        "weekday",
+        "hour",
+        "minute",
+        "day",
+        "month",
+        "year",
+    }
+)
+NUMBER_NAMES = frozenset({"caller_id", "dnis"})
+CTX_KEY = "\x00ctx"  # not a valid identifier: unreachable from expressions
+
+
+# ------------------------------------------------------------------ wildcards
+
+
+def wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` = any run of characters, ``?`` = exactly one digit, the rest literal."""
+    if len(pattern) > 64:
+        raise ExprError(f"pattern too long: {pattern!r}")
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(r"\d")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+_regex_cache: Callable[[str], re.Pattern[str]] = lru_cache(maxsize=256)(wildcard_regex)
+
+
+def pattern_contains(outer: str, inner: str) -> bool:
+    """True if every number matching ``inner`` also matches ``outer`` (sound, not complete)."""
+
+    @cache
+    def go(i: int, j: int) -> bool:
+        if i == len(outer):
+            return j == len(inner)
+        a = outer[i]
+        if a == "*":
+            # '*' absorbs zero or more of inner's tokens
+            return go(i + 1, j) or (j < len(inner) and go(i, j + 1))
+        if j == len(inner):
+            return False
+        b = inner[j]
+        if b == "*":
+            return False
+        if a == "?":
+            return (b == "?" or b.isdigit()) and go(i + 1, j + 1)
+        return a == b and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+# ------------------------------------------------------------------ functions
+
+
+def _const_str(consts: Sequence[Any], index: int, what: str) -> str | None:
+    value = consts[index] if index < len(consts) else MISSING
+    if value is MISSING:
+        return None
+    if not isinstance(value, str):
+        raise ExprError(f"{what} must be text, got {value!r}")
+    return value
+
+
+def _matches(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    subject, pattern_fn = args
+    pattern = _const_str(consts, 1, "the pattern")
+    if pattern is not None:
+        rx = wildcard_regex(pattern)
+        return lambda s: rx.fullmatch(_text(subject(s))) is not None
+    return lambda s: _regex_cache(_text(pattern_fn(s))).fullmatch(_text(subject(s))) is not None
+
+
+def _startswith(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    subject, prefix = args
+    return lambda s: _text(subject(s)).startswith(_text(prefix(s)))
+
+
+def _endswith(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    subject, suffix = args
+    return lambda s: _text(subject(s)).endswith(_text(suffix(s)))
+
+
+def _len(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    (arg,) = args
+
+    def length(s: Mapping[str, Any]) -> int:
+        value = arg(s)
+        return 0 if value is None else len(value)
+
+    return length
+
+
+def _int(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    (arg,) = args
+
+    def to_int(s: Mapping[str, Any]) -> int:
+        value = arg(s)
+        if isinstance(value, str) and len(value) > 30:
+            raise EvalError("number too long")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise EvalError(f"not a number: {value!r}") from None
+
+    return to_int
+
+
+def _str(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    (arg,) = args
+    return lambda s: _text(arg(s))[:MAX_STRING]
+
+
+def _lower(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+    (arg,) = args
+    return lambda s: _text(arg(s)).lower()
+
+
+def make_functions(
+    schedules: Mapping[str, Schedule],
+    lookup_tables: frozenset[str],
+    zone_name: str,
+) -> dict[str, Function]:
+    """The function table of one rule set (schedules and tables are fixed at load)."""
+
+    def build_open(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+        name = _const_str(consts, 0, "the schedule name")
+        if name is None:
+            raise ExprError("the schedule name must be written literally, e.g. open('support')")
+        schedule = schedules.get(name)
+        if schedule is None:
+            known = ", ".join(sorted(schedules)) or "none defined"
+            raise ExprError(f"unknown schedule '{name}' (known: {known})")
+        return lambda s: schedule.is_open(s["now"])
+
+    def build_holiday(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+        country = _const_str(consts, 0, "the country")
+        subdiv = _const_str(consts, 1, "the region") if len(args) > 1 else None
+        if country is None or (len(args) > 1 and subdiv is None):
+            raise ExprError("write the country (and region) literally, e.g. holiday('ES', 'MD')")
+        try:
+            calendar = holiday_calendar(country, subdiv)
+        except ScheduleError as exc:
+            raise ExprError(str(exc)) from None
+        return lambda s: s["now"].date() in calendar
+
+    def build_lookup(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
+        table = _const_str(consts, 0, "the table name")
+        if table is None:
+            raise ExprError(
+                "the table name must be written literally, e.g. lookup('vip', caller_id)"
+            )
+        if table not in lookup_tables:
+            known = ", ".join(sorted(lookup_tables)) or "none: list them in config.lookup_tables"
+            raise ExprError(f"table '{table}' is not allowed (allowed: {known})")
+        key = args[1]
+
+        def lookup(s: Mapping[str, Any]) -> Any:
+            ctx: CallContext = s[CTX_KEY]
+            try:
+                row = ctx.lookup(table, _text(key(s)))
+            except Exception as exc:  # the adapter's timeout or DB error
+                raise EvalError(f"lookup('{table}') failed: {exc}") from None
+            return dict(row) if row is not None else None
+
+        return lookup
+
+    fns = [
+        Function("matches", 2, 2, _matches, "matches(number, '+3491*'): * any digits, ? one digit"),
+        Function("startswith", 2, 2, _startswith, "startswith(text, prefix)"),
+        Function("endswith", 2, 2, _endswith, "endswith(text, suffix)"),
+        Function("open", 1, 1, build_open, "open('schedule'): the schedule is open now"),
+        Function("holiday", 1, 2, build_holiday, "holiday('ES'[, 'MD']): today is a holiday"),
+        Function("lookup", 2, 2, build_lookup, "lookup('table', key): a record or None"),
+        Function("len", 1, 1, _len, "len(text)"),
+        Function("int", 1, 1, _int, "int(text)"),
+        Function("str", 1, 1, _str, "str(value)"),
+        Function("lower", 1, 1, _lower, "lower(text)"),
+    ]
+    return {f.name: f for f in fns}
+
+
+def make_scope(ctx: CallContext, zone: Any, soft_names: frozenset[str]) -> dict[str, Any]:
+    """The names one call exposes to the conditions."""
+    local: datetime = ctx.now.astimezone(zone)
+    scope: dict[str, Any] = {
+        "caller_id": ctx.caller_id,
+        "caller_name": ctx.caller_name,
+        "dnis": ctx.dnis,
+        "digits": ctx.digits,
+        "answers": ctx.answers,
+        "customer": ctx.customer,
+        "now": local,
+        "time": f"{local.hour:02d}:{local.minute:02d}",
+        "date": local.date().isoformat(),
+        "weekday": WEEKDAYS[local.weekday()],
+        "hour": local.hour,
+        "minute": local.minute,
+        "day": local.day,
+        "month": local.month,
+        "year": local.year,
+        CTX_KEY: ctx,
+    }
+    if soft_names:
+        answers = ctx.answers
+        for name in soft_names:
+            scope[name] = answers.get(name, "")
+    return scope
