@@ -11,8 +11,8 @@ own event ``Timestamp`` can be used as the time of an event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 # ---------------------------------------------------------------- events in
 
@@ -158,7 +158,7 @@ class Overflow:
     call_id: str
     queue: str
     target: str
-    reason: str  # max_wait | no_agents
+    reason: str  # max_wait | no_agents | queue_removed
 
 
 @dataclass(frozen=True)
@@ -181,4 +181,26 @@ class CallAbandoned:
     waited: float
 
 
-Effect = Ring | Announce | Overflow | AgentStateChanged | CallAbandoned
+@dataclass(frozen=True)
+class CancelRing:
+    """Stop ringing these agents for this call: the engine withdrew the offer itself
+    (its ring guard timer expired, the agent logged out or paused while ringing)."""
+
+    call_id: str
+    agent_ids: tuple[str, ...]
+    reason: str  # guard_timeout | agent_logged_out | agent_paused | reconfigured
+
+
+@dataclass(frozen=True)
+class QueueChanged:
+    """The engine moved a waiting caller to another queue (an ``Overflow`` target
+    ``queue:NAME``). Informational: the caller stays in the engine's hands, the adapter
+    has nothing to carry out (it may update the caller's display or the dashboards)."""
+
+    call_id: str
+    from_queue: str
+    to_queue: str
+    reason: str  # max_wait | no_agents
+
+
+Effect = Ring | Announce | Overflow | AgentStateChanged | CallAbandoned | CancelRing | QueueChanged

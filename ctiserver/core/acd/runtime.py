@@ -1,0 +1,200 @@
+"""Run-time records of the ACD engine: one per agent, one per call, one per queue.
+
+Plain mutable objects owned by :class:`ctiserver.core.acd.engine.Engine`; nothing
+here decides anything. Times are epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .model import AgentConfig, QueueConfig
+
+# agent states (the strings that AgentStateChanged carries)
+LOGGED_OUT = "logged_out"
+READY = "ready"
+NOT_READY = "not_ready"
+OFFERED = "offered"
+ON_CALL = "on_call"
+WRAP_UP = "wrap_up"
+STAFFED = frozenset({READY, OFFERED, ON_CALL, WRAP_UP})
+
+# caller states
+WAITING = "waiting"  # in line, any eligible agent may get it
+RESERVED = "reserved"  # in line, but only for its preferred agent (assigned agent first)
+RINGING = "offered"  # being offered (ringing one agent, or several under ring-all)
+CONNECTED = "connected"  # answered, on a call with an agent
+
+# device states that mean "the phone is busy or unreachable" when it is not our call
+BLOCKING_DEVICE_STATES = frozenset(
+    {"INUSE", "BUSY", "UNAVAILABLE", "INVALID", "RINGING", "RINGINUSE", "ONHOLD"}
+)
+
+RECENT_HANDLE_SAMPLES = 20  # estimated wait: mean of the last N handle times
+MIN_HANDLE_SAMPLES = 3  # below this the estimate is not honest: None
+
+
+class AgentRt:
+    __slots__ = (
+        "answered_at",
+        "call_id",
+        "call_queue",
+        "calls",
+        "cfg",
+        "device_state",
+        "epoch",
+        "id",
+        "idle_periods",
+        "idle_since",
+        "idle_total",
+        "in_index",
+        "order",
+        "pending",
+        "queues",
+        "reason",
+        "since",
+        "state",
+        "talk_total",
+        "wrap_started",
+        "last_talk",
+    )
+
+    def __init__(self, cfg: AgentConfig, order: int) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.order = order  # position in AcdConfig.agents: the last tie-breaker
+        self.queues: tuple[str, ...] = ()  # queues this agent serves
+        self.state = LOGGED_OUT
+        self.reason: str | None = None
+        self.since = 0.0
+        self.call_id: str | None = None
+        self.call_queue: str | None = None
+        self.device_state = "UNKNOWN"
+        self.idle_since = 0.0
+        self.idle_total = 0.0  # completed idle periods (ready until answering)
+        self.idle_periods = 0
+        self.talk_total = 0.0
+        self.calls = 0
+        self.answered_at = 0.0
+        self.wrap_started = 0.0
+        self.last_talk = 0.0
+        # deferred change requested while on a call: (state, reason)
+        self.pending: tuple[str, str | None] | None = None
+        self.epoch = 0  # bumped on every state change; timers carry it
+        self.in_index = False  # currently in the ready indexes (available)
+
+    @property
+    def available(self) -> bool:
+        return self.state == READY and self.device_state not in BLOCKING_DEVICE_STATES
+
+    @property
+    def avg_idle(self) -> float | None:
+        return self.idle_total / self.idle_periods if self.idle_periods else None
+
+    @property
+    def avg_talk(self) -> float:
+        return self.talk_total / self.calls if self.calls else 0.0
+
+
+class CallerRt:
+    __slots__ = (
+        "answered_at",
+        "agent_id",
+        "arrival",
+        "call_id",
+        "entered",
+        "offered_to",
+        "overdue",
+        "preferred",
+        "priority",
+        "q_epoch",
+        "queue",
+        "req",
+        "ring_epoch",
+        "seq",
+        "skills",
+        "base_priority",
+        "status",
+        "visited",
+    )
+
+    def __init__(
+        self,
+        call_id: str,
+        queue: str,
+        base_priority: int,
+        skills: dict[str, int],
+        preferred: str | None,
+        arrival: float,
+        seq: int,
+    ) -> None:
+        self.call_id = call_id
+        self.queue = queue
+        self.base_priority = base_priority
+        self.skills = skills  # the call's own requirements
+        self.preferred = preferred
+        self.arrival = arrival  # first entry in any queue: ordering and skill relaxation
+        self.seq = seq  # join order: the last tie-breaker between callers
+        self.entered = arrival  # entry in the current queue: max_wait, announcements
+        self.priority = base_priority  # + the current queue's priority
+        self.req: tuple[tuple[str, int], ...] = ()  # queue's + call's skill -> level
+        self.status = WAITING
+        self.offered_to: set[str] = set()
+        self.agent_id: str | None = None
+        self.answered_at = 0.0
+        self.overdue = False  # max_wait passed while ringing: overflow if the offer fails
+        self.visited: set[str] = set()
+        self.q_epoch = 0  # bumped on queue change / leaving: queue timers carry it
+        self.ring_epoch = 0  # bumped on every offer: the ring guard timer carries it
+
+    @property
+    def order_key(self) -> tuple[int, float, int]:
+        """Who goes first: higher priority, then longer waiting, then joined first."""
+        return (-self.priority, self.arrival, self.seq)
+
+
+class QueueStats:
+    __slots__ = (
+        "abandoned",
+        "abandoned_after_sl",
+        "answered",
+        "answered_in_sl",
+        "handle_n",
+        "handle_sum",
+        "joined",
+        "overflowed",
+        "recent_handle",
+        "wait_sum",
+    )
+
+    def __init__(self) -> None:
+        self.joined = 0
+        self.answered = 0
+        self.answered_in_sl = 0
+        self.abandoned = 0
+        self.abandoned_after_sl = 0
+        self.overflowed = 0
+        self.wait_sum = 0.0  # of answered calls
+        self.handle_sum = 0.0
+        self.handle_n = 0
+        self.recent_handle: deque[float] = deque(maxlen=RECENT_HANDLE_SAMPLES)
+
+    def add_handle(self, seconds: float) -> None:
+        self.handle_sum += seconds
+        self.handle_n += 1
+        self.recent_handle.append(seconds)
+
+    def recent_aht(self) -> float | None:
+        if len(self.recent_handle) < MIN_HANDLE_SAMPLES:
+            return None
+        return sum(self.recent_handle) / len(self.recent_handle)
+
+    def service_level(self) -> float | None:
+        """Percent answered within the threshold, of answered + abandoned after it
+        (callers who hang up before the threshold do not count against the queue)."""
+        base = self.answered + self.abandoned_after_sl
+        return 100.0 * self.answered_in_sl / base if base else None
+
+
+def effective_queue_priority(q: QueueConfig, base: int) -> int:
+    return base + q.priority

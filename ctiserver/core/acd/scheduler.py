@@ -1,0 +1,491 @@
+"""The engine's machinery: indexes, timers, queue entry/exit and the dispatch loop.
+
+``Engine`` (engine.py) adds the event handlers and the public API on top; the
+policies are written down in engine.py's docstring.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from .events import (
+    AgentStateChanged,
+    Announce,
+    CancelRing,
+    Effect,
+    Overflow,
+    QueueChanged,
+    Ring,
+)
+from .model import AcdConfig
+from .runtime import (
+    CONNECTED,
+    LOGGED_OUT,
+    NOT_READY,
+    OFFERED,
+    READY,
+    RESERVED,
+    RINGING,
+    STAFFED,
+    WAITING,
+    WRAP_UP,
+    AgentRt,
+    CallerRt,
+    QueueStats,
+)
+from .strategies import ReadyIndex
+from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, RING_GUARD, WRAPUP_END, Timer, Timers
+from .waiting import QueueLine
+
+RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
+
+DirtyEntry = tuple[int, float, int, str]
+
+
+class Scheduler:
+    def __init__(self, config: AcdConfig, rng: random.Random) -> None:
+        self._rng = rng
+        self._config = config
+        self._agents: dict[str, AgentRt] = {}
+        self._calls: dict[str, CallerRt] = {}
+        self._lines: dict[str, QueueLine] = {}
+        self._ready: dict[str, ReadyIndex] = {}
+        self._stats: dict[str, QueueStats] = {}
+        self._relax: dict[str, tuple[tuple[float, int], ...]] = {}
+        self._last_relax: dict[str, int | None] = {}
+        self._staffed: dict[str, int] = {}
+        self._logged_in: dict[str, set[str]] = {}
+        self._reserved: dict[str, dict[str, CallerRt]] = {}  # preferred agent -> callers
+        self._device_agents: dict[str, list[str]] = {}
+        self._timers = Timers()
+        self._dirty_agents: set[str] = set()
+        self._dirty_callers: list[DirtyEntry] = []
+        self._seq = 0
+        self._now = float("-inf")
+        self._build(config, None, [])
+
+    def _clock(self, now: float) -> float:
+        if now > self._now:
+            self._now = now
+        return self._now
+
+    # --------------------------------------------------------------- configuration
+
+    def _build(self, config: AcdConfig, now: float | None, out: list[Effect]) -> None:
+        old = self._agents
+        agents: dict[str, AgentRt] = {}
+        for order, (aid, acfg) in enumerate(config.agents.items()):
+            a = old.get(aid) or AgentRt(acfg, order)
+            a.cfg, a.order, a.in_index, a.queues = acfg, order, False, ()
+            agents[aid] = a
+        t = now if now is not None else 0.0
+        for aid, a in old.items():
+            if aid in agents:
+                continue
+            if a.state == OFFERED:
+                c = self._calls.get(a.call_id or "")
+                if c is not None and aid in c.offered_to:
+                    c.offered_to.discard(aid)
+                    out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
+            elif a.call_id in self._calls and self._calls[a.call_id or ""].status == CONNECTED:
+                del self._calls[a.call_id or ""]
+            if a.state != LOGGED_OUT:
+                out.append(AgentStateChanged(aid, LOGGED_OUT, "removed"))
+        self._agents = agents
+        self._config = config
+        old_ready = self._ready
+        self._ready, self._lines, self._relax, self._last_relax = {}, {}, {}, {}
+        self._staffed, self._logged_in, self._reserved = {}, {}, {}
+        self._device_agents = {}
+        self._stats = {q: self._stats.get(q) or QueueStats() for q in config.queues}
+        served: dict[str, list[str]] = {aid: [] for aid in agents}
+        for qname, q in config.queues.items():
+            members = [m for m in config.queue_members(qname) if m in agents]
+            pos = {m: i for i, m in enumerate(members)}
+            idx = ReadyIndex(q, pos)
+            if qname in old_ready:
+                idx.last_rung = old_ready[qname].last_rung
+            self._ready[qname] = idx
+            self._lines[qname] = QueueLine()
+            for m in members:
+                served[m].append(qname)
+            steps = sorted(q.skill_relax, key=lambda s: s.after)
+            cum: list[tuple[float, int]] = []
+            low: int | None = None
+            for s in steps:
+                low = s.min_level if low is None else min(low, s.min_level)
+                cum.append((s.after, low))
+            self._relax[qname] = tuple(cum)
+            self._last_relax[qname] = low
+            self._staffed[qname] = sum(1 for m in members if agents[m].state in STAFFED)
+            self._logged_in[qname] = {m for m in members if agents[m].state != LOGGED_OUT}
+        for aid, a in agents.items():
+            a.queues = tuple(served[aid])
+            self._device_agents.setdefault(a.cfg.device, []).append(aid)
+            self._sync_index(a)
+        self._dirty_agents.clear()
+        self._dirty_callers.clear()
+        for c in sorted(self._calls.values(), key=lambda c: c.seq):
+            self._rebuild_caller(c, t, out)
+
+    def _rebuild_caller(self, c: CallerRt, now: float, out: list[Effect]) -> None:
+        if c.status == CONNECTED:
+            return
+        if c.queue not in self._config.queues:
+            for aid in sorted(c.offered_to):
+                a = self._agents[aid]
+                out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
+                self._set_state(a, READY, None, None, now, out)
+            out.append(Overflow(c.call_id, c.queue, "fallback", "queue_removed"))
+            self._forget(c)
+            return
+        status = c.status
+        if status == RINGING and not c.offered_to:
+            status = WAITING
+        if status == RESERVED:
+            p = self._agents.get(c.preferred or "")
+            status = RESERVED if p is not None and p.state != LOGGED_OUT else WAITING
+        entered = c.entered
+        self._place(c, c.queue, now, status)
+        c.entered = entered
+        self._schedule_queue_timers(c, now)
+
+    # --------------------------------------------------------------- agents
+
+    def _set_state(
+        self,
+        a: AgentRt,
+        state: str,
+        reason: str | None,
+        call_id: str | None,
+        now: float,
+        out: list[Effect],
+    ) -> None:
+        was = a.state
+        if state == READY and was not in (READY, OFFERED):
+            a.idle_since = now
+        if (was in STAFFED) != (state in STAFFED):
+            d = 1 if state in STAFFED else -1
+            for q in a.queues:
+                self._staffed[q] += d
+        if (was == LOGGED_OUT) != (state == LOGGED_OUT):
+            for q in a.queues:
+                if state == LOGGED_OUT:
+                    self._logged_in[q].discard(a.id)
+                else:
+                    self._logged_in[q].add(a.id)
+        a.state, a.reason, a.call_id, a.since = state, reason, call_id, now
+        a.epoch += 1
+        out.append(AgentStateChanged(a.id, state, reason, call_id))
+        if state == LOGGED_OUT:
+            a.pending = None
+            for c in list(self._reserved.get(a.id, {}).values()):
+                self._unreserve(c)
+        self._sync_index(a)
+
+    def _sync_index(self, a: AgentRt) -> None:
+        avail = a.available
+        if avail and not a.in_index:
+            for q in a.queues:
+                self._ready[q].add(a)
+            a.in_index = True
+            self._dirty_agents.add(a.id)
+        elif not avail and a.in_index:
+            for q in a.queues:
+                self._ready[q].remove(a.id)
+            a.in_index = False
+
+    def _fits(self, a: AgentRt, c: CallerRt, now: float) -> bool:
+        cap: int | None = None
+        waited = now - c.arrival
+        for after, low in self._relax.get(c.queue, ()):
+            if waited < after:
+                break
+            cap = low
+        skills = a.cfg.skills
+        for name, level in c.req:
+            need = level if cap is None or cap > level else cap
+            if skills.get(name, 0) < (need if need > 0 else 1):
+                return False
+        return True
+
+    def _could_ever_serve(self, c: CallerRt) -> bool:
+        cap = self._last_relax[c.queue]
+        for aid in self._logged_in[c.queue]:
+            skills = self._agents[aid].cfg.skills
+            for name, level in c.req:
+                need = level if cap is None or cap > level else cap
+                if skills.get(name, 0) < max(need, 1):
+                    break
+            else:
+                return True
+        return False
+
+    # --------------------------------------------------------------- callers
+
+    def _enter_queue(self, c: CallerRt, qname: str, now: float, out: list[Effect]) -> None:
+        q = self._config.queues[qname]
+        first = not c.visited
+        c.visited.add(qname)
+        c.queue = qname
+        self._stats[qname].joined += 1
+        self._place(c, qname, now, WAITING)
+        if q.when_no_agents == "overflow" and not self._could_ever_serve(c):
+            self._overflow(c, "no_agents", now, out)
+            return
+        p = self._agents.get(c.preferred or "") if first else None
+        if p is not None and p.state != LOGGED_OUT:
+            if q.preferred_agent_timeout > 0 or p.available:
+                self._lines[qname].remove_pickable(c)
+                c.status = RESERVED
+                self._reserved.setdefault(p.id, {})[c.call_id] = c
+        self._schedule_queue_timers(c, now)
+
+    def _place(self, c: CallerRt, qname: str, now: float, status: str) -> None:
+        """Put ``c`` in ``qname``'s structures with ``status`` (fresh queue stay)."""
+        q = self._config.queues[qname]
+        c.entered = now
+        c.q_epoch += 1
+        c.overdue = False
+        c.priority = c.base_priority + q.priority
+        req = dict(q.required_skills)
+        for name, level in c.skills.items():
+            req[name] = max(req.get(name, 0), level)
+        c.req = tuple(sorted(req.items()))
+        c.status = status
+        line = self._lines[qname]
+        line.join(c)
+        if status == WAITING:
+            line.add_pickable(c)
+        elif status == RESERVED:
+            self._reserved.setdefault(c.preferred or "", {})[c.call_id] = c
+        if status in (WAITING, RESERVED):
+            self._mark_caller(c)
+
+    def _schedule_queue_timers(self, c: CallerRt, now: float) -> None:
+        q = self._config.queues[c.queue]
+        e = c.q_epoch
+        if q.max_wait is not None:
+            self._timers.add(max(now, c.entered + q.max_wait), MAX_WAIT, c.call_id, e)
+        if q.announce_frequency > 0:
+            due = c.entered + q.announce_first_after
+            if due < now:
+                due += -(-(now - due) // q.announce_frequency) * q.announce_frequency
+            self._timers.add(due, ANNOUNCE, c.call_id, e)
+        for after, _low in self._relax[c.queue]:
+            if c.arrival + after > now:
+                self._timers.add(c.arrival + after, RELAX, c.call_id, e)
+        if c.status == RESERVED:
+            self._timers.add(
+                max(now, c.entered + q.preferred_agent_timeout), PREFERRED_END, c.call_id, e
+            )
+
+    def _mark_caller(self, c: CallerRt) -> None:
+        heapq.heappush(self._dirty_callers, (-c.priority, c.arrival, c.seq, c.call_id))
+
+    def _unreserve(self, c: CallerRt) -> None:
+        if c.status != RESERVED:
+            return
+        self._reserved.get(c.preferred or "", {}).pop(c.call_id, None)
+        c.status = WAITING
+        self._lines[c.queue].add_pickable(c)
+        self._mark_caller(c)
+
+    def _leave_queue(self, c: CallerRt) -> None:
+        line = self._lines.get(c.queue)
+        if line is None:
+            return
+        line.leave(c)
+        if c.status == WAITING:
+            line.remove_pickable(c)
+        elif c.status == RESERVED:
+            self._reserved.get(c.preferred or "", {}).pop(c.call_id, None)
+        c.q_epoch += 1
+
+    def _forget(self, c: CallerRt) -> None:
+        self._calls.pop(c.call_id, None)
+        c.q_epoch += 1
+        c.ring_epoch += 1
+
+    def _return_caller(self, c: CallerRt, now: float, out: list[Effect]) -> None:
+        """An offer ended without an answer: back in line at the same place."""
+        c.offered_to.clear()
+        c.status = WAITING
+        if c.overdue:
+            self._overflow(c, "max_wait", now, out)
+            return
+        self._lines[c.queue].add_pickable(c)
+        self._mark_caller(c)
+
+    def _overflow(self, c: CallerRt, reason: str, now: float, out: list[Effect]) -> None:
+        q = self._config.queues[c.queue]
+        target = q.overflow or "fallback"
+        self._leave_queue(c)
+        self._stats[c.queue].overflowed += 1
+        if target.startswith("queue:"):
+            name = target[6:]
+            if name in self._config.queues and name not in c.visited:
+                out.append(QueueChanged(c.call_id, c.queue, name, reason))
+                self._enter_queue(c, name, now, out)
+                return
+            target = "fallback"
+        out.append(Overflow(c.call_id, c.queue, target, reason))
+        self._forget(c)
+
+    def _estimate(self, queue: str, position: int) -> float | None:
+        aht = self._stats[queue].recent_aht()
+        staffed = self._staffed[queue]
+        if aht is None or staffed <= 0:
+            return None
+        return position * aht / staffed
+
+    # --------------------------------------------------------------- timers
+
+    def _timer_live(self, t: Timer) -> bool:
+        _due, _seq, kind, target, epoch = t
+        if kind == WRAPUP_END:
+            a = self._agents.get(target)
+            return a is not None and a.epoch == epoch and a.state == WRAP_UP
+        c = self._calls.get(target)
+        if c is None:
+            return False
+        if kind == RING_GUARD:
+            return c.status == RINGING and c.ring_epoch == epoch
+        if c.q_epoch != epoch:
+            return False
+        if kind == RELAX:
+            return c.status == WAITING
+        if kind == PREFERRED_END:
+            return c.status == RESERVED
+        return c.status != CONNECTED
+
+    def _fire_timers(self, now: float, out: list[Effect]) -> None:
+        for t in self._timers.pop_due(now):
+            if not self._timer_live(t):
+                continue
+            kind, target = t[2], t[3]
+            if kind == WRAPUP_END:
+                a = self._agents[target]
+                self._end_wrapup(a, now, out, (a.pending or (READY, None)))
+                continue
+            c = self._calls[target]
+            if kind == RING_GUARD:
+                agents = sorted(c.offered_to)
+                out.append(CancelRing(c.call_id, tuple(agents), "guard_timeout"))
+                c.offered_to.clear()
+                for aid in agents:
+                    a = self._agents[aid]
+                    if a.state == OFFERED and a.call_id == c.call_id:
+                        self._set_state(a, NOT_READY, "no answer", None, now, out)
+                self._return_caller(c, now, out)
+            elif kind == MAX_WAIT:
+                if c.status == RINGING:
+                    c.overdue = True
+                else:
+                    self._overflow(c, "max_wait", now, out)
+            elif kind == ANNOUNCE:
+                q = self._config.queues[c.queue]
+                if c.status != RINGING:
+                    pos = self._lines[c.queue].position(c)
+                    out.append(Announce(c.call_id, pos, self._estimate(c.queue, pos)))
+                self._timers.add(now + q.announce_frequency, ANNOUNCE, c.call_id, c.q_epoch)
+            elif kind == RELAX:
+                self._mark_caller(c)
+            elif kind == PREFERRED_END:
+                self._unreserve(c)
+
+    def _end_wrapup(
+        self, a: AgentRt, now: float, out: list[Effect], target: tuple[str, str | None]
+    ) -> None:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- dispatch
+
+    def _best_caller_for(self, a: AgentRt, now: float) -> CallerRt | None:
+        best: CallerRt | None = None
+        best_key: tuple[int, float, int] | None = None
+        calls = self._calls
+        for qname in a.queues:
+            for prio, (arrival, seq, cid) in self._lines[qname].heads():
+                key = (-prio, arrival, seq)
+                if best_key is not None and key >= best_key:
+                    continue
+                c = calls[cid]
+                if self._fits(a, c, now):
+                    best, best_key = c, key
+        return best
+
+    def _dispatch(self, now: float, out: list[Effect]) -> None:
+        dirty = self._dirty_agents
+        heap = self._dirty_callers
+        calls = self._calls
+        while dirty or heap:
+            # 1. an agent who frees up takes the callers reserved for them first
+            for aid in list(dirty):
+                a = self._agents.get(aid)
+                if a is None or not a.available:
+                    dirty.discard(aid)
+                    continue
+                mine = self._reserved.get(aid)
+                if mine:
+                    c = min(mine.values(), key=lambda c: c.order_key)
+                    self._offer(c, [aid], now, out)
+            # 2. the first caller in service order that some freed agent could take
+            best: CallerRt | None = None
+            for aid in list(dirty):
+                cand = self._best_caller_for(self._agents[aid], now)
+                if cand is None:
+                    dirty.discard(aid)
+                elif best is None or cand.order_key < best.order_key:
+                    best = cand
+            # 3. ... or a caller who (re)joined the line, if it goes first
+            while heap:
+                prio, arrival, seq, cid = heap[0]
+                hc = calls.get(cid)
+                if hc is None or hc.status not in (WAITING, RESERVED) or hc.priority != -prio:
+                    heapq.heappop(heap)
+                    continue
+                if best is None or (prio, arrival, seq) < best.order_key:
+                    heapq.heappop(heap)
+                    best = hc
+                break
+            if best is None:
+                return
+            picked = self._pick_agents(best, now)
+            if picked:
+                self._offer(best, picked, now, out)
+            else:
+                for aid in list(dirty):  # cannot happen; never loop forever on it
+                    if self._best_caller_for(self._agents[aid], now) is best:
+                        dirty.discard(aid)
+
+    def _pick_agents(self, c: CallerRt, now: float) -> list[str]:
+        if c.status == RESERVED:
+            p = self._agents.get(c.preferred or "")
+            return [p.id] if p is not None and p.available else []
+        return self._ready[c.queue].pick(
+            c, self._agents, lambda a: self._fits(a, c, now), self._rng
+        )
+
+    def _offer(self, c: CallerRt, agent_ids: list[str], now: float, out: list[Effect]) -> None:
+        q = self._config.queues[c.queue]
+        line = self._lines[c.queue]
+        if c.status == WAITING:
+            line.remove_pickable(c)
+        elif c.status == RESERVED:
+            self._reserved.get(c.preferred or "", {}).pop(c.call_id, None)
+        c.status = RINGING
+        c.offered_to = set(agent_ids)
+        c.ring_epoch += 1
+        idx = self._ready[c.queue]
+        if len(agent_ids) == 1 and agent_ids[0] in idx.member_pos:
+            idx.last_rung = idx.member_pos[agent_ids[0]]
+        devices = tuple(self._agents[aid].cfg.device for aid in agent_ids)
+        out.append(Ring(c.call_id, tuple(agent_ids), devices, q.ring_timeout))
+        for aid in agent_ids:
+            self._set_state(self._agents[aid], OFFERED, None, c.call_id, now, out)
+            self._dirty_agents.discard(aid)
+        self._timers.add(
+            now + q.ring_timeout + RING_GUARD_GRACE, RING_GUARD, c.call_id, c.ring_epoch
+        )

@@ -1,0 +1,76 @@
+"""The callers of one queue: their line (positions) and the lists agents pick from.
+
+``line`` holds every caller of the queue who is not yet answered (waiting, reserved
+for a preferred agent, or ringing), in service order: higher priority first, then
+earlier arrival, then join order. A caller's position is its rank in ``line``.
+
+For the agent's side of the decision, the callers that any eligible agent may take
+(status WAITING) are also split into *classes*: same effective priority and same
+skill requirements. Inside a class the callers are in arrival order, and because
+skill requirements only relax with waiting time (the queue's steps apply to all of
+them alike), the head of a class is its most relaxed caller: if the head does not fit
+an agent, nobody in the class does. So an agent who frees up only looks at the head
+of each class of each of its queues: the cost is the number of classes, not of
+callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sortedcontainers import SortedList
+
+from .runtime import CallerRt
+
+ClassKey = tuple[int, tuple[tuple[str, int], ...]]
+LineKey = tuple[int, float, int, str]
+ClassEntry = tuple[float, int, str]
+
+
+class QueueLine:
+    def __init__(self) -> None:
+        self.line = SortedList()
+        self.classes: dict[ClassKey, SortedList] = {}
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    @staticmethod
+    def _line_key(c: CallerRt) -> LineKey:
+        return (-c.priority, c.arrival, c.seq, c.call_id)
+
+    def join(self, c: CallerRt) -> None:
+        self.line.add(self._line_key(c))
+
+    def leave(self, c: CallerRt) -> None:
+        self.line.discard(self._line_key(c))
+
+    def position(self, c: CallerRt) -> int:
+        return int(self.line.bisect_left(self._line_key(c))) + 1
+
+    def call_ids(self) -> Iterator[str]:
+        for k in self.line:
+            yield k[3]
+
+    # ---------------------------------------------------- pickable (WAITING) callers
+
+    def add_pickable(self, c: CallerRt) -> None:
+        ck: ClassKey = (c.priority, c.req)
+        sl = self.classes.get(ck)
+        if sl is None:
+            sl = self.classes[ck] = SortedList()
+        sl.add((c.arrival, c.seq, c.call_id))
+
+    def remove_pickable(self, c: CallerRt) -> None:
+        ck: ClassKey = (c.priority, c.req)
+        sl = self.classes.get(ck)
+        if sl is None:
+            return
+        sl.discard((c.arrival, c.seq, c.call_id))
+        if not sl:
+            del self.classes[ck]
+
+    def heads(self) -> Iterator[tuple[int, ClassEntry]]:
+        """(priority, (arrival, seq, call_id)) of the first caller of each class."""
+        for (prio, _req), sl in self.classes.items():
+            yield prio, sl[0]

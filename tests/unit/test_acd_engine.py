@@ -1,0 +1,344 @@
+"""ACD engine: the life of a call and of an agent, driven with a fake clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ctiserver.core.acd.engine import AcdError
+from ctiserver.core.acd.events import (
+    AgentLoggedIn,
+    AgentLoggedOut,
+    AgentPaused,
+    AgentReady,
+    AgentStateChanged,
+    CallAbandoned,
+    CallEnded,
+    CallerJoined,
+    CallerLeft,
+    CancelRing,
+    DeviceStateChanged,
+    Ring,
+    RingAnswered,
+    RingFailed,
+    RingStarted,
+    Tick,
+)
+from ctiserver.core.acd.model import QueueConfig
+
+from .acd_helpers import Harness, agent, config, of, rung, states
+
+
+def basic(wrapup: float = 0.0, **q: object) -> Harness:
+    cfg = config(
+        [QueueConfig("sales", wrapup=wrapup, **q)],  # type: ignore[arg-type]
+        [agent("a1", "sales"), agent("a2", "sales"), agent("a3", "sales")],
+    )
+    return Harness(cfg)
+
+
+def test_login_makes_agent_ready_and_reports_it() -> None:
+    h = basic()
+    out = h.after(1, AgentLoggedIn("a1"))
+    assert out == [AgentStateChanged("a1", "ready")]
+    assert h.state("a1") == "ready"
+    assert h.state("a2") == "logged_out"
+
+
+def test_login_not_ready_has_a_reason() -> None:
+    h = basic()
+    out = h.after(1, AgentLoggedIn("a1", ready=False))
+    assert states(out) == [("a1", "not_ready", "login")]
+
+
+def test_caller_rings_the_longest_idle_agent_with_its_device_and_timeout() -> None:
+    h = basic(ring_timeout=20)
+    h.login("a1", "a2", "a3")
+    out = h.after(5, CallerJoined("c1", "sales"))
+    ring = of(out, Ring)
+    assert ring == [Ring("c1", ("a1",), ("PJSIP/a1",), 20.0)]
+    assert h.state("a1") == "offered"
+    assert AgentStateChanged("a1", "offered", None, "c1") in out
+
+
+def test_full_call_without_wrapup_returns_agent_to_ready() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    assert h.after(1, RingStarted("c1", "a1")) == []
+    out = h.after(2, RingAnswered("c1", "a1"))
+    assert states(out) == [("a1", "on_call", None)]
+    out = h.after(60, CallEnded("c1"))
+    assert states(out) == [("a1", "ready", None)]
+    assert h.engine.position("c1") is None
+
+
+def test_wrapup_ends_by_tick_at_the_deadline() -> None:
+    h = basic(wrapup=30)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(10, CallEnded("c1"))
+    assert h.state("a1") == "wrap_up"
+    deadline = h.engine.next_deadline()
+    assert deadline == pytest.approx(h.t + 30)
+    assert h.at(deadline - 0.001, Tick()) == []
+    assert h.state("a1") == "wrap_up"
+    out = h.at(deadline, Tick())
+    assert states(out) == [("a1", "ready", None)]
+
+
+def test_wrapup_agent_gets_next_waiting_caller_when_wrapup_ends() -> None:
+    h = basic(wrapup=30)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(1, CallerJoined("c2", "sales"))
+    assert h.engine.position("c2") == 1
+    h.after(10, CallEnded("c1"))
+    out = h.after(30, Tick())
+    assert rung(out) == [("c2", ("a1",))]
+
+
+def test_late_event_fires_overdue_timers_first() -> None:
+    h = basic(wrapup=30)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(10, CallEnded("c1"))
+    # no Tick was sent; the next caller arrives long after the wrap-up ended
+    out = h.after(100, CallerJoined("c2", "sales"))
+    assert rung(out) == [("c2", ("a1",))]
+
+
+def test_agent_ready_during_wrapup_ends_it() -> None:
+    h = basic(wrapup=30)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(10, CallEnded("c1"))
+    h.after(1, AgentReady("a1"))
+    assert h.state("a1") == "ready"
+    assert h.engine.next_deadline() is None
+
+
+def test_caller_waits_when_nobody_ready_and_is_rung_when_someone_is() -> None:
+    h = basic()
+    assert rung(h.after(1, CallerJoined("c1", "sales"))) == []
+    assert h.engine.position("c1") == 1
+    out = h.after(5, AgentLoggedIn("a2"))
+    assert rung(out) == [("c1", ("a2",))]
+
+
+def test_caller_hanging_up_while_waiting_is_abandoned() -> None:
+    h = basic()
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(12.5, CallerLeft("c1"))
+    assert out == [CallAbandoned("c1", "sales", 12.5)]
+    assert h.engine.position("c1") is None
+    q = h.engine.snapshot(h.t)["queues"][0]
+    assert q["abandoned"] == 1 and q["waiting"] == []
+
+
+def test_caller_hanging_up_while_ringing_frees_the_agent() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(3, CallerLeft("c1"))
+    assert of(out, CallAbandoned) == [CallAbandoned("c1", "sales", 3.0)]
+    assert states(out) == [("a1", "ready", None)]
+
+
+def test_caller_hanging_up_on_call_starts_wrapup() -> None:
+    h = basic(wrapup=5)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    out = h.after(30, CallerLeft("c1"))
+    assert states(out) == [("a1", "wrap_up", None)]
+    assert of(out, CallAbandoned) == []
+
+
+def test_ring_no_answer_pauses_agent_and_offers_next_agent_at_once() -> None:
+    h = basic()
+    h.login("a1", "a2")
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(15, RingFailed("c1", "a1", "noanswer"))
+    assert ("a1", "not_ready", "no answer") in states(out)
+    assert rung(out) == [("c1", ("a2",))]
+
+
+def test_ring_no_answer_keeps_the_callers_place() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, CallerJoined("c2", "sales"))
+    h.after(15, RingFailed("c1", "a1", "noanswer"))
+    assert h.engine.position("c1") == 1
+    assert h.engine.position("c2") == 2
+    out = h.after(1, AgentReady("a1"))
+    assert rung(out) == [("c1", ("a1",))]
+
+
+def test_busy_agent_is_skipped_until_device_is_free() -> None:
+    h = basic()
+    h.login("a1", "a2")
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(1, RingFailed("c1", "a1", "busy"))
+    assert rung(out) == [("c1", ("a2",))]
+    assert h.state("a1") == "ready"  # ready, but its phone is busy
+    assert rung(h.after(1, CallerJoined("c2", "sales"))) == []  # a1 is not offered
+    out = h.after(1, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))
+    assert rung(out) == [("c2", ("a1",))]
+
+
+def test_unavailable_ring_failure_blocks_agent_until_device_returns() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(1, RingFailed("c1", "a1", "unavailable"))
+    assert rung(out) == []
+    out = h.after(30, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))
+    assert rung(out) == [("c1", ("a1",))]
+
+
+def test_private_call_blocks_offers_and_our_own_ringing_does_not() -> None:
+    h = basic()
+    h.login("a1", "a2")
+    h.after(1, DeviceStateChanged("PJSIP/a1", "INUSE"))  # a private call
+    out = h.after(1, CallerJoined("c1", "sales"))
+    assert rung(out) == [("c1", ("a2",))]
+    # our own ring: RINGING then INUSE on a2's phone changes nothing
+    assert h.after(1, DeviceStateChanged("PJSIP/a2", "RINGING")) == []
+    h.after(1, RingAnswered("c1", "a2"))
+    assert h.after(0.1, DeviceStateChanged("PJSIP/a2", "INUSE")) == []
+    assert h.state("a2") == "on_call"
+    h.after(1, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))
+    out = h.after(1, CallerJoined("c2", "sales"))
+    assert rung(out) == [("c2", ("a1",))]
+
+
+@pytest.mark.parametrize("dev", ["BUSY", "UNAVAILABLE", "INVALID", "RINGING", "ONHOLD"])
+def test_every_blocking_device_state_prevents_offers(dev: str) -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, DeviceStateChanged("PJSIP/a1", dev))
+    assert rung(h.after(1, CallerJoined("c1", "sales"))) == []
+    assert rung(h.after(1, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))) == [("c1", ("a1",))]
+
+
+def test_guard_timer_withdraws_an_offer_nobody_reported_on() -> None:
+    h = basic(ring_timeout=15)
+    h.login("a1", "a2")
+    h.after(1, CallerJoined("c1", "sales"))
+    start = h.t
+    assert h.engine.next_deadline() == pytest.approx(start + 15 + 5)
+    out = h.at(start + 20, Tick())
+    assert of(out, CancelRing) == [CancelRing("c1", ("a1",), "guard_timeout")]
+    assert ("a1", "not_ready", "no answer") in states(out)
+    assert rung(out) == [("c1", ("a2",))]
+
+
+def test_pause_while_ringing_withdraws_and_reoffers() -> None:
+    h = basic()
+    h.login("a1", "a2")
+    h.after(1, CallerJoined("c1", "sales"))
+    out = h.after(1, AgentPaused("a1", "break"))
+    assert of(out, CancelRing) == [CancelRing("c1", ("a1",), "agent_paused")]
+    assert ("a1", "not_ready", "break") in states(out)
+    assert rung(out) == [("c1", ("a2",))]
+
+
+def test_pause_and_logout_on_call_wait_for_the_call_to_end() -> None:
+    h = basic(wrapup=10)
+    h.login("a1", "a2")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, CallerJoined("c2", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(1, RingAnswered("c2", "a2"))
+    assert h.after(1, AgentPaused("a1", "lunch")) == []
+    assert h.after(1, AgentLoggedOut("a2")) == []
+    assert h.state("a1") == "on_call"
+    assert states(h.after(1, CallEnded("c1"))) == [("a1", "not_ready", "lunch")]
+    assert states(h.after(1, CallEnded("c2"))) == [("a2", "logged_out", None)]
+
+
+def test_ready_on_call_cancels_a_pending_pause() -> None:
+    h = basic(wrapup=0)
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(1, RingAnswered("c1", "a1"))
+    h.after(1, AgentPaused("a1", "lunch"))
+    h.after(1, AgentReady("a1"))
+    assert states(h.after(1, CallEnded("c1"))) == [("a1", "ready", None)]
+
+
+def test_unpause_makes_agent_offerable() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, AgentPaused("a1", "training"))
+    assert h.state("a1") == "not_ready"
+    h.after(1, CallerJoined("c1", "sales"))
+    assert rung(h.after(1, AgentReady("a1"))) == [("c1", ("a1",))]
+
+
+def test_misuse_raises_and_changes_nothing() -> None:
+    h = basic()
+    h.login("a1")
+    h.after(1, CallerJoined("c1", "sales"))
+    before = h.engine.snapshot(h.t)
+    with pytest.raises(AcdError):
+        h.after(1, AgentLoggedIn("nobody"))
+    with pytest.raises(AcdError):
+        h.after(1, CallerJoined("c2", "no-such-queue"))
+    with pytest.raises(AcdError):
+        h.after(1, CallerJoined("c1", "sales"))
+    with pytest.raises(AcdError):
+        h.after(1, AgentPaused("a2"))
+    with pytest.raises(AcdError):
+        h.after(1, AgentReady("a3"))
+    assert h.engine.snapshot(before["now"]) == before
+
+
+def test_stale_telephony_events_are_ignored() -> None:
+    h = basic()
+    h.login("a1")
+    assert h.after(1, RingAnswered("ghost", "a1")) == []
+    assert h.after(1, RingFailed("ghost", "a1")) == []
+    assert h.after(1, CallEnded("ghost")) == []
+    assert h.after(1, DeviceStateChanged("PJSIP/unknown", "INUSE")) == []
+    assert h.state("a1") == "ready"
+
+
+def test_snapshot_is_json_and_shows_the_real_time_view() -> None:
+    h = basic(wrapup=10, service_level=20)
+    h.login("a1", "a2")
+    h.after(1, AgentPaused("a2", "meeting"))
+    h.after(1, CallerJoined("c1", "sales"))
+    h.after(4, RingAnswered("c1", "a1"))
+    h.after(60, CallEnded("c1"))
+    h.after(10, Tick())
+    h.after(1, CallerJoined("c2", "sales", priority=3))
+    snap = h.engine.snapshot(h.t + 2)
+    json.dumps(snap)
+    agents = {a["id"]: a for a in snap["agents"]}
+    # c2 went straight to a1
+    assert agents["a1"]["state"] == "offered" and agents["a1"]["call_id"] == "c2"
+    assert agents["a1"]["calls"] == 1 and agents["a1"]["talk"] == 60.0
+    assert agents["a2"]["state"] == "not_ready" and agents["a2"]["reason"] == "meeting"
+    q = snap["queues"][0]
+    assert q["answered"] == 1 and q["service_level_pct"] == 100.0
+    assert q["avg_wait"] == 4.0 and q["avg_handle"] == 70.0
+    assert q["waiting"][0]["call_id"] == "c2" and q["waiting"][0]["priority"] == 3
+    assert q["waiting"][0]["wait"] == 2.0 and q["waiting"][0]["state"] == "offered"
+
+
+def test_snapshot_idle_ms_counts_from_becoming_ready() -> None:
+    h = basic()
+    h.at(100.0, AgentLoggedIn("a1"))
+    snap = h.engine.snapshot(100.2505)
+    a1 = next(a for a in snap["agents"] if a["id"] == "a1")
+    assert a1["idle_ms"] == pytest.approx(250.5)
+    a3 = next(a for a in snap["agents"] if a["id"] == "a3")
+    assert a3["state"] == "logged_out" and a3["idle_ms"] == 0.0
