@@ -1,0 +1,346 @@
+"""The live rule set: load from disk, hot reload, keep every good version, roll back.
+
+The daemon builds one :class:`RulesRuntime` and calls :meth:`RulesRuntime.decide`
+for each call. ``reload()`` is called by the file watcher (:meth:`watch`) and by
+the SIGHUP handler; it never replaces a good rule set with a broken one.
+
+Every rule set that loaded is stored under ``<state_dir>/rules/versions/<id>/``
+(``id`` = first 12 hex digits of the SHA-256 of all file names and contents),
+listed in ``<state_dir>/rules/history.json``. ``rollback(id)`` writes that
+version's files back into the rule and flow directories (files the version did
+not have are renamed ``*.rolled-back``) and makes it current, so a running
+daemon and a later restart agree with what is on disk. At start-up, if the
+files on disk are broken, the last good stored version is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctiserver.core.ivr.flow import Flow, check_flow_refs, load_flows
+from ctiserver.core.ivr.session import IvrSession
+from ctiserver.core.rules.context import CallContext
+from ctiserver.core.rules.decision import Decision
+from ctiserver.core.rules.loader import Known, Problem, RuleSet, load_ruleset
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Rules and flows compiled together (or the problems that stop them)."""
+
+    ruleset: RuleSet | None
+    flows: dict[str, Flow]
+    problems: tuple[Problem, ...]
+    version: str
+
+    @property
+    def ok(self) -> bool:
+        return self.ruleset is not None and not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def read_dir(path: Path, label: str | None = None) -> list[tuple[str, str]]:
+    """``(display name, text)`` of each YAML file in ``path``, sorted by name."""
+    if not path.is_dir():
+        return []
+    out = []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix in SUFFIXES and entry.is_file():
+            if entry.stat().st_size > MAX_FILE_BYTES:
+                raise OSError(f"{entry}: larger than {MAX_FILE_BYTES} bytes")
+            out.append((f"{label or path}/{entry.name}", entry.read_text(encoding="utf-8")))
+    return out
+
+
+def content_hash(rules: Iterable[tuple[str, str]], flows: Iterable[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for kind, items in (("rules", rules), ("flows", flows)):
+        for name, text in items:
+            for part in (kind, name.rsplit("/", 1)[-1], text):
+                digest.update(part.encode())
+                digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+def compile_sources(
+    rules: list[tuple[str, str]], flows: list[tuple[str, str]], known: Known = Known()
+) -> Bundle:
+    """Parse and cross-check rule files and IVR flow files (pure: text in)."""
+    flow_map, flow_problems = load_flows(flows)
+    answers = frozenset().union(*(f.variables for f in flow_map.values())) | known.answers
+    # flows that failed to parse still count as existing for the rules' check
+    flow_names = frozenset(flow_map) | {n.rsplit("/", 1)[-1].rsplit(".", 1)[0] for n, _ in flows}
+    result = load_ruleset(rules, Known(known.queues, known.agents, flow_names, answers))
+    problems = list(result.problems) + flow_problems
+    if result.ruleset is not None:
+        for flow in flow_map.values():
+            problems += check_flow_refs(
+                flow, result.ruleset.queues, result.ruleset.agents, frozenset(flow_map)
+            )
+    if not rules:
+        problems.append(Problem("(rules)", None, "no rule files (*.yaml) found"))
+    return Bundle(result.ruleset, flow_map, tuple(problems), content_hash(rules, flows))
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool  # the files on disk are now the current rule set
+    version: str | None  # the current version after the call
+    reason: str = ""
+    problems: tuple[Problem, ...] = ()
+    changed: bool = False
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"version {self.version} " + ("loaded" if self.changed else "unchanged")
+        return f"refused, still using {self.version or 'nothing'}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: str
+    loaded_at: float
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+
+class RulesRuntime:
+    def __init__(
+        self,
+        rules_dir: str | os.PathLike[str],
+        flows_dir: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str],
+        known: Known = Known(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules_dir = Path(rules_dir)
+        self.flows_dir = Path(flows_dir)
+        self.store = Path(state_dir) / "rules"
+        self.known = known
+        self.clock = clock
+        self.bundle: Bundle | None = None
+        self.last_refusal: ReloadResult | None = None
+        self.watching = asyncio.Event()
+
+    # ------------------------------------------------------------- queries
+
+    @property
+    def version(self) -> str | None:
+        return self.bundle.version if self.bundle else None
+
+    @property
+    def ruleset(self) -> RuleSet:
+        if self.bundle is None or self.bundle.ruleset is None:
+            raise RuntimeError("no routing rules loaded")
+        return self.bundle.ruleset
+
+    def decide(self, ctx: CallContext) -> Decision:
+        """Route a call with the current rule set."""
+        return self.ruleset.decide(ctx)
+
+    def flow(self, name: str) -> Flow | None:
+        return self.bundle.flows.get(name) if self.bundle else None
+
+    def ivr_session(self, name: str, answers: dict[str, str] | None = None) -> IvrSession:
+        flow = self.flow(name)
+        if flow is None:
+            raise KeyError(f"no IVR flow {name!r}")
+        return IvrSession(flow, answers)
+
+    # ------------------------------------------------------------- loading
+
+    def _read(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        return read_dir(self.rules_dir), read_dir(self.flows_dir)
+
+    def start(self) -> ReloadResult:
+        """First load; if the files are broken, fall back to the last good stored version."""
+        result = self.reload()
+        if result.ok or self.bundle is not None:
+            return result
+        history = self.history()
+        if history:
+            bundle = self._compile_stored(history[-1].id)
+            if bundle is not None and bundle.ok:
+                self.bundle = bundle
+                log.warning(
+                    "rules: files refused (%s); using stored version %s",
+                    result.reason,
+                    bundle.version,
+                )
+                return ReloadResult(False, bundle.version, result.reason, result.problems, True)
+        return result
+
+    def reload(self) -> ReloadResult:
+        """Load the files on disk; keep the current set if they are broken."""
+        try:
+            rules, flows = self._read()
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._refuse(f"cannot read rule files: {exc}", ())
+        version = content_hash(rules, flows)
+        if self.bundle is not None and version == self.bundle.version:
+            return ReloadResult(True, version)
+        bundle = compile_sources(rules, flows, self.known)
+        if not bundle.ok:
+            errors = bundle.errors
+            reason = f"{len(errors)} error(s); first: {errors[0]}" if errors else "no rule set"
+            return self._refuse(reason, bundle.problems)
+        for p in bundle.problems:
+            log.warning("rules %s: %s", version, p)
+        self._activate(bundle, rules, flows)
+        return ReloadResult(True, version, "", bundle.problems, True)
+
+    def _refuse(self, reason: str, problems: tuple[Problem, ...]) -> ReloadResult:
+        result = ReloadResult(False, self.version, reason, problems)
+        self.last_refusal = result
+        log.error("rules: new files refused, still using version %s: %s", self.version, reason)
+        return result
+
+    def _activate(
+        self, bundle: Bundle, rules: list[tuple[str, str]], flows: list[tuple[str, str]]
+    ) -> None:
+        previous = self.version
+        self.bundle = bundle
+        self.last_refusal = None
+        self._store(bundle.version, rules, flows)
+        log.info("rules: version %s active (was %s)", bundle.version, previous)
+
+    # ------------------------------------------------------------- history
+
+    def _history_file(self) -> Path:
+        return self.store / "history.json"
+
+    def history(self) -> list[VersionInfo]:
+        try:
+            data: list[dict[str, Any]] = json.loads(self._history_file().read_text())
+        except (OSError, ValueError):
+            return []
+        return [
+            VersionInfo(d["id"], float(d["loaded_at"]), tuple(d.get("files", ()))) for d in data
+        ]
+
+    def _store(
+        self, version: str, rules: list[tuple[str, str]], flows: list[tuple[str, str]]
+    ) -> None:
+        vdir = self.store / "versions" / version
+        try:
+            if not vdir.exists():
+                tmp = vdir.with_name(version + ".tmp")
+                for sub, items in (("rules", rules), ("flows", flows)):
+                    (tmp / sub).mkdir(parents=True, exist_ok=True)
+                    for name, text in items:
+                        (tmp / sub / name.rsplit("/", 1)[-1]).write_text(text, encoding="utf-8")
+                tmp.rename(vdir)
+            entries = [
+                e.__dict__ | {"files": list(e.files)} for e in self.history() if e.id != version
+            ]
+            files = [n.rsplit("/", 1)[-1] for n, _ in rules] + [
+                n.rsplit("/", 1)[-1] for n, _ in flows
+            ]
+            entries.append({"id": version, "loaded_at": self.clock(), "files": files})
+            tmpf = self._history_file().with_suffix(".tmp")
+            tmpf.write_text(json.dumps(entries, indent=1))
+            tmpf.replace(self._history_file())
+        except OSError as exc:  # history is a convenience: routing goes on
+            log.error("rules: cannot store version %s: %s", version, exc)
+
+    def _stored_sources(self, version: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        vdir = self.store / "versions" / version
+        return read_dir(vdir / "rules", str(self.rules_dir)), read_dir(
+            vdir / "flows", str(self.flows_dir)
+        )
+
+    def _compile_stored(self, version: str) -> Bundle | None:
+        try:
+            rules, flows = self._stored_sources(version)
+        except OSError:
+            return None
+        return compile_sources(rules, flows, self.known)
+
+    def resolve_version(self, prefix: str | None) -> str:
+        ids = [v.id for v in self.history()]
+        if prefix is None:
+            older = [i for i in ids if i != self.version]
+            if not older:
+                raise KeyError("no earlier version to roll back to")
+            return older[-1]
+        matches = [i for i in ids if i.startswith(prefix)]
+        if len(matches) != 1:
+            raise KeyError(f"version {prefix!r} " + ("is ambiguous" if matches else "not found"))
+        return matches[0]
+
+    def rollback(self, version: str | None = None) -> ReloadResult:
+        """Make a stored version current again and write its files back to disk."""
+        try:
+            vid = self.resolve_version(version)
+        except KeyError as exc:
+            return ReloadResult(False, self.version, str(exc.args[0]))
+        bundle = self._compile_stored(vid)
+        if bundle is None or not bundle.ok:
+            errors = bundle.errors if bundle else []
+            return ReloadResult(
+                False, self.version, f"stored version {vid} does not load: {errors[:1]}"
+            )
+        rules, flows = self._stored_sources(vid)
+        for target, items in ((self.rules_dir, rules), (self.flows_dir, flows)):
+            target.mkdir(parents=True, exist_ok=True)
+            keep = {name.rsplit("/", 1)[-1] for name, _ in items}
+            for entry in target.iterdir():
+                if entry.suffix in SUFFIXES and entry.name not in keep:
+                    entry.rename(entry.with_name(entry.name + ".rolled-back"))
+            for name, text in items:
+                path = target / name.rsplit("/", 1)[-1]
+                tmp = path.with_name("." + path.name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(path)
+        self._activate(bundle, rules, flows)
+        return ReloadResult(True, vid, f"rolled back to {vid}", bundle.problems, True)
+
+    # ------------------------------------------------------------- watching
+
+    async def watch(
+        self,
+        stop: asyncio.Event | None = None,
+        on_reload: Callable[[ReloadResult], None] | None = None,
+        debounce_ms: int = 300,
+    ) -> None:
+        """Reload whenever a YAML file in the rule or flow directory changes.
+
+        ``self.watching`` is set once the OS watcher runs (after ~0.2 s).
+        """
+        from watchfiles import Change, awatch
+
+        def yaml_only(change: Change, path: str) -> bool:
+            return path.endswith(SUFFIXES) and not os.path.basename(path).startswith(".")
+
+        paths = [p for p in (self.rules_dir, self.flows_dir) if p.is_dir()]
+        async for changes in awatch(
+            *paths,
+            watch_filter=yaml_only,
+            debounce=debounce_ms,
+            stop_event=stop,
+            rust_timeout=200,
+            yield_on_timeout=True,
+        ):
+            self.watching.set()
+            if not changes:
+                continue
+            result = self.reload()
+            log.info("rules: files changed: %s", result)
+            if on_reload is not None:
+                on_reload(result)
