@@ -20,6 +20,16 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ctiserver.mqtt import MqttNotifier
+from ctiserver.notify import FanOut
+from ctiserver.pops import CallInfo, PopService
+from ctiserver.store import Store
+from ctiserver.store.demo import load_demo
+from ctiserver.web import AgentControlError, WebSocketHub, make_app
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -187,3 +197,122 @@ class MosquittoServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------- the web stack
+
+
+class InProcessAgentControl:
+    """A small real ``AgentControl``: agent states kept here, changes told to the
+    PopService (as the daemon does with the engine's AgentStateChanged effects)."""
+
+    def __init__(self, pops: PopService, agents: tuple[str, ...] = ("1001", "1002", "1003")):
+        self.pops = pops
+        self.agents: dict[str, dict[str, Any]] = {
+            a: {"state": "logged_out", "reason": None, "call_id": None} for a in agents
+        }
+
+    async def _set(
+        self, agent_id: str, state: str, reason: str | None = None, call_id: str | None = None
+    ) -> None:
+        if agent_id not in self.agents:
+            raise AgentControlError(f"unknown agent {agent_id}")
+        self.agents[agent_id] = {"state": state, "reason": reason, "call_id": call_id}
+        await self.pops.agent_state(agent_id, state, reason, call_id)
+
+    async def login(self, agent_id: str) -> None:
+        await self._set(agent_id, "not_ready", "login")
+
+    async def logout(self, agent_id: str) -> None:
+        await self._set(agent_id, "logged_out")
+
+    async def pause(self, agent_id: str, reason: str) -> None:
+        await self._set(agent_id, "not_ready", reason)
+
+    async def ready(self, agent_id: str) -> None:
+        if self.agents.get(agent_id, {}).get("state") == "logged_out":
+            raise AgentControlError("log in first")
+        await self._set(agent_id, "ready")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"agents": {a: dict(s) for a, s in self.agents.items()}, "queues": {}}
+
+    def current_call(self, agent_id: str) -> dict[str, Any] | None:
+        s = self.agents.get(agent_id)
+        if s is None or s["call_id"] is None:
+            return None
+        return {"call_id": s["call_id"], "state": s["state"]}
+
+    # what the daemon does at the ACD's moments
+    async def offer(self, call: CallInfo, agent_id: str) -> None:
+        await self._set(agent_id, "offered", call_id=call.call_id)
+        await self.pops.offered(call, agent_id)
+
+    async def answer(self, call_id: str, agent_id: str) -> None:
+        await self._set(agent_id, "on_call", call_id=call_id)
+        await self.pops.answered(call_id, agent_id)
+
+    async def hang_up(self, call_id: str, agent_id: str) -> None:
+        await self.pops.ended(call_id, agent_id)
+        await self._set(agent_id, "wrap_up", call_id=call_id)
+
+
+class WebStack:
+    """Store + notifier fan-out (WebSocket hub, optional MQTT) + PopService + aiohttp app,
+    served on 127.0.0.1 on a free port. ``async with WebStack(url) as stack: ...``"""
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        mqtt_url: str | None = None,
+        migrate: bool = True,
+        demo: bool = True,
+        lookup_timeout: float = 0.2,
+        crm_url_template: str | None = "https://crm.example/search?phone={e164}",
+    ):
+        self.db_url, self.mqtt_url = db_url, mqtt_url
+        self._migrate, self._demo = migrate, demo
+        self.lookup_timeout = lookup_timeout
+        self.crm_url_template = crm_url_template
+
+    async def __aenter__(self) -> WebStack:
+        self.store = Store(self.db_url)
+        if self._migrate:
+            await self.store.migrate()
+        if self._demo:
+            await load_demo(self.store)
+        self.hub = WebSocketHub(self.store)
+        channels: dict[str, Any] = {"ws": self.hub}
+        self.mqtt: MqttNotifier | None = None
+        if self.mqtt_url:
+            self.mqtt = MqttNotifier(
+                self.mqtt_url, deliveries=self.store, client_id=f"ctiserver-test-{free_port()}"
+            )
+            self.mqtt.start()
+            channels["mqtt"] = self.mqtt
+        self.fanout = FanOut(channels)
+        self.pops = PopService(
+            self.store,
+            self.fanout,
+            lookup_timeout=self.lookup_timeout,
+            crm_url_template=self.crm_url_template,
+        )
+        self.control = InProcessAgentControl(self.pops)
+        self.app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub)
+        self.runner = web.AppRunner(self.app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+        await self.pops.close()
+        await self.fanout.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        await self.store.close()
