@@ -65,6 +65,7 @@ from .events import (
     AgentLoggedOut,
     AgentPaused,
     AgentReady,
+    Announce,
     CallAbandoned,
     CallEnded,
     CallerJoined,
@@ -73,6 +74,7 @@ from .events import (
     DeviceStateChanged,
     Effect,
     Event,
+    Ring,
     RingAnswered,
     RingFailed,
     RingStarted,
@@ -98,6 +100,15 @@ from .timers import WRAPUP_END
 __all__ = ["AcdError", "Engine"]
 
 
+def _ring_wins(out: list[Effect]) -> list[Effect]:
+    """An announcement never delays ringing: drop the ones due in the same step as a
+    Ring for that caller (the adapter would only have to interrupt them)."""
+    rung = {e.call_id for e in out if isinstance(e, Ring)}
+    if not rung:
+        return out
+    return [e for e in out if not (isinstance(e, Announce) and e.call_id in rung)]
+
+
 class AcdError(Exception):
     """The engine's user asked for something impossible (unknown agent or queue,
     duplicate call, pause of a logged-out agent). Nothing was changed."""
@@ -116,7 +127,7 @@ class Engine(Scheduler):
         self._fire_timers(now, out)
         self._apply(event, now, out)
         self._dispatch(now, out)
-        return out
+        return _ring_wins(out)
 
     def next_deadline(self) -> float | None:
         self._timers.drop_stale_head(self._timer_live)
@@ -128,7 +139,7 @@ class Engine(Scheduler):
         self._fire_timers(now, out)
         self._build(config, now, out)
         self._dispatch(now, out)
-        return out
+        return _ring_wins(out)
 
     def position(self, call_id: str) -> int | None:
         c = self._calls.get(call_id)
