@@ -136,7 +136,7 @@ def get_attr(value: Any, name: str) -> Any:
     """``record.key``: a key of a mapping, a date/time field, or ``None`` on ``None``."""
     if value is None:
         return None
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return value.get(name)
     if isinstance(value, datetime | date) and name in _DATETIME_ATTRS:
         return getattr(value, name)
@@ -174,6 +174,8 @@ class Function:
     max_args: int
     build: Callable[[Sequence[Evaluator], Sequence[Any]], Evaluator]
     doc: str = ""
+    # optional fast builder when the first argument is a text name: (name, consts) -> evaluator
+    build_on_text_name: Callable[[str, Sequence[Any]], Evaluator | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class Env:
     soft_names: frozenset[str] = frozenset()
     # names holding phone numbers: string constants compared with them are normalised
     number_names: frozenset[str] = frozenset()
+    # names whose value is always a str (allows faster code for calls on them)
+    text_names: frozenset[str] = frozenset()
     normalize: Callable[[str], str] = staticmethod(lambda s: s)
 
 
@@ -284,6 +288,11 @@ class _Compiler:
         parts = [self.compile(v) for v in node.values]
         fns = [p[0] for p in parts]
         const = all(p[1] is not MISSING for p in parts)
+        if len(fns) == 2:
+            a, b = fns
+            if isinstance(node.op, ast.And):
+                return (lambda s: a(s) and b(s)), const
+            return (lambda s: a(s) or b(s)), const
         if isinstance(node.op, ast.And):
 
             def and_(s: Scope) -> Any:
@@ -345,6 +354,17 @@ class _Compiler:
         const = all(p[1] is not MISSING for p in parts)
         if len(ops) == 1:
             cmp, left, right = ops[0], fns[0], fns[1]
+            # fast paths for the common `name == 'constant'` shapes
+            lnode, rvalue = operands[0], parts[1][1]
+            if rvalue is not MISSING and not const:
+                if isinstance(lnode, ast.Name) and lnode.id in self.env.names:
+                    key = lnode.id
+                    if cmp is op.eq:
+                        return (lambda s: s[key] == rvalue), False
+                    if cmp is op.ne:
+                        return (lambda s: s[key] != rvalue), False
+                    return (lambda s: cmp(s[key], rvalue)), False
+                return (lambda s: cmp(left(s), rvalue)), False
             return (lambda s: cmp(left(s), right(s))), const
 
         def chain(s: Scope) -> bool:
@@ -369,6 +389,10 @@ class _Compiler:
         attr = node.attr
         if attr.startswith("_"):
             raise self.fail(node, f"'.{attr}': names starting with '_' are not allowed")
+        if isinstance(node.value, ast.Name) and node.value.id in self.env.names:
+            self.used.add(node.value.id)
+            key = node.value.id
+            return (lambda s: get_attr(s[key], attr)), False
         inner, value = self.compile(node.value)
         return (lambda s: get_attr(inner(s), attr)), value is not MISSING
 
@@ -409,8 +433,21 @@ class _Compiler:
                 args[1:] = [_pattern_const(a) for a in args[1:]]
         parts = [self.compile(a) for a in args]
         self.used.add(name + "()")
+        consts = [p[1] for p in parts]
+        first = args[0] if args else None
+        if (
+            spec.build_on_text_name is not None
+            and isinstance(first, ast.Name)
+            and first.id in self.env.text_names
+        ):
+            try:
+                fast = spec.build_on_text_name(first.id, consts)
+            except ExprError as exc:
+                raise self.fail(node, f"{name}(): {exc.message}") from None
+            if fast is not None:
+                return fast, False
         try:
-            fn = spec.build([p[0] for p in parts], [p[1] for p in parts])
+            fn = spec.build([p[0] for p in parts], consts)
         except ExprError as exc:
             raise self.fail(node, f"{name}(): {exc.message}") from None
         # calls are never folded: they may depend on the call (time, lookups)

@@ -47,6 +47,7 @@ BASE_NAMES = frozenset(
     }
 )
 NUMBER_NAMES = frozenset({"caller_id", "dnis"})
+TEXT_NAMES = frozenset({"caller_id", "dnis", "caller_name", "digits", "time", "date", "weekday"})
 CTX_KEY = "\x00ctx"  # not a valid identifier: unreachable from expressions
 
 
@@ -117,6 +118,24 @@ def _matches(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         rx = wildcard_regex(pattern)
         return lambda s: rx.fullmatch(_text(subject(s))) is not None
     return lambda s: _regex_cache(_text(pattern_fn(s))).fullmatch(_text(subject(s))) is not None
+
+
+def _matches_name(key: str, consts: Sequence[Any]) -> Evaluator | None:
+    pattern = _const_str(consts, 1, "the pattern")
+    if pattern is None:
+        return None
+    fullmatch = wildcard_regex(pattern).fullmatch
+    return lambda s: fullmatch(s[key]) is not None
+
+
+def _startswith_name(key: str, consts: Sequence[Any]) -> Evaluator | None:
+    prefix = _const_str(consts, 1, "the prefix")
+    return None if prefix is None else (lambda s: s[key].startswith(prefix))
+
+
+def _endswith_name(key: str, consts: Sequence[Any]) -> Evaluator | None:
+    suffix = _const_str(consts, 1, "the suffix")
+    return None if suffix is None else (lambda s: s[key].endswith(suffix))
 
 
 def _startswith(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
@@ -214,9 +233,16 @@ def make_functions(
         return lookup
 
     fns = [
-        Function("matches", 2, 2, _matches, "matches(number, '+3491*'): * any digits, ? one digit"),
-        Function("startswith", 2, 2, _startswith, "startswith(text, prefix)"),
-        Function("endswith", 2, 2, _endswith, "endswith(text, suffix)"),
+        Function(
+            "matches",
+            2,
+            2,
+            _matches,
+            "matches(number, '+3491*'): * anything, ? one digit",
+            _matches_name,
+        ),
+        Function("startswith", 2, 2, _startswith, "startswith(text, prefix)", _startswith_name),
+        Function("endswith", 2, 2, _endswith, "endswith(text, suffix)", _endswith_name),
         Function("open", 1, 1, build_open, "open('schedule'): the schedule is open now"),
         Function("holiday", 1, 2, build_holiday, "holiday('ES'[, 'MD']): today is a holiday"),
         Function("lookup", 2, 2, build_lookup, "lookup('table', key): a record or None"),

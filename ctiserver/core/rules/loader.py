@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ from ctiserver.core.rules.expr import Compiled, Env, ExprError, compile_expr
 from ctiserver.core.rules.functions import (
     BASE_NAMES,
     NUMBER_NAMES,
+    TEXT_NAMES,
     make_functions,
     make_scope,
     pattern_contains,
@@ -85,6 +87,12 @@ class Rule:
     file: str
     line: int
     branches: tuple[Branch, ...]
+    # (condition evaluator or None, branch) pairs, for the hot loop
+    steps: tuple[tuple[Any, Branch], ...] = ()
+
+    def __post_init__(self) -> None:
+        steps = tuple((b.cond.fn if b.cond is not None else None, b) for b in self.branches)
+        object.__setattr__(self, "steps", steps)
 
 
 @dataclass(frozen=True)
@@ -115,19 +123,19 @@ class RuleSet:
 def _run(
     rules: tuple[Rule, ...], scope: Mapping[str, Any], trace: list[str]
 ) -> tuple[Decision, str] | None:
+    append = trace.append
     for rule in rules:
-        for br in rule.branches:
-            cond = br.cond
+        for cond, br in rule.steps:
             if cond is not None:
                 try:
-                    ok = cond.fn(scope)
+                    ok = cond(scope)
                 except Exception as exc:
                     trace.append(f"{br.on_error}{exc}")
                     continue
                 if not ok:
-                    trace.append(br.on_false)
+                    append(br.on_false)
                     continue
-            trace.append(br.on_true)
+            append(br.on_true)
             if br.action is not None:
                 decision, why = br.action.resolve(scope)
                 if why:
@@ -304,6 +312,7 @@ class _Builder:
             functions=functions,
             soft_names=soft,
             number_names=NUMBER_NAMES,
+            text_names=TEXT_NAMES,
             normalize=lambda s: normalize(s, region),
         )
         if self.default_node is not None:
@@ -550,22 +559,31 @@ class _Builder:
                 )
                 break
         # wildcard shadowing: an earlier single-pattern rule that always decides
+        required = [
+            _required_patterns(r.branches[0].cond.tree, self.region)
+            if r.branches[0].cond is not None
+            else []
+            for r in rules
+        ]
         for i, earlier in enumerate(rules):
             if len(earlier.branches) != 1 or earlier.branches[0].cond is None:
                 continue
             pat = _simple_pattern(earlier.branches[0].cond.tree, self.region)
             if pat is None or not _body_always_decides(earlier.branches[0]):
                 continue
-            for later in rules[i + 1 :]:
-                first = later.branches[0].cond
-                if first is None:
-                    continue
-                for req in _required_patterns(first.tree, self.region):
-                    if req[0] == pat[0] and pattern_contains(pat[1], req[1]):
+            literal = _literal_prefix(pat[1])
+            for j in range(i + 1, len(rules)):
+                later = rules[j]
+                for name, inner in required[j]:
+                    if (
+                        name == pat[0]
+                        and inner.startswith(literal)
+                        and pattern_contains(pat[1], inner)
+                    ):
                         self.error(
                             later.file,
                             later.line,
-                            f"shadowed: every {pat[0]} matching '{req[1]}' also matches "
+                            f"shadowed: every {name} matching '{inner}' also matches "
                             f"'{pat[1]}' of rule '{earlier.name}' (line {earlier.line}), "
                             "which always decides first",
                             later.name,
@@ -608,6 +626,11 @@ def _rule_always_decides(rule: Rule) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
+def _normalize(text: str, region: str) -> str:
+    return normalize(text, region)
+
+
 def _simple_pattern(tree: ast.expr, region: str) -> tuple[str, str] | None:
     """``matches(name, 'pat')`` or ``name == 'const'`` on a number name -> (name, pattern)."""
     if (
@@ -631,9 +654,16 @@ def _simple_pattern(tree: ast.expr, region: str) -> tuple[str, str] | None:
         and isinstance(tree.comparators[0], ast.Constant)
         and isinstance(tree.comparators[0].value, str)
     ):
-        value = normalize(tree.comparators[0].value, region).replace("*", "").replace("?", "")
+        value = _normalize(tree.comparators[0].value, region).replace("*", "").replace("?", "")
         return tree.left.id, value
     return None
+
+
+def _literal_prefix(pattern: str) -> str:
+    for i, ch in enumerate(pattern):
+        if ch in "*?":
+            return pattern[:i]
+    return pattern
 
 
 def _required_patterns(tree: ast.expr, region: str) -> list[tuple[str, str]]:
