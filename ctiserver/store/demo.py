@@ -16,6 +16,7 @@ Loading is idempotent: running it twice adds nothing the second time.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from ctiserver.store.records import InteractionRecord
 from ctiserver.store.store import Store, utcnow
@@ -34,7 +35,7 @@ def agent_password(agent_id: str) -> str:
     return f"demo-{agent_id}"
 
 
-CUSTOMERS = [
+CUSTOMERS: list[dict[str, Any]] = [
     {
         "name": "Ana López",
         "numbers": ["+34915551234", "+34600111222"],
@@ -90,18 +91,18 @@ async def load_demo(store: Store) -> None:
 
     now = utcnow()
     for spec in CUSTOMERS:
-        numbers: list[str] = spec["numbers"]  # type: ignore[assignment]
+        numbers: list[str] = spec["numbers"]
         if await store.find_customers_by_number(numbers[0]):
             continue
         customer = await store.create_customer(
             str(spec["name"]),
             numbers,
             tier=str(spec["tier"]),
-            assigned_agent=spec["assigned_agent"],  # type: ignore[arg-type]
+            assigned_agent=spec["assigned_agent"],
             notes=str(spec["notes"]),
-            email=spec["email"],  # type: ignore[arg-type]
+            email=spec["email"],
         )
-        for call_id, agent, days_ago, wait, talk, disposition, notes in spec["history"]:  # type: ignore[attr-defined]
+        for call_id, agent, days_ago, wait, talk, disposition, notes in spec["history"]:
             joined = now - timedelta(days=days_ago)
             await store.save_interaction(
                 InteractionRecord(

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ctiserver.pops import PopService
 from ctiserver.store.store import Store, StoreError
@@ -91,7 +92,7 @@ def _file(path: Path) -> Any:
 
 
 @web.middleware
-async def _same_origin(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site state changes and WebSocket upgrades (cookie auth + CSRF)."""
     origin = request.headers.get("Origin")
     unsafe = request.method not in ("GET", "HEAD", "OPTIONS") or request.path == "/ws"
@@ -101,7 +102,7 @@ async def _same_origin(request: web.Request, handler: Any) -> web.StreamResponse
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except AgentControlError as exc:

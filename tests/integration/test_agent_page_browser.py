@@ -128,8 +128,10 @@ async def test_unknown_caller_is_created_from_the_page(tmp_path: Path) -> None:
             await stack.control.offer(
                 CallInfo("c-unknown", "932000111", queue="sales", joined_at=time.time()), "1002"
             )
-            await expect(page.get_by_role("heading", name="Unknown caller", exact=True)).to_be_visible()
-            await expect(page.get_by_label("Phone number", exact=True)).to_have_value("+34932000111")
+            unknown = page.get_by_role("heading", name="Unknown caller", exact=True)
+            await expect(unknown).to_be_visible()
+            number = page.get_by_label("Phone number", exact=True)
+            await expect(number).to_have_value("+34932000111")
             await page.get_by_label("Name", exact=True).fill("Nuevo Cliente")
             await page.get_by_role("button", name="Create customer").click()
             await expect(
