@@ -434,14 +434,14 @@ class _Compiler:
         parts = [self.compile(a) for a in args]
         self.used.add(name + "()")
         consts = [p[1] for p in parts]
-        first = args[0] if args else None
+        head = args[0] if args else None
         if (
             spec.build_on_text_name is not None
-            and isinstance(first, ast.Name)
-            and first.id in self.env.text_names
+            and isinstance(head, ast.Name)
+            and head.id in self.env.text_names
         ):
             try:
-                fast = spec.build_on_text_name(first.id, consts)
+                fast = spec.build_on_text_name(head.id, consts)
             except ExprError as exc:
                 raise self.fail(node, f"{name}(): {exc.message}") from None
             if fast is not None:
