@@ -289,8 +289,9 @@ def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if result.ok else 1
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    return int(args.rules_func(args, out))
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run a parsed ``rules …`` command; the main CLI calls this after parse_args."""
+    return int(args.rules_func(args, out or sys.stdout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,7 +205,11 @@ def test_every_action():
 
     q = d("1")
     assert (q.action, q.queue, q.priority, dict(q.skills), q.message) == (
-        "queue", "billing", 5, {"billing": 3, "spanish": 2}, ("queue-thereare",)
+        "queue",
+        "billing",
+        5,
+        {"billing": 3, "spanish": 2},
+        ("queue-thereare",),
     )
     assert (d("2").action, d("2").flow) == ("ivr", "main_menu")
     a = d("3")
@@ -238,8 +242,10 @@ def test_agent_of_without_fallback_falls_through_to_next_rule():
 
 def test_config_default_is_used_when_no_rule_decides():
     result = load_ruleset(
-        {"r.yaml": "config: {default: {queue: support}}\nrules:\n"
-         "  - name: x\n    if: digits == '1'\n    then: {queue: sales}\n"}
+        {
+            "r.yaml": "config: {default: {queue: support}}\nrules:\n"
+            "  - name: x\n    if: digits == '1'\n    then: {queue: sales}\n"
+        }
     )
     assert result.ruleset is not None
     d = result.ruleset.decide(call())
@@ -301,7 +307,9 @@ def test_trace_names_file_line_and_truth():
     d = rules(PRECEDENCE).decide(call(digits="2"))
     assert d.trace[0].startswith("r.yaml:")
     assert d.trace[0].endswith(": true")
-    assert any(t.strip().startswith("r.yaml:") and "[a] if digits == '1': false" in t for t in d.trace)
+    assert any(
+        t.strip().startswith("r.yaml:") and "[a] if digits == '1': false" in t for t in d.trace
+    )
     assert any("[a] elif digits == '2': true" in t for t in d.trace)
     assert d.trace[-1].startswith("→ queue billing")
 
