@@ -80,6 +80,18 @@ def parse_hours(spec: Any) -> tuple[Interval, ...]:
     return tuple(sorted(out))
 
 
+_FULL = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _day(token: str) -> int:
+    token = token.strip()
+    if token in WEEKDAYS:
+        return WEEKDAYS.index(token)
+    if token in _FULL:
+        return _FULL.index(token)
+    raise ScheduleError(f"bad weekday {token!r}: use mon, tue, … sun (or mon-fri)")
+
+
 def parse_weekdays(key: str) -> list[int]:
     """``mon``, ``mon-fri``, ``sat,sun``, ``daily`` -> weekday indexes."""
     key = key.strip().lower()
@@ -89,15 +101,11 @@ def parse_weekdays(key: str) -> list[int]:
     for part in key.split(","):
         part = part.strip()
         if "-" in part:
-            a, b = (p.strip()[:3] for p in part.split("-", 1))
-            if a not in WEEKDAYS or b not in WEEKDAYS:
-                raise ScheduleError(f"bad weekday range {part!r}: use e.g. mon-fri")
-            i, j = WEEKDAYS.index(a), WEEKDAYS.index(b)
+            a, b = part.split("-", 1)
+            i, j = _day(a), _day(b)
             days.extend(range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)])
         else:
-            if part[:3] not in WEEKDAYS:
-                raise ScheduleError(f"bad weekday {part!r}: use mon, tue, … sun")
-            days.append(WEEKDAYS.index(part[:3]))
+            days.append(_day(part))
     return days
 
 
