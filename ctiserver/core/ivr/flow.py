@@ -292,7 +292,7 @@ def parse_flow(fname: str, text: str, default_name: str) -> tuple[Flow | None, l
                 steps[str(step_name)] = parser.step(
                     str(step_name), node, steps_node.line_of(step_name)
                 )
-            except _Fail as exc:
+            except (_Fail, ActionError) as exc:
                 problems.append(Problem(fname, exc.line, exc.message, f"{name}/{step_name}"))
         start = str(doc.get("start", next(iter(steps_node))))
         if start not in steps_node:
