@@ -283,7 +283,7 @@ def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
     runtime = _runtime(args)
     runtime.reload()  # the files on disk, if good, are the "current" version
     result = runtime.rollback(args.version)
-    print(str(result) if result.ok else f"rollback refused: {result.reason}", file=out)
+    print(result.reason if result.ok else f"rollback refused: {result.reason}", file=out)
     if result.ok:
         print("the files are written back; a running server reloads them now", file=out)
     return 0 if result.ok else 1
