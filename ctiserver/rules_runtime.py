@@ -80,9 +80,10 @@ def content_hash(rules: Iterable[tuple[str, str]], flows: Iterable[tuple[str, st
 
 
 def compile_sources(
-    rules: list[tuple[str, str]], flows: list[tuple[str, str]], known: Known = Known()
+    rules: list[tuple[str, str]], flows: list[tuple[str, str]], known: Known | None = None
 ) -> Bundle:
     """Parse and cross-check rule files and IVR flow files (pure: text in)."""
+    known = known or Known()
     flow_map, flow_problems = load_flows(flows)
     answers = frozenset().union(*(f.variables for f in flow_map.values())) | known.answers
     # flows that failed to parse still count as existing for the rules' check
@@ -126,13 +127,13 @@ class RulesRuntime:
         rules_dir: str | os.PathLike[str],
         flows_dir: str | os.PathLike[str],
         state_dir: str | os.PathLike[str],
-        known: Known = Known(),
+        known: Known | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules_dir = Path(rules_dir)
         self.flows_dir = Path(flows_dir)
         self.store = Path(state_dir) / "rules"
-        self.known = known
+        self.known = known or Known()
         self.clock = clock
         self.bundle: Bundle | None = None
         self.last_refusal: ReloadResult | None = None

@@ -175,17 +175,17 @@ def test_driving_errors():
             "use digits",
         ),
         (
-            "steps:\n  a:\n    menu:\n      prompt: [x]\n      timeout: 100\n      options: {'1': {route: true}}\n",
+            "steps:\n  a:\n    menu:\n      prompt: [x]\n      timeout: 100\n      options: {'1': {route: true}}\n",  # noqa: E501
             5,
             "timeout must be",
         ),
         (
-            "steps:\n  a:\n    collect:\n      prompt: [x]\n      var: 1abc\n      next: {route: true}\n",
+            "steps:\n  a:\n    collect:\n      prompt: [x]\n      var: 1abc\n      next: {route: true}\n",  # noqa: E501
             5,
             "bad variable name",
         ),
         (
-            "steps:\n  a:\n    play:\n      sounds: ['../../etc/passwd']\n      next: {route: true}\n",
+            "steps:\n  a:\n    play:\n      sounds: ['../../etc/passwd']\n      next: {route: true}\n",  # noqa: E501
             4,
             "bad sound name",
         ),

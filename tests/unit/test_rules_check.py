@@ -80,7 +80,7 @@ def only(text: str, known: Known = KNOWN) -> str:
         # structure
         ("rules:\n  - name: a\n    if: digits == '1'\n", 2, "'if' without 'then'"),
         (
-            "rules:\n  - name: a\n    if: digits == '1'\n    then: {queue: sales}\n    els: {queue: sales}\n",
+            "rules:\n  - name: a\n    if: digits == '1'\n    then: {queue: sales}\n    els: {queue: sales}\n",  # noqa: E501
             5,
             "unknown key 'els'",
         ),
@@ -91,7 +91,7 @@ def only(text: str, known: Known = KNOWN) -> str:
             "priority must be a whole number",
         ),
         (
-            "rules:\n  - name: a\n    if: digits == '1'\n    then: {queue: sales}\n  - name: b\n    else: {queue: sales}\n",
+            "rules:\n  - name: a\n    if: digits == '1'\n    then: {queue: sales}\n  - name: b\n    else: {queue: sales}\n",  # noqa: E501
             5,
             "need an 'if' first",
         ),

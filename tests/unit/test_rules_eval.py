@@ -31,7 +31,8 @@ rules:
 """
 
 
-def rules(body: str, known: Known = Known(answers=frozenset({"department"}))):
+def rules(body: str, known: Known | None = None):
+    known = known or Known(answers=frozenset({"department"}))
     result = load_ruleset({"r.yaml": HEAD + body}, known)
     assert result.ok, [str(p) for p in result.problems]
     assert result.ruleset is not None
