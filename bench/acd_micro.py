@@ -1,0 +1,238 @@
+"""Micro-benchmark of the ACD engine's scheduling decisions.
+
+    python bench/acd_micro.py [--agents 10000] [--skills 100] [--queues 50] [--callers 5000]
+
+Two scenarios, each timing one ``Engine.handle()`` call that makes one decision:
+
+1. *agent frees up* -- every agent busy, ``--callers`` callers waiting across all queues
+   (priorities 0..2, 20 % with a call skill of their own); an agent ends a call
+   (CallEnded, no wrap-up) and the engine picks the highest-priority, oldest caller
+   it can serve among its queues and rings it. A new caller joins after each
+   decision, so the line stays full.
+2. *caller joins* -- every agent ready, nobody waiting; a caller joins and the
+   engine picks the agent by the queue's strategy (strategies cycle over the queues).
+
+Target: p99 under 100 us per decision. Memory is measured with tracemalloc while
+building scenario 1 (engine + waiting callers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ctiserver.core.acd.engine import Engine  # noqa: E402
+from ctiserver.core.acd.events import (  # noqa: E402
+    AgentLoggedIn,
+    CallEnded,
+    CallerJoined,
+    Ring,
+    RingAnswered,
+)
+from ctiserver.core.acd.model import (  # noqa: E402
+    AcdConfig,
+    AgentConfig,
+    QueueConfig,
+    SkillRelax,
+    Strategy,
+)
+
+TARGET_P99_US = 100.0
+STRATEGIES = [s for s in Strategy if s != Strategy.RING_ALL]
+
+
+def build_config(n_agents: int, n_skills: int, n_queues: int, rng: random.Random) -> AcdConfig:
+    skills = [f"s{i}" for i in range(n_skills)]
+    queues = {}
+    for i in range(n_queues):
+        queues[f"q{i}"] = QueueConfig(
+            f"q{i}",
+            strategy=STRATEGIES[i % len(STRATEGIES)],
+            required_skills={skills[i % n_skills]: 1},
+            skill_relax=(SkillRelax(30, 3), SkillRelax(60, 0)),
+            announce_frequency=30,
+        )
+    agents = {}
+    for i in range(n_agents):
+        own = rng.sample(range(n_queues), 3)
+        sk = {skills[q % n_skills]: rng.randint(1, 10) for q in own}
+        for s in rng.sample(skills, 3):
+            sk.setdefault(s, rng.randint(1, 10))
+        agents[f"a{i}"] = AgentConfig(
+            f"a{i}", f"Agent {i}", f"PJSIP/{i}", sk, tuple(f"q{q}" for q in own)
+        )
+    return AcdConfig(queues, agents)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float, float, float]:
+    s = sorted(samples)
+    n = len(s)
+    return (
+        s[n // 2] * 1e6,
+        s[int(n * 0.95)] * 1e6,
+        s[int(n * 0.99)] * 1e6,
+        s[-1] * 1e6,
+    )
+
+
+def report(name: str, samples: list[float], decisions: int) -> bool:
+    p50, p95, p99, worst = percentiles(samples)
+    ok = p99 < TARGET_P99_US
+    print(
+        f"{name:<34} n={len(samples):>5}  p50={p50:7.1f} us  p95={p95:7.1f} us  "
+        f"p99={p99:7.1f} us  max={worst:8.1f} us  mean={statistics.mean(samples) * 1e6:6.1f} us"
+        f"  decisions={decisions}  target p99<{TARGET_P99_US:.0f} us: {'OK' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+def random_call(rng: random.Random, cid: str, cfg: AcdConfig, n_skills: int) -> CallerJoined:
+    q = f"q{rng.randrange(len(cfg.queues))}"
+    skills = {f"s{rng.randrange(n_skills)}": rng.randint(1, 4)} if rng.random() < 0.2 else {}
+    return CallerJoined(cid, q, priority=rng.choice((0, 0, 1, 2)), skills=skills)
+
+
+def scenario_agent_frees(args: argparse.Namespace) -> bool:
+    rng = random.Random(1)
+    cfg = build_config(args.agents, args.skills, args.queues, rng)
+    tracemalloc.start()
+    eng = Engine(cfg, rng=random.Random(2))
+    t = 1_000_000.0
+    n = 0
+    ring_of: dict[str, str] = {}
+    # every agent takes a call, then the line fills up behind them
+    for aid in cfg.agents:
+        t += 0.001
+        eng.handle(AgentLoggedIn(aid), t)
+    # each ready agent gets a caller of one of its queues at once
+    for aid, a in cfg.agents.items():
+        n += 1
+        t += 0.001
+        out = eng.handle(CallerJoined(f"c{n}", a.queues[0]), t)
+        for e in out:
+            if isinstance(e, Ring):
+                eng.handle(RingAnswered(e.call_id, e.agent_ids[0]), t)
+                ring_of[e.agent_ids[0]] = e.call_id
+    idle = [a for a in cfg.agents if eng.agent_state(a) == "ready"]
+    waiting = 0
+    while waiting < args.callers:
+        n += 1
+        t += 0.001
+        out = eng.handle(random_call(rng, f"c{n}", cfg, args.skills), t)
+        for e in out:
+            if isinstance(e, Ring):
+                eng.handle(RingAnswered(e.call_id, e.agent_ids[0]), t)
+                ring_of[e.agent_ids[0]] = e.call_id
+                break
+        else:
+            waiting += 1
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"setup: {args.agents} agents, {args.skills} skills, {args.queues} queues, "
+        f"{waiting} callers waiting, {len(idle)} agents idle (no fitting caller); "
+        f"engine memory {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB)"
+    )
+    samples: list[float] = []
+    decisions = 0
+    busy = list(ring_of)
+    gc.collect()
+    gc.disable()
+    if args.profile:
+        args.profile.enable()
+    try:
+        for _ in range(args.rounds):
+            while True:  # a random agent on a call (lazy removal from ``busy``)
+                i = rng.randrange(len(busy))
+                aid = busy[i]
+                if aid in ring_of:
+                    break
+                busy[i] = busy[-1]
+                busy.pop()
+            cid = ring_of.pop(aid)
+            t += 0.01
+            ev = CallEnded(cid)
+            t0 = time.perf_counter()
+            out = eng.handle(ev, t)
+            samples.append(time.perf_counter() - t0)
+            for e in out:
+                if isinstance(e, Ring):
+                    decisions += 1
+                    eng.handle(RingAnswered(e.call_id, e.agent_ids[0]), t)
+                    ring_of[e.agent_ids[0]] = e.call_id
+                    busy.append(e.agent_ids[0])
+            n += 1
+            eng.handle(random_call(rng, f"c{n}", cfg, args.skills), t)  # keep the line full
+    finally:
+        gc.enable()
+        if args.profile:
+            args.profile.disable()
+    return report("agent frees up -> pick the caller", samples, decisions)
+
+
+def scenario_caller_joins(args: argparse.Namespace) -> bool:
+    rng = random.Random(3)
+    cfg = build_config(args.agents, args.skills, args.queues, rng)
+    eng = Engine(cfg, rng=random.Random(4))
+    t = 2_000_000.0
+    for aid in cfg.agents:
+        t += 0.001
+        eng.handle(AgentLoggedIn(aid), t)
+    samples: list[float] = []
+    decisions = 0
+    gc.collect()
+    gc.disable()
+    if args.profile:
+        args.profile.enable()
+    try:
+        for i in range(args.rounds):
+            t += 0.01
+            ev = random_call(rng, f"j{i}", cfg, args.skills)
+            t0 = time.perf_counter()
+            out = eng.handle(ev, t)
+            samples.append(time.perf_counter() - t0)
+            rings = [e for e in out if isinstance(e, Ring)]
+            if rings:
+                decisions += 1
+                r = rings[0]
+                eng.handle(RingAnswered(r.call_id, r.agent_ids[0]), t)
+                eng.handle(CallEnded(r.call_id), t + 0.005)
+    finally:
+        gc.enable()
+        if args.profile:
+            args.profile.disable()
+    return report("caller joins -> pick the agent", samples, decisions)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=10_000)
+    ap.add_argument("--skills", type=int, default=100)
+    ap.add_argument("--queues", type=int, default=50)
+    ap.add_argument("--callers", type=int, default=5_000)
+    ap.add_argument("--rounds", type=int, default=5_000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the timed loops")
+    args = ap.parse_args()
+    if args.profile:
+        import cProfile
+
+        args.profile = cProfile.Profile()
+    ok = scenario_agent_frees(args)
+    ok = scenario_caller_joins(args) and ok
+    if args.profile:
+        import pstats
+
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
