@@ -266,10 +266,13 @@ class AcdMachine(RuleBasedStateMachine):
         snap = self.snap()
         agents = {a["id"]: a for a in snap["agents"]}
         # one call per agent, one agent per call (ring-all excepted)
-        busy = [a["call_id"] for a in agents.values() if a["state"] in ("offered", "on_call")]
-        assert len(busy) == len(set(busy)) or all(
-            a["state"] == "offered" for a in agents.values() if a["call_id"] in busy
-        )
+        holders: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+        for a in agents.values():
+            if a["state"] in ("offered", "on_call"):
+                assert a["call_id"]
+                holders.setdefault(a["call_id"], []).append(a)
+        for held in holders.values():
+            assert len(held) == 1 or all(a["state"] == "offered" for a in held)
         on_call = [a["call_id"] for a in agents.values() if a["state"] == "on_call"]
         assert len(on_call) == len(set(on_call))
         assert set(on_call) == self.connected

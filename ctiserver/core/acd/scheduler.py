@@ -403,17 +403,21 @@ class Scheduler:
     # --------------------------------------------------------------- dispatch
 
     def _best_caller_for(self, a: AgentRt, now: float) -> CallerRt | None:
+        """The first caller, in service order, among ``a``'s queues that ``a`` fits.
+        Only class heads are looked at (see waiting.py), in order, so the walk stops
+        at the first fit in each queue."""
         best: CallerRt | None = None
-        best_key: tuple[int, float, int] | None = None
+        best_key: tuple[int, float, int, str] | None = None
         calls = self._calls
+        fits = self._fits
         for qname in a.queues:
-            for prio, (arrival, seq, cid) in self._lines[qname].heads():
-                key = (-prio, arrival, seq)
+            for key in self._lines[qname].heads:
                 if best_key is not None and key >= best_key:
-                    continue
-                c = calls[cid]
-                if self._fits(a, c, now):
+                    break
+                c = calls[key[3]]
+                if fits(a, c, now):
                     best, best_key = c, key
+                    break
         return best
 
     def _dispatch(self, now: float, out: list[Effect]) -> None:

@@ -16,6 +16,7 @@ callers.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 
 from sortedcontainers import SortedList
@@ -30,7 +31,9 @@ ClassEntry = tuple[float, int, str]
 class QueueLine:
     def __init__(self) -> None:
         self.line = SortedList()
-        self.classes: dict[ClassKey, SortedList] = {}
+        self.classes: dict[ClassKey, list[ClassEntry]] = {}  # each sorted by arrival
+        # the head of every class, in service order: (-priority, arrival, seq, call_id)
+        self.heads: list[LineKey] = []
 
     def __len__(self) -> int:
         return len(self.line)
@@ -56,21 +59,37 @@ class QueueLine:
 
     def add_pickable(self, c: CallerRt) -> None:
         ck: ClassKey = (c.priority, c.req)
-        sl = self.classes.get(ck)
-        if sl is None:
-            sl = self.classes[ck] = SortedList()
-        sl.add((c.arrival, c.seq, c.call_id))
+        entry = (c.arrival, c.seq, c.call_id)
+        lst = self.classes.get(ck)
+        if lst is None:
+            self.classes[ck] = [entry]
+        elif entry < lst[0]:
+            self._drop_head(ck[0], lst[0])
+            lst.insert(0, entry)
+        else:
+            insort(lst, entry)
+            return
+        insort(self.heads, (-ck[0], *entry))
 
     def remove_pickable(self, c: CallerRt) -> None:
         ck: ClassKey = (c.priority, c.req)
-        sl = self.classes.get(ck)
-        if sl is None:
+        lst = self.classes.get(ck)
+        if lst is None:
             return
-        sl.discard((c.arrival, c.seq, c.call_id))
-        if not sl:
-            del self.classes[ck]
+        entry = (c.arrival, c.seq, c.call_id)
+        i = bisect_left(lst, entry)
+        if i == len(lst) or lst[i] != entry:
+            return
+        del lst[i]
+        if i == 0:
+            self._drop_head(ck[0], entry)
+            if lst:
+                insort(self.heads, (-ck[0], *lst[0]))
+            else:
+                del self.classes[ck]
 
-    def heads(self) -> Iterator[tuple[int, ClassEntry]]:
-        """(priority, (arrival, seq, call_id)) of the first caller of each class."""
-        for (prio, _req), sl in self.classes.items():
-            yield prio, sl[0]
+    def _drop_head(self, prio: int, entry: ClassEntry) -> None:
+        key = (-prio, *entry)
+        i = bisect_left(self.heads, key)
+        if i < len(self.heads) and self.heads[i] == key:
+            del self.heads[i]
