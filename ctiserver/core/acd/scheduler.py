@@ -193,7 +193,7 @@ class Scheduler:
             self._dirty_agents.add(a.id)
         elif not avail and a.in_index:
             for q in a.queues:
-                self._ready[q].remove(a.id)
+                self._ready[q].remove(a)
             a.in_index = False
 
     def _fits(self, a: AgentRt, c: CallerRt, now: float) -> bool:

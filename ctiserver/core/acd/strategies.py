@@ -8,6 +8,11 @@ when it enters the index and never goes stale. Picking is then a walk from the f
 of the list that stops at the first agent whose skills fit the caller (usually the
 first one).
 
+A call with skills of its own would make that walk long when few agents have them, so
+each index also keeps, per skill, the set of available agents having it; when that
+group is small (size^2 <= queue size), or the strategy must see every fitting agent
+anyway (ring_all, random, best_skill), only the smallest group is examined.
+
 Ties are broken the same way in every strategy: longest idle first (earliest
 ``idle_since``), then the agent's position in the queue's member order
 (``AcdConfig.queue_members``), which is unique.
@@ -39,6 +44,8 @@ IndexKey = tuple[float, float, int, str]
 Eligible = Callable[[AgentRt], bool]
 
 _RANDOM_TRIES = 8
+# with call skills these look at every fitting agent anyway: use the smallest group
+_GROUP_ALWAYS = frozenset({Strategy.BEST_SKILL, Strategy.RING_ALL, Strategy.RANDOM})
 
 
 class ReadyIndex:
@@ -51,6 +58,7 @@ class ReadyIndex:
         self._sl = SortedList()
         self._keys: dict[str, IndexKey] = {}
         self._skill_names = tuple(sorted(queue.required_skills))
+        self._by_skill: dict[str, set[str]] = {}  # skill -> available agents having it
         self.last_rung: int = -1  # round robin memory: member position
 
     def __len__(self) -> int:
@@ -84,11 +92,21 @@ class ReadyIndex:
         k = self.key(a)
         self._keys[a.id] = k
         self._sl.add(k)
+        by_skill = self._by_skill
+        for name in a.cfg.skills:
+            group = by_skill.get(name)
+            if group is None:
+                by_skill[name] = {a.id}
+            else:
+                group.add(a.id)
 
-    def remove(self, agent_id: str) -> None:
-        k = self._keys.pop(agent_id, None)
+    def remove(self, a: AgentRt) -> None:
+        k = self._keys.pop(a.id, None)
         if k is not None:
             self._sl.remove(k)
+            by_skill = self._by_skill
+            for name in a.cfg.skills:
+                by_skill[name].discard(a.id)
 
     def agent_ids(self) -> list[str]:
         return [k[3] for k in self._sl]
@@ -107,6 +125,14 @@ class ReadyIndex:
         sl = self._sl
         if not sl:
             return []
+        if caller.skills:
+            # The call needs skills of its own: if few available agents have the rarest
+            # of them, look at those only instead of walking the whole queue.
+            group = min(
+                (self._by_skill.get(n, set()) for n in caller.skills), key=len, default=None
+            )
+            if group is not None and (s in _GROUP_ALWAYS or len(group) * len(group) <= len(sl)):
+                return self._pick_in_group(caller, group, agents, eligible, rng)
         if s == Strategy.RING_ALL:
             return [k[3] for k in sl if eligible(agents[k[3]])]
         if s == Strategy.ROUND_ROBIN:
@@ -125,30 +151,42 @@ class ReadyIndex:
                     return [aid]
             fits = [k[3] for k in sl if eligible(agents[k[3]])]
             return [fits[rng.randrange(len(fits))]] if fits else []
-        if s == Strategy.BEST_SKILL and caller.skills:
-            return self._best_skill_with_call_skills(caller, agents, eligible)
         for k in sl:
             if eligible(agents[k[3]]):
                 return [k[3]]
         return []
 
-    def _best_skill_with_call_skills(
-        self, caller: CallerRt, agents: dict[str, AgentRt], eligible: Eligible
+    def _pick_in_group(
+        self,
+        caller: CallerRt,
+        group: set[str],
+        agents: dict[str, AgentRt],
+        eligible: Eligible,
+        rng: random.Random,
     ) -> list[str]:
-        # The index is sorted by the queue-skill score; the call's own skills can add at
-        # most 10 per extra skill, so stop once nobody further down can catch up.
-        extra = tuple(n for n in caller.skills if n not in self.queue.required_skills)
-        headroom = 10 * len(extra)
-        best: tuple[float, float, int, str] | None = None
-        for k in self._sl:
-            qscore = -k[0]
-            if best is not None and qscore + headroom < -best[0]:
-                break
-            a = agents[k[3]]
-            if not eligible(a):
-                continue
-            score = qscore + sum(a.cfg.skills.get(n, 0) for n in extra)
-            cand = (-score, k[1], k[2], k[3])
-            if best is None or cand < best:
-                best = cand
-        return [best[3]] if best is not None else []
+        fits = sorted(self._keys[aid] for aid in group if eligible(agents[aid]))
+        if not fits:
+            return []
+        s = self.strategy
+        if s == Strategy.RING_ALL:
+            return [k[3] for k in fits]
+        if s == Strategy.RANDOM:
+            return [fits[rng.randrange(len(fits))][3]]
+        if s == Strategy.ROUND_ROBIN:
+            n = len(self.member_pos)
+            start = self.last_rung + 1
+            return [min(fits, key=lambda k: (k[2] - start) % n)[3]]
+        if s == Strategy.BEST_SKILL:
+            names = set(self._skill_names) | set(caller.skills)
+
+            def score(k: IndexKey) -> tuple[float, float, int, str]:
+                sk = agents[k[3]].cfg.skills
+                return (
+                    -float(sum(sk.get(n, 0) for n in names)),
+                    agents[k[3]].idle_since,
+                    k[2],
+                    k[3],
+                )
+
+            return [min(fits, key=score)[3]]
+        return [fits[0][3]]
