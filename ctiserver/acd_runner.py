@@ -1,0 +1,89 @@
+"""The one asyncio task that owns the ACD engine.
+
+Everything that changes the engine goes through ``submit()`` / ``request()``: AMI
+events, FastAGI joins, agent commands from the web page. The task takes them from one
+queue in order, feeds the engine, fires its timers (``Tick``) when they are due, and
+hands the effects to one synchronous sink that must not block (it schedules I/O).
+No locks: nothing else mutates the engine. Reads (snapshot, position) happen on the
+same event loop between steps, so they always see a consistent state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ctiserver.core.acd.engine import AcdError, Engine
+from ctiserver.core.acd.events import Effect, Event, Tick
+
+log = logging.getLogger("ctiserver.acd")
+
+EffectSink = Callable[[Event, list[Effect]], None]
+
+
+class AcdRunner:
+    def __init__(self, engine: Engine, sink: EffectSink,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self._sink = sink
+        self._clock = clock
+        self._queue: asyncio.Queue[tuple[Event, float | None, asyncio.Future[Any] | None]] = (
+            asyncio.Queue())
+        self.steps = 0
+        self.busy_seconds = 0.0  # CPU-ish time spent inside the engine (perf_counter)
+
+    def submit(self, event: Event, at: float | None = None) -> None:
+        """Queue an event; ``at`` is when it happened (e.g. Asterisk's Timestamp)."""
+        self._queue.put_nowait((event, at, None))
+
+    async def request(self, event: Event) -> list[Effect]:
+        """Queue an event and wait until the engine has taken it; AcdError is raised here
+        when the engine refuses it (unknown agent, pause while logged out …)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, None, fut))
+        result: list[Effect] = await fut
+        return result
+
+    async def run(self) -> None:
+        while True:
+            deadline = self.engine.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            try:
+                event, at, fut = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                event, at, fut = Tick(), None, None
+            self._step(event, at, fut)
+            # take whatever else is already queued without yielding in between
+            while not self._queue.empty():
+                self._step(*self._queue.get_nowait())
+
+    def _step(self, event: Event, at: float | None, fut: asyncio.Future[Any] | None) -> None:
+        now = self._clock()
+        # an event's own timestamp is used when it is not in the future (clock skew)
+        when = now if at is None or at > now else at
+        t0 = time.perf_counter()
+        try:
+            effects = self.engine.handle(event, when)
+        except AcdError as exc:
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            else:
+                log.warning("ACD refused %s: %s", event, exc)
+            return
+        except Exception:  # a bug must not kill the only task that routes calls
+            log.exception("ACD engine failed on %s; event dropped", event)
+            if fut is not None and not fut.done():
+                fut.set_exception(AcdError("internal error"))
+            return
+        finally:
+            self.busy_seconds += time.perf_counter() - t0
+            self.steps += 1
+        try:
+            self._sink(event, effects)
+        except Exception:
+            log.exception("carrying out effects of %s failed", event)
+        if fut is not None and not fut.done():
+            fut.set_result(effects)

@@ -1,0 +1,218 @@
+"""The composition root: builds every part from the configuration and runs them.
+
+    Asterisk ──AMI──▶ CallAdapter ──events──▶ AcdRunner(Engine) ──effects──▶ CallAdapter ──AMI──▶
+    Asterisk ──FastAGI──▶ Routes (RulesRuntime, IVR, CRM lookup) ──CallerJoined──▶ AcdRunner
+    CallAdapter ──offered/answered──▶ PopService ──▶ FanOut(WebSocketHub, MqttNotifier)
+    Web page ──▶ AgentControl ──▶ AcdRunner
+
+Nothing else constructs these objects; they receive what they need here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ctiserver.acd_runner import AcdRunner
+from ctiserver.asterisk.ami import AmiConnection
+from ctiserver.asterisk.calls import CallAdapter
+from ctiserver.asterisk.fastagi import FastAgiServer
+from ctiserver.asterisk.routes import Routes
+from ctiserver.config import Config
+from ctiserver.core.acd import events as ev
+from ctiserver.core.acd.engine import AcdError, Engine
+from ctiserver.core.rules.loader import Known
+from ctiserver.notify import FanOut, Notifier
+from ctiserver.pops import PopService
+from ctiserver.rules_runtime import RulesRuntime
+from ctiserver.store import Store
+from ctiserver.web.app import make_app
+from ctiserver.web.hub import WebSocketHub
+from ctiserver.web.ports import AgentControlError
+
+log = logging.getLogger("ctiserver")
+
+
+class EngineControl:
+    """AgentControl for the web layer, on top of the task that owns the engine."""
+
+    def __init__(self, runner: AcdRunner, pops: PopService) -> None:
+        self.runner = runner
+        self.pops = pops
+
+    async def _do(self, event: ev.Event) -> None:
+        try:
+            await self.runner.request(event)
+        except AcdError as exc:
+            raise AgentControlError(str(exc)) from None
+
+    async def login(self, agent_id: str) -> None:
+        await self._do(ev.AgentLoggedIn(agent_id))
+
+    async def logout(self, agent_id: str) -> None:
+        await self._do(ev.AgentLoggedOut(agent_id))
+
+    async def pause(self, agent_id: str, reason: str) -> None:
+        await self._do(ev.AgentPaused(agent_id, reason or "pause"))
+
+    async def ready(self, agent_id: str) -> None:
+        await self._do(ev.AgentReady(agent_id))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.runner.engine.snapshot(time.time())
+
+    def current_call(self, agent_id: str) -> dict[str, Any] | None:
+        return self.pops.current(agent_id)
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.database_url, region=cfg.region)
+        self.hub = WebSocketHub(deliveries=self.store)
+        channels: dict[str, Notifier] = {"websocket": self.hub}
+        self.mqtt = None
+        if cfg.mqtt_url:
+            from ctiserver.mqtt.publisher import MqttNotifier
+
+            self.mqtt = MqttNotifier(cfg.mqtt_url, deliveries=self.store)
+            channels["mqtt"] = self.mqtt
+        self.notifier = FanOut(channels)
+        self.pops = PopService(self.store, self.notifier, crm_url_template=cfg.crm_url_template,
+                               lookup_timeout=cfg.lookup_timeout, region=cfg.region,
+                               spool_path=cfg.state_dir / "interactions.spool")
+        self.rules = RulesRuntime(cfg.rules_dir, cfg.flows_dir, cfg.state_dir,
+                                  known=Known(queues=frozenset(cfg.acd.queues),
+                                              agents=frozenset(cfg.acd.agents)))
+        self.engine = Engine(cfg.acd)
+        self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login)
+        self.runner = AcdRunner(self.engine, self._carry_out)
+        self.calls = CallAdapter(self.ami, self.runner.submit, self.pops, cfg.acd)
+        self.routes = Routes(self.calls, self.rules, lambda: self.cfg.acd, self.runner.request,
+                             self.store.identify, region=cfg.region, timezone=cfg.timezone,
+                             lookup_timeout=cfg.lookup_timeout)
+        self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
+        self.agi.add_route("route", self.routes.route)
+        self.agi.add_route("agent", self.routes.agent)
+        self.control = EngineControl(self.runner, self.pops)
+        self.stop_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.restored: set[str] = set()
+        self.web_runner: web.AppRunner | None = None
+
+    def _on_ami_event(self, event: Any) -> None:
+        self.calls.on_ami_event(event)
+
+    def _on_ami_login(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self.calls.resync()))
+
+    def _carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
+        self.calls.carry_out(event, effects)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        result = self.rules.start()
+        if not result.ok:
+            log.error("routing rules: %s", result.reason)
+        log.info("routing rules version %s loaded", self.rules.version)
+        try:
+            await asyncio.wait_for(self.store.migrate(), 30)
+            for agent in cfg.acd.agents.values():
+                await self.store.upsert_agent(agent.id, agent.name)
+            if cfg.restore_agents:
+                await self._restore_agents()
+        except Exception as exc:  # routing must work without the CRM database
+            log.error("database %s unavailable at start (%s): routing continues without CRM",
+                      _safe_url(cfg.database_url), exc)
+        for agent_id in cfg.auto_login:
+            if agent_id in cfg.acd.agents and agent_id not in self.restored:
+                self.runner.submit(ev.AgentLoggedIn(agent_id))
+        self._tasks.append(asyncio.create_task(self.runner.run(), name="acd"))
+        self._tasks.append(asyncio.create_task(self.pops.run_retry(5.0), name="pop-retry"))
+        self._tasks.append(asyncio.create_task(self._watch_rules(), name="rules-watch"))
+        if self.mqtt is not None:
+            self.mqtt.start()
+        await self.agi.start()
+        app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub)
+        self.web_runner = web.AppRunner(app, access_log=None)
+        await self.web_runner.setup()
+        await web.TCPSite(self.web_runner, cfg.web_host, cfg.web_port).start()
+        log.info("agent page on http://%s:%d/", cfg.web_host, cfg.web_port)
+        await self.ami.start()
+
+    async def _restore_agents(self) -> None:
+        states = await self.store.load_agent_states()
+        for agent_id, rec in states.items():
+            if agent_id not in self.cfg.acd.agents or rec.state == "logged_out":
+                continue
+            self.runner.submit(ev.AgentLoggedIn(agent_id, ready=rec.state == "ready"))
+            self.restored.add(agent_id)
+            if rec.state == "not_ready":
+                self.runner.submit(ev.AgentPaused(agent_id, rec.reason or "pause"))
+            log.info("agent %s restored as %s", agent_id, rec.state)
+
+    async def _watch_rules(self) -> None:
+        def reloaded(result: Any) -> None:
+            if result.ok:
+                log.info("routing rules reloaded: version %s", result.version)
+            else:
+                log.error("routing rules NOT reloaded, keeping version %s: %s",
+                          self.rules.version, result.reason)
+
+        await self.rules.watch(self.stop_event, reloaded)
+
+    def reload_rules(self) -> None:
+        result = self.rules.reload()
+        if result.ok:
+            log.info("SIGHUP: routing rules version %s", result.version)
+        else:
+            log.error("SIGHUP: routing rules refused, keeping %s: %s", self.rules.version,
+                      result.reason)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        await self.start()
+        await self.stop_event.wait()
+        log.info("stopping")
+        await self.close()
+
+    async def close(self) -> None:
+        self.ami.close()
+        await self.agi.close()
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.notifier.drain(2.0), 3.0)
+        except Exception:
+            pass
+        await self.notifier.close()
+        await self.pops.close()
+        await self.store.close()
+        log.info("stopped")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+def run(cfg: Config) -> None:
+    asyncio.run(Daemon(cfg).run())
+

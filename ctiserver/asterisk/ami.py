@@ -1,0 +1,139 @@
+"""The AMI connection: panoramisk's Manager with exponential reconnect backoff,
+loud-but-not-fatal behaviour while Asterisk is absent, and never a secret in a log.
+
+Events are handed, in arrival order, to one synchronous callback; actions are sent
+without waiting for their responses (AMI processes one session's actions in order,
+so ``Setvar`` then ``Redirect`` is safe to pipeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from panoramisk import Manager
+
+from ctiserver.config import AmiConfig
+
+log = logging.getLogger("ctiserver.ami")
+
+
+class AmiConnection:
+    def __init__(self, cfg: AmiConfig, on_event: Callable[[Any], None],
+                 on_login: Callable[[], None] | None = None) -> None:
+        self.cfg = cfg
+        self._on_event = on_event
+        self._on_login_cb = on_login
+        self.connected = asyncio.Event()
+        self._delay = 0.5
+        self._closing = False
+        self.logins = 0
+        self.manager = Manager(
+            host=cfg.host, port=cfg.port, username=cfg.username, secret=cfg.secret,
+            ping_delay=5, ping_interval=5, reconnect_timeout=1,
+            on_login=self._logged_in, on_disconnect=self._disconnected,
+            log=logging.getLogger("ctiserver.ami.panoramisk"),
+        )
+        logging.getLogger("ctiserver.ami.panoramisk").addFilter(_Redact(cfg.secret))
+        self.manager.register_event("*", self._event)
+        # panoramisk retries at a fixed interval; wrap its connect for a backoff
+        original_connection_made = self.manager.connection_made
+
+        def connection_made(f: Any) -> None:
+            if f.exception() is not None:
+                if self._closing:
+                    return
+                log.warning("AMI %s:%d not reachable (%s); retrying in %.1f s",
+                            cfg.host, cfg.port, f.exception(), self._delay)
+                self.manager.reconnect_timeout = self._delay  # type: ignore[assignment]
+                self._delay = min(self._delay * 2, cfg.reconnect_max)
+                self.manager.loop.call_later(self.manager.reconnect_timeout, self._connect)
+                return
+            original_connection_made(f)
+
+        self.manager.connection_made = connection_made  # type: ignore[method-assign]
+
+    def _connect(self) -> None:
+        if not self._closing:
+            self.manager.connect()
+
+    async def start(self) -> None:
+        self.manager.loop = asyncio.get_running_loop()
+        self._connect()
+
+    def close(self) -> None:
+        self._closing = True
+        self.manager.close()
+
+    def _logged_in(self, _manager: Any) -> None:
+        self._delay = 0.5
+        self.logins += 1
+        log.info("AMI logged in to %s:%d as %s", self.cfg.host, self.cfg.port, self.cfg.username)
+        self.connected.set()
+        if self._on_login_cb is not None:
+            self._on_login_cb()
+
+    def _disconnected(self, _manager: Any, exc: Exception | None) -> None:
+        self.connected.clear()
+        if self._closing:
+            return
+        log.warning("AMI connection to %s:%d lost (%s); reconnecting", self.cfg.host,
+                    self.cfg.port, exc or "closed by Asterisk")
+        self.manager.reconnect_timeout = self._delay  # type: ignore[assignment]
+        self._delay = min(self._delay * 2, self.cfg.reconnect_max)
+
+    def _event(self, _manager: Any, event: Any) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("AMI event %s could not be handled; ignored",
+                          getattr(event, "event", "?"))
+
+    def send(self, action: dict[str, str]) -> asyncio.Future[Any] | None:
+        """Send an action; returns its response future, or None when not connected."""
+        if not self.connected.is_set() or self.manager.protocol is None:
+            log.warning("AMI not connected: %s %s not sent", action.get("Action"),
+                        action.get("Channel", ""))
+            return None
+        fut: asyncio.Future[Any] = self.manager.send_action(dict(action))
+        fut.add_done_callback(_log_failure(action))
+        return fut
+
+    async def call(self, action: dict[str, str], timeout: float = 5.0) -> Any:
+        fut = self.send(action)
+        if fut is None:
+            raise ConnectionError("AMI not connected")
+        return await asyncio.wait_for(fut, timeout)
+
+
+class _Redact(logging.Filter):
+    """panoramisk logs whole actions on some errors, Login (with its Secret) included."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret and self.secret in record.getMessage():
+            record.msg = record.getMessage().replace(self.secret, "********")
+            record.args = ()
+        return True
+
+
+def _log_failure(action: dict[str, str]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        resp = None if exc else fut.result()
+        if exc is not None:
+            log.warning("AMI %s failed: %s", action.get("Action"), exc)
+        elif isinstance(resp, list):
+            return
+        elif resp is not None and getattr(resp, "response", "") == "Error":
+            log.info("AMI %s on %s: %s", action.get("Action"), action.get("Channel", "-"),
+                     getattr(resp, "message", "error"))
+
+    return done

@@ -1,0 +1,329 @@
+"""The Asterisk adapter: AMI events -> ACD events, ACD effects -> AMI actions.
+
+It translates and nothing more. One table (``HANDLERS``) maps AMI event names to
+handlers; one function (``carry_out``) turns engine effects into Setvar/Redirect
+actions on the caller's channel (see asterisk_conf/etc/extensions_ctiserver.conf for
+the contexts). Screen-pops are triggered here at the moment Asterisk reports the
+agent's phone ringing (DialBegin), and on answer (DialEnd ANSWER).
+
+A call's id is the caller channel's Uniqueid, which is also the Linkedid of every
+channel the call creates (the agents' legs), so it is stable for the pop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctiserver.asterisk.ami import AmiConnection
+from ctiserver.core.acd import events as ev
+from ctiserver.core.acd.model import AcdConfig
+from ctiserver.pops import CallInfo, PopService
+
+log = logging.getLogger("ctiserver.calls")
+
+DIAL_FAILURES = {
+    "NOANSWER": "noanswer", "BUSY": "busy", "CHANUNAVAIL": "unavailable",
+    "CONGESTION": "unavailable", "CANCEL": "cancel", "DONTCALL": "noanswer",
+    "TORTURE": "noanswer", "INVALIDARGS": "unavailable",
+}
+
+
+@dataclass
+class Call:
+    call_id: str
+    channel: str
+    info: CallInfo
+    state: str = "routing"  # routing | waiting | ringing | connected | gone
+    agi_reply: asyncio.Future[tuple[str, dict[str, str]]] | None = None
+    ringing: tuple[str, ...] = ()
+    agent_id: str | None = None
+    agent_uid: str | None = None
+    answered: bool = False
+    announcements: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def device_of(channel: str) -> str:
+    """``PJSIP/1001-0000000a`` -> ``PJSIP/1001``; ``Local/x@ctx-0001;1`` -> ``Local/x@ctx``."""
+    base = channel.split(";", 1)[0]
+    return base.rsplit("-", 1)[0] if "-" in base else base
+
+
+def _ts(event: Any) -> float | None:
+    try:
+        return float(event.Timestamp)
+    except (TypeError, ValueError):
+        return None
+
+
+class CallAdapter:
+    def __init__(self, ami: AmiConnection, submit: Callable[[ev.Event, float | None], None],
+                 pops: PopService | None, acd: AcdConfig,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ami = ami
+        self.submit = submit
+        self.pops = pops
+        self.clock = clock
+        self.calls: dict[str, Call] = {}
+        self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
+        self.set_config(acd)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats = {"ami_events": 0, "redirects": 0, "ignored": 0}
+        self.ring_log: list[tuple[str, str, float]] = []  # (call, agent, DialBegin ts)
+
+    def set_config(self, acd: AcdConfig) -> None:
+        self.agent_by_device = {a.device: a.id for a in acd.agents.values()}
+
+    # ------------------------------------------------------------------ AMI events in
+
+    def on_ami_event(self, event: Any) -> None:
+        self.stats["ami_events"] += 1
+        handler = HANDLERS.get(event.event)
+        if handler is not None:
+            handler(self, event)
+
+    def _dial_begin(self, e: Any) -> None:
+        call = self.calls.get(e.Uniqueid)
+        agent = self.agent_by_device.get(device_of(e.DestChannel))
+        if call is None or agent is None:
+            return
+        self.agent_legs[e.DestUniqueid] = call.call_id
+        at = _ts(e)
+        log.info("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
+        self.ring_log.append((call.call_id, agent, at or self.clock()))
+        if len(self.ring_log) > 10000:
+            del self.ring_log[:5000]
+        self.submit(ev.RingStarted(call.call_id, agent), at)
+        if self.pops is not None:
+            call.info.offered_at = at or self.clock()
+            self._spawn(self.pops.offered(call.info, agent))
+
+    def _dial_end(self, e: Any) -> None:
+        call = self.calls.get(e.Uniqueid)
+        agent = self.agent_by_device.get(device_of(e.DestChannel))
+        if call is None or agent is None:
+            return
+        status = (e.DialStatus or "").upper()
+        at = _ts(e)
+        if status == "ANSWER":
+            call.state, call.agent_id, call.agent_uid = "connected", agent, e.DestUniqueid
+            call.answered = True
+            log.info("[%s] answered by agent %s", call.call_id, agent)
+            self.submit(ev.RingAnswered(call.call_id, agent), at)
+            if self.pops is not None:
+                self._spawn(self.pops.answered(call.call_id, agent))
+        else:
+            self.agent_legs.pop(e.DestUniqueid, None)
+            reason = DIAL_FAILURES.get(status, "noanswer")
+            log.info("[%s] agent %s did not take the call: %s", call.call_id, agent, status)
+            if call.state == "ringing" and agent in call.ringing:
+                call.ringing = tuple(a for a in call.ringing if a != agent)
+                if not call.ringing:
+                    call.state = "waiting"
+            self.submit(ev.RingFailed(call.call_id, agent, reason), at)
+
+    def _hangup(self, e: Any) -> None:
+        uid = e.Uniqueid
+        at = _ts(e)
+        call = self.calls.pop(uid, None)
+        if call is not None:
+            self._caller_gone(call, at, e.Cause_txt or e.Cause)
+            return
+        call_id = self.agent_legs.pop(uid, None)
+        if call_id is not None:
+            call = self.calls.get(call_id)
+            if call is not None and call.agent_uid == uid:
+                log.info("[%s] agent %s hung up", call_id, call.agent_id)
+                self.submit(ev.CallEnded(call_id), at)
+
+    def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
+        call.state = "gone"
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result(("hangup", {}))
+        log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
+        if call.extra.get("joined"):
+            self.submit(ev.CallerLeft(call.call_id), at)
+            if self.pops is not None:
+                outcome = "answered" if call.answered else "abandoned"
+                self._spawn(self.pops.ended(call.call_id, call.agent_id, call=call.info,
+                                            at=at, outcome=outcome))
+        for uid in [u for u, c in self.agent_legs.items() if c == call.call_id]:
+            del self.agent_legs[uid]
+
+    def _device_state(self, e: Any) -> None:
+        if e.Device in self.agent_by_device:
+            self.submit(ev.DeviceStateChanged(e.Device, (e.State or "UNKNOWN").upper()), _ts(e))
+
+    def _user_event(self, e: Any) -> None:
+        name = e.UserEvent
+        if name == "CtiFallback":
+            log.warning("[%s] call sent to the app_queue fallback (AGI status %s)",
+                        e.CallId, e.AgiStatus or "?")
+        elif name == "CtiHoldExpired":
+            log.warning("[%s] caller held too long without ctiserver: fallback", e.CallId)
+        elif name == "CtiAnnounce":
+            log.info("[%s] position announcement %s (position %s)", e.CallId, e.State,
+                     e.Position)
+
+    # ------------------------------------------------------------------ effects out
+
+    def carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, ev.Ring):
+                self._ring(effect)
+            elif isinstance(effect, ev.CancelRing):
+                call = self.calls.get(effect.call_id)
+                if call is not None and call.state == "ringing":
+                    call.state, call.ringing = "waiting", ()
+                    self._redirect(call, "ctiserver-hold", {})
+            elif isinstance(effect, ev.Announce):
+                self._announce(effect)
+            elif isinstance(effect, ev.Overflow):
+                self._overflow(effect)
+            elif isinstance(effect, ev.AgentStateChanged):
+                log.info("agent %s: %s%s", effect.agent_id, effect.state,
+                         f" ({effect.reason})" if effect.reason else "")
+                if self.pops is not None:
+                    self._spawn(self.pops.agent_state(effect.agent_id, effect.state,
+                                                      effect.reason, effect.call_id))
+            elif isinstance(effect, ev.CallAbandoned):
+                log.info("[%s] abandoned in %s after %.1f s", effect.call_id, effect.queue,
+                         effect.waited)
+            elif isinstance(effect, ev.QueueChanged):
+                call = self.calls.get(effect.call_id)
+                if call is not None:
+                    call.info.queue = effect.to_queue
+                log.info("[%s] moved from %s to %s (%s)", effect.call_id, effect.from_queue,
+                         effect.to_queue, effect.reason)
+        if isinstance(event, ev.CallerJoined):
+            call = self.calls.get(event.call_id)
+            if call is not None and call.agi_reply is not None and not call.agi_reply.done():
+                call.state = "waiting"
+                call.agi_reply.set_result(("hold", {}))
+
+    def _ring(self, effect: ev.Ring) -> None:
+        call = self.calls.get(effect.call_id)
+        if call is None or call.state == "gone":
+            return
+        call.state, call.ringing = "ringing", effect.agent_ids
+        variables = {"CTI_DIAL": "&".join(effect.devices),
+                     "CTI_RINGTIMEOUT": str(max(1, math.ceil(effect.timeout)))}
+        log.info("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result(("connect", variables))
+        else:
+            self._redirect(call, "ctiserver-connect", variables)
+
+    def _announce(self, effect: ev.Announce) -> None:
+        call = self.calls.get(effect.call_id)
+        # never redirect a ringing caller: that would withdraw the offer
+        if call is None or call.state != "waiting":
+            return
+        eta = "" if effect.estimated_wait is None else str(
+            max(1, math.ceil(effect.estimated_wait / 60)))
+        call.announcements += 1
+        self._redirect(call, "ctiserver-announce",
+                       {"CTI_POS": str(effect.position), "CTI_ETA_MIN": eta})
+
+    def _overflow(self, effect: ev.Overflow) -> None:
+        call = self.calls.get(effect.call_id)
+        if call is None:
+            return
+        kind, _, arg = effect.target.partition(":")
+        action, variables = destination(kind, arg)
+        log.info("[%s] overflow from %s (%s) to %s", call.call_id, effect.queue, effect.reason,
+                 effect.target)
+        call.state = "routed"
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result((action, variables))
+        else:
+            self._redirect(call, f"ctiserver-{action}", variables)
+
+    def _redirect(self, call: Call, context: str, variables: dict[str, str]) -> None:
+        for name, value in variables.items():
+            self.ami.send({"Action": "Setvar", "Channel": call.channel, "Variable": name,
+                           "Value": value})
+        self.stats["redirects"] += 1
+        self.ami.send({"Action": "Redirect", "Channel": call.channel, "Context": context,
+                       "Exten": "s", "Priority": "1"})
+
+    # ------------------------------------------------------------------ FastAGI side
+
+    async def join(self, call: Call, joined: ev.CallerJoined,
+                   timeout: float = 2.0) -> tuple[str, dict[str, str]]:
+        """Put the caller in the queue; returns what the dialplan does next: ("connect",
+        vars) when an agent is free at once, ("hold", {}) otherwise."""
+        loop = asyncio.get_running_loop()
+        call.agi_reply = loop.create_future()
+        call.extra["joined"] = True
+        self.calls[call.call_id] = call
+        self.submit(joined, None)
+        try:
+            return await asyncio.wait_for(asyncio.shield(call.agi_reply), timeout)
+        except TimeoutError:
+            log.error("[%s] ACD did not answer within %.1f s: holding", call.call_id, timeout)
+            return "hold", {}
+
+    def track(self, call: Call) -> None:
+        self.calls[call.call_id] = call
+
+    # ------------------------------------------------------------------ resync
+
+    async def resync(self) -> None:
+        """After (re)connecting: drop calls that ended while we were not listening and
+        learn every agent's device state."""
+        try:
+            channels = await self.ami.call({"Action": "CoreShowChannels"}, timeout=10)
+            live = {m.Uniqueid for m in _as_list(channels) if m.Uniqueid}
+            for uid in [u for u in self.calls if u not in live]:
+                call = self.calls.pop(uid)
+                log.warning("[%s] call ended while AMI was disconnected", uid)
+                self._caller_gone(call, None, "lost during AMI outage")
+            states = await self.ami.call({"Action": "DeviceStateList"}, timeout=10)
+            for m in _as_list(states):
+                if m.event == "DeviceStateChange":
+                    self._device_state(m)
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("resync after AMI login failed: %s", exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %r", task.exception())
+
+
+def destination(kind: str, arg: str) -> tuple[str, dict[str, str]]:
+    """A non-queue target -> (dialplan action, channel variables)."""
+    if kind == "voicemail":
+        return "voicemail", {"CTI_MAILBOX": arg}
+    if kind == "message":
+        return "message", {"CTI_MESSAGE": arg.replace(",", "&").replace(" ", "&")}
+    if kind == "extension":
+        return "extension", {"CTI_EXTEN": arg}
+    if kind == "hangup":
+        return "hangup", {}
+    return "fallback", {}
+
+
+def _as_list(resp: Any) -> list[Any]:
+    return list(resp) if isinstance(resp, list) else []
+
+
+HANDLERS: dict[str, Callable[[CallAdapter, Any], None]] = {
+    "DialBegin": CallAdapter._dial_begin,
+    "DialEnd": CallAdapter._dial_end,
+    "Hangup": CallAdapter._hangup,
+    "DeviceStateChange": CallAdapter._device_state,
+    "UserEvent": CallAdapter._user_event,
+}

@@ -1,0 +1,69 @@
+"""``ctiserver`` command line: run the daemon, check its configuration, manage rules and
+the database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ctiserver import config as config_mod
+from ctiserver import rules_cli
+
+DEFAULT_CONFIG = os.environ.get("CTISERVER_CONFIG", "ctiserver.toml")
+
+
+def _load(path: str) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(f"ctiserver: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {exc.path}: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ctiserver", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--log-level", default=os.environ.get("CTISERVER_LOG_LEVEL", "INFO"))
+    check = sub.add_parser("check-config", help="validate the configuration file and exit")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+    rules_cli.add_subcommands(sub)
+    db = sub.add_parser("db", help="database: upgrade | demo | adduser (see ctiserver db -h)")
+    db.add_argument("db_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        cfg = _load(args.config)
+        print(f"{args.config}: OK — AMI {cfg.ami.username}@{cfg.ami.host}:{cfg.ami.port}, "
+              f"FastAGI {cfg.agi_host}:{cfg.agi_port}, web {cfg.web_host}:{cfg.web_port}, "
+              f"{len(cfg.acd.queues)} queues, {len(cfg.acd.agents)} agents, "
+              f"MQTT {'on' if cfg.mqtt_url else 'off'}")
+        return 0
+    if args.command == "run":
+        cfg = _load(args.config)
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from ctiserver.app import run as run_daemon
+
+        run_daemon(cfg)
+        return 0
+    if args.command == "rules":
+        return rules_cli.run(args)
+    if args.command == "db":
+        from ctiserver.store.__main__ import main as db_main
+
+        db_main(args.db_args)
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""ctiserver's configuration: one TOML file, secrets overridable from the environment.
+
+Every problem is reported at once, as ``FILE: [section] key: what is wrong``, so an
+admin fixes the file in one pass. Secrets never appear in an error message or a log.
+Environment overrides: ``CTISERVER_AMI_SECRET``, ``CTISERVER_DATABASE_URL``,
+``CTISERVER_MQTT_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig, SkillRelax, Strategy
+
+
+class ConfigError(Exception):
+    """The configuration file is wrong; ``problems`` lists every mistake found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "ctiserver"
+    secret: str = field(default="", repr=False)
+    reconnect_max: float = 10.0  # seconds between reconnect attempts at most (backoff)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    ami: AmiConfig
+    agi_host: str
+    agi_port: int
+    web_host: str
+    web_port: int
+    database_url: str = field(repr=False)
+    mqtt_url: str | None = field(default=None, repr=False)
+    crm_url_template: str | None = None
+    rules_dir: Path = Path("routing_rules")
+    flows_dir: Path = Path("ivr_flows")
+    state_dir: Path = Path("var")
+    region: str = "ES"
+    timezone: str = "Europe/Madrid"
+    lookup_timeout: float = 0.2
+    lookup_tables: tuple[str, ...] = ()
+    acd: AcdConfig = field(default_factory=AcdConfig)
+    restore_agents: bool = True  # log agents back in as they were before a restart
+    auto_login: tuple[str, ...] = ()  # agents logged in and ready at start
+
+
+_SECTIONS = {
+    "ami", "agi", "web", "database", "mqtt", "crm", "rules", "state", "phone", "queues",
+    "agents", "acd",
+}
+_QUEUE_KEYS = {
+    "name", "strategy", "required_skills", "priority", "ring_timeout", "wrapup", "max_wait",
+    "overflow", "announce_frequency", "announce_first_after", "service_level", "when_no_agents",
+    "preferred_agent_timeout", "skill_relax", "members",
+}
+_AGENT_KEYS = {"id", "name", "device", "skills", "queues", "auto_login"}
+
+
+class _Reader:
+    """Pulls typed values out of the parsed TOML, collecting problems instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def get(self, table: dict[str, Any], where: str, key: str, kind: type | tuple[type, ...],
+            default: Any) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.problems.append(f"{where} {key}: expected {want}, got {type(value).__name__}")
+            return default
+        return value
+
+    def bind(self, table: dict[str, Any], where: str, default: str) -> tuple[str, int]:
+        text = self.get(table, where, "bind", str, default)
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.problems.append(f"{where} bind: expected HOST:PORT, got {text!r}")
+            host, port = default.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def unknown(self, table: dict[str, Any], where: str, known: set[str]) -> None:
+        for key in sorted(set(table) - known):
+            self.problems.append(f"{where} {key}: unknown setting")
+
+
+def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read and validate the configuration file. Raises ConfigError listing every problem."""
+    env = dict(os.environ) if env is None else env
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
+    return parse(raw, str(p), env, base=p.parent)
+
+
+def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path(".")) -> Config:
+    r = _Reader()
+    r.unknown(raw, "", _SECTIONS)
+    sec = {name: raw.get(name, {}) for name in _SECTIONS - {"queues", "agents"}}
+    for name, table in sec.items():
+        if not isinstance(table, dict):
+            r.problems.append(f"[{name}]: expected a table")
+            sec[name] = {}
+
+    a = sec["ami"]
+    r.unknown(a, "[ami]", {"host", "port", "username", "secret", "reconnect_max"})
+    secret = env.get("CTISERVER_AMI_SECRET") or r.get(a, "[ami]", "secret", str, "")
+    ami = AmiConfig(
+        host=r.get(a, "[ami]", "host", str, "127.0.0.1"),
+        port=r.get(a, "[ami]", "port", int, 5038),
+        username=r.get(a, "[ami]", "username", str, "ctiserver"),
+        secret=secret,
+        reconnect_max=r.get(a, "[ami]", "reconnect_max", float, 10.0),
+    )
+    if not 0 < ami.port < 65536:
+        r.problems.append(f"[ami] port: {ami.port} is not a TCP port")
+    if not ami.secret:
+        r.problems.append("[ami] secret: missing (set it here or in CTISERVER_AMI_SECRET)")
+    r.unknown(sec["agi"], "[agi]", {"bind"})
+    agi_host, agi_port = r.bind(sec["agi"], "[agi]", "127.0.0.1:4573")
+    r.unknown(sec["web"], "[web]", {"bind"})
+    web_host, web_port = r.bind(sec["web"], "[web]", "127.0.0.1:8080")
+
+    r.unknown(sec["database"], "[database]", {"url"})
+    db_url = env.get("CTISERVER_DATABASE_URL") or r.get(
+        sec["database"], "[database]", "url", str, "sqlite+aiosqlite:///var/ctiserver.db")
+    if not (db_url.startswith("sqlite+aiosqlite://") or db_url.startswith("postgresql+asyncpg://")):
+        r.problems.append("[database] url: use sqlite+aiosqlite:///PATH or "
+                          "postgresql+asyncpg://USER:PASSWORD@HOST/DB")
+    r.unknown(sec["mqtt"], "[mqtt]", {"url"})
+    mqtt_url = env.get("CTISERVER_MQTT_URL") or r.get(sec["mqtt"], "[mqtt]", "url", str, None)
+    if mqtt_url and urlsplit(mqtt_url).scheme not in ("mqtt", "mqtts"):
+        r.problems.append("[mqtt] url: use mqtt://[USER:PASSWORD@]HOST[:PORT]")
+    r.unknown(sec["crm"], "[crm]", {"url_template", "lookup_timeout", "lookup_tables"})
+    crm_t = r.get(sec["crm"], "[crm]", "url_template", str, None)
+    lookup_timeout = r.get(sec["crm"], "[crm]", "lookup_timeout", float, 0.2)
+    tables = r.get(sec["crm"], "[crm]", "lookup_tables", list, [])
+
+    r.unknown(sec["rules"], "[rules]", {"dir", "flows_dir"})
+    r.unknown(sec["state"], "[state]", {"dir", "restore_agents"})
+    r.unknown(sec["phone"], "[phone]", {"region", "timezone"})
+    rules_dir = base / r.get(sec["rules"], "[rules]", "dir", str, "routing_rules")
+    flows_dir = base / r.get(sec["rules"], "[rules]", "flows_dir", str, "ivr_flows")
+    state_dir = base / r.get(sec["state"], "[state]", "dir", str, "var")
+    region = r.get(sec["phone"], "[phone]", "region", str, "ES")
+    tz = r.get(sec["phone"], "[phone]", "timezone", str, "Europe/Madrid")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(tz)
+    except Exception:
+        r.problems.append(f"[phone] timezone: {tz!r} is not an IANA time zone")
+
+    acd = _acd(raw, r, sec["acd"], base)
+    auto_login = tuple(
+        str(a.get("id")) for a in raw.get("agents", []) if isinstance(a, dict)
+        and r.get(a, f"[[agents]] {a.get('id')}:", "auto_login", bool, False))
+    if r.problems:
+        raise ConfigError(path, r.problems)
+    return Config(
+        path=path, ami=ami, agi_host=agi_host, agi_port=agi_port, web_host=web_host,
+        web_port=web_port, database_url=db_url, mqtt_url=mqtt_url or None,
+        crm_url_template=crm_t, rules_dir=rules_dir, flows_dir=flows_dir, state_dir=state_dir,
+        region=region, timezone=tz, lookup_timeout=lookup_timeout,
+        lookup_tables=tuple(str(t) for t in tables), acd=acd,
+        restore_agents=r.get(sec["state"], "[state]", "restore_agents", bool, True),
+        auto_login=auto_login,
+    )
+
+
+def _skills(r: _Reader, where: str, value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        r.problems.append(f"{where}: expected a table of skill = level")
+        return {}
+    out: dict[str, int] = {}
+    for skill, level in value.items():
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 10:
+            r.problems.append(f"{where} {skill}: level must be a whole number 0..10")
+        else:
+            out[str(skill)] = level
+    return out
+
+
+def _acd(raw: dict[str, Any], r: _Reader, acd_sec: dict[str, Any], base: Path) -> AcdConfig:
+    r.unknown(acd_sec, "[acd]", {"import_queues_conf"})
+    queues: dict[str, QueueConfig] = {}
+    agents: dict[str, AgentConfig] = {}
+    imported = r.get(acd_sec, "[acd]", "import_queues_conf", str, None)
+    if imported:
+        from ctiserver.asterisk.queues_import import QueuesConfError, read_queues_conf
+
+        try:
+            result = read_queues_conf(base / imported)
+            queues.update(result.config.queues)
+            agents.update(result.config.agents)
+        except (QueuesConfError, OSError) as exc:
+            r.problems.append(f"[acd] import_queues_conf: {exc}")
+
+    for i, q in enumerate(_array(raw, "queues", r)):
+        where = f"[[queues]] #{i + 1}"
+        name = q.get("name")
+        if not isinstance(name, str) or not name:
+            r.problems.append(f"{where} name: missing")
+            continue
+        where = f"[[queues]] {name}:"
+        r.unknown(q, where, _QUEUE_KEYS)
+        strategy_text = r.get(q, where, "strategy", str, "longest_idle")
+        try:
+            strategy = Strategy(strategy_text)
+        except ValueError:
+            r.problems.append(f"{where} strategy: {strategy_text!r} is not one of "
+                              + ", ".join(s.value for s in Strategy))
+            strategy = Strategy.LONGEST_IDLE
+        relax = []
+        for step in r.get(q, where, "skill_relax", list, []):
+            if isinstance(step, dict) and {"after", "min_level"} <= set(step):
+                relax.append(SkillRelax(float(step["after"]), int(step["min_level"])))
+            else:
+                r.problems.append(f"{where} skill_relax: each step is {{after = S, min_level = N}}")
+        when_no = r.get(q, where, "when_no_agents", str, "wait")
+        if when_no not in ("wait", "overflow"):
+            r.problems.append(f"{where} when_no_agents: 'wait' or 'overflow'")
+        max_wait = r.get(q, where, "max_wait", float, None)
+        queues[name] = QueueConfig(
+            name=name, strategy=strategy,
+            required_skills=_skills(r, f"{where} required_skills",
+                                    q.get("required_skills", {})),
+            priority=r.get(q, where, "priority", int, 0),
+            ring_timeout=r.get(q, where, "ring_timeout", float, 15.0),
+            wrapup=r.get(q, where, "wrapup", float, 0.0),
+            max_wait=max_wait,
+            overflow=r.get(q, where, "overflow", str, None),
+            announce_frequency=r.get(q, where, "announce_frequency", float, 0.0),
+            announce_first_after=r.get(q, where, "announce_first_after", float, 5.0),
+            service_level=r.get(q, where, "service_level", float, 20.0),
+            when_no_agents=when_no,
+            preferred_agent_timeout=r.get(q, where, "preferred_agent_timeout", float, 0.0),
+            skill_relax=tuple(relax),
+            members=tuple(str(m) for m in r.get(q, where, "members", list, [])),
+        )
+        if queues[name].ring_timeout <= 0:
+            r.problems.append(f"{where} ring_timeout: must be more than 0 seconds")
+
+    for i, a in enumerate(_array(raw, "agents", r)):
+        aid = a.get("id")
+        if isinstance(aid, int) and not isinstance(aid, bool):
+            aid = str(aid)
+        if not isinstance(aid, str) or not aid:
+            r.problems.append(f"[[agents]] #{i + 1} id: missing")
+            continue
+        where = f"[[agents]] {aid}:"
+        r.unknown(a, where, _AGENT_KEYS)
+        device = r.get(a, where, "device", str, f"PJSIP/{aid}")
+        if "/" not in device:
+            r.problems.append(f"{where} device: expected TECH/RESOURCE such as PJSIP/{aid}")
+        agent_queues = tuple(str(x) for x in r.get(a, where, "queues", list, []))
+        agents[aid] = AgentConfig(
+            id=aid, name=r.get(a, where, "name", str, aid), device=device,
+            skills=_skills(r, f"{where} skills", a.get("skills", {})), queues=agent_queues)
+
+    for qname, q in queues.items():
+        for m in q.members:
+            if m not in agents:
+                r.problems.append(f"[[queues]] {qname}: members: no agent with id {m!r}")
+        if q.overflow and q.overflow.startswith("queue:") and q.overflow[6:] not in queues:
+            r.problems.append(f"[[queues]] {qname}: overflow: no queue {q.overflow[6:]!r}")
+    for aid, ag in agents.items():
+        for qn in ag.queues:
+            if qn not in queues:
+                r.problems.append(f"[[agents]] {aid}: queues: no queue {qn!r}")
+    return AcdConfig(queues=queues, agents=agents)
+
+
+def _array(raw: dict[str, Any], key: str, r: _Reader) -> list[dict[str, Any]]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+        r.problems.append(f"[[{key}]]: expected an array of tables ([[{key}]] blocks)")
+        return []
+    return value
