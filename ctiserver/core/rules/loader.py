@@ -28,6 +28,7 @@ from ctiserver.core.rules.functions import (
     make_scope,
     pattern_contains,
 )
+from ctiserver.core.rules.index import RuleIndex, build_index
 from ctiserver.core.rules.yamlsrc import LineDict, LineList, YamlError, load_yaml
 from ctiserver.core.schedules import Schedule, ScheduleError, build_schedule, get_zone
 
@@ -79,6 +80,8 @@ class Branch:
     on_error: str
     fell_through: str
     indent: str
+    # index of ``rules`` (set by the builder once the set is complete)
+    index: RuleIndex | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,21 @@ class RuleSet:
     lookup_tables: frozenset[str]
     queues: frozenset[str]
     agents: frozenset[str]
+    index: RuleIndex | None = field(default=None, compare=False, repr=False)
 
-    def decide(self, ctx: CallContext) -> Decision:
-        """Route one call. Never raises for bad call data: errors are traced as false."""
+    def decide(self, ctx: CallContext, *, use_index: bool = True) -> Decision:
+        """Route one call. Never raises for bad call data: errors are traced as false.
+
+        ``use_index=False`` evaluates every condition in order (the reference
+        semantics); the index only skips rules that are provably false for the
+        call, so the result, trace included, is the same.
+        """
         scope = make_scope(ctx, self.zone, self.soft_names)
         trace: list[str] = []
-        found = _run(self.rules, scope, trace)
+        if use_index:
+            found = _run_indexed(self.rules, self.index, scope, trace)
+        else:
+            found = _run(self.rules, scope, trace)
         if found is None:
             trace.append(f"no rule decided: default → {self.default.describe()}")
             return self.default.explained(None, tuple(trace))
@@ -148,6 +160,55 @@ def _run(
                     return found
                 trace.append(br.fell_through)
             break
+    return None
+
+
+def _run_indexed(
+    rules: tuple[Rule, ...],
+    index: RuleIndex | None,
+    scope: Mapping[str, Any],
+    trace: list[str],
+) -> tuple[Decision, str] | None:
+    """:func:`_run`, evaluating only the rules the index cannot rule out."""
+    order: Iterable[int] | None = None if index is None else index.candidates(scope)
+    if order is None:
+        order = range(len(rules))
+        index = None
+    append = trace.append
+    pos = 0
+    for i in order:
+        if i < pos:
+            continue  # a rule found through two atoms
+        if i > pos and index is not None:
+            # the rules in between are false without side effects: copy their trace
+            trace.extend(index.false_lines[index.starts[pos] : index.starts[i]])
+        pos = i + 1
+        rule = rules[i]
+        for cond, br in rule.steps:
+            if cond is not None:
+                try:
+                    ok = cond(scope)
+                except Exception as exc:
+                    trace.append(f"{br.on_error}{exc}")
+                    continue
+                if not ok:
+                    append(br.on_false)
+                    continue
+            append(br.on_true)
+            if br.action is not None:
+                decision, why = br.action.resolve(scope)
+                if why:
+                    trace.append(f"{br.indent}    {why}")
+                if decision is not None:
+                    return decision, rule.name
+            else:
+                found = _run_indexed(br.rules, br.index, scope, trace)
+                if found is not None:
+                    return found
+                trace.append(br.fell_through)
+            break
+    if index is not None:
+        trace.extend(index.false_lines[index.starts[pos] :])
     return None
 
 
@@ -592,6 +653,19 @@ class _Builder:
 
     def build(self) -> RuleSet:
         zone = ZoneInfo(self.zone_name)
+        region = self.region
+
+        def norm(text: str) -> str:
+            return _normalize(text, region)
+
+        def index_nested(rules: Iterable[Rule]) -> None:
+            for rule in rules:
+                for br in rule.branches:
+                    if br.rules:
+                        object.__setattr__(br, "index", build_index(br.rules, norm))
+                        index_nested(br.rules)
+
+        index_nested(self.rules)
         return RuleSet(
             tuple(self.rules),
             dict(self.schedule_map),
@@ -602,6 +676,7 @@ class _Builder:
             frozenset(self.tables),
             frozenset(self.queues),
             frozenset(self.agents),
+            build_index(self.rules, norm),
         )
 
 
