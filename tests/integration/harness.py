@@ -1,0 +1,347 @@
+"""Real components for integration tests: the sandbox Asterisk, an AMI observer, the
+ctiserver daemon as a subprocess, and sipp callers and agent phones. Nothing here is a
+mock: every test talks SIP to a real Asterisk 22 on loopback.
+
+Waiting is always "poll with a deadline" or "wait on an event": never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from panoramisk import Manager
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX = REPO / "asterisk_conf" / "sandbox"
+SIPP_DIR = REPO / "asterisk_conf" / "sipp"
+AGI_PORT = 4573  # the dialplan's CTI_AGI global points here
+ANSWERING_PHONES = 5070  # agents 1001-1004
+NO_ANSWER_PHONE = 5072  # agent 1005
+BENCH_PHONES = 5080  # agents 2001-2060
+LOOPBACK = ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-ci", "127.0.0.1"]
+
+
+def sandbox(*args: str, timeout: float = 300) -> str:
+    proc = subprocess.run([str(SANDBOX), *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"sandbox {' '.join(args)} failed:\n{proc.stderr}{proc.stdout}")
+    return proc.stdout + proc.stderr
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------- AMI observer
+
+
+class Observer:
+    """Watches every AMI event as the sandbox's `observer` user, in its own thread-free
+    asyncio loop driven by the test (``pump``)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.events: list[Any] = []
+        self.manager = Manager(host="127.0.0.1", port=5038, username="observer",
+                               secret="observer-sandbox-secret", loop=self.loop,
+                               ping_delay=30, reconnect_timeout=1)
+        self.manager.register_event("*", lambda _m, e: self.events.append(e))
+
+    def start(self) -> None:
+        self.loop.run_until_complete(self._connect())
+
+    async def _connect(self) -> None:
+        self.manager.connect()
+        deadline = time.monotonic() + 15
+        while not self.manager.authenticated:
+            if time.monotonic() > deadline:
+                raise AssertionError("observer could not log in to AMI")
+            await asyncio.sleep(0.05)
+
+    def pump(self, seconds: float = 0.05) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float, what: str,
+                 count: int = 1) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events if predicate(e)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f} s waiting for {count} x {what}; "
+                    f"saw {len(found)}")
+            self.pump(0.05)
+
+    def named(self, name: str, **fields: str) -> list[Any]:
+        return [e for e in self.events if e.event == name
+                and all(str(e.get(k, "")) == v for k, v in fields.items())]
+
+    def close(self) -> None:
+        self.manager.close()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+
+
+def dialed_agents(obs: Observer) -> list[str]:
+    """Devices rung, in order, from DialBegin events (e.g. ['PJSIP/1001', ...])."""
+    return [e.DestChannel.rsplit("-", 1)[0] for e in obs.events if e.event == "DialBegin"]
+
+
+# ---------------------------------------------------------------- the daemon
+
+DEFAULT_AGENTS = textwrap.dedent("""
+    [[agents]]
+    id = "1001"
+    name = "Lucia Martin"
+    queues = ["support", "sales"]
+    skills = { billing = 5, technical = 2 }
+    auto_login = true
+
+    [[agents]]
+    id = "1002"
+    name = "Javier Romero"
+    queues = ["support"]
+    skills = { technical = 8 }
+    auto_login = true
+
+    [[agents]]
+    id = "1003"
+    name = "Marta Navarro"
+    queues = ["support", "sales"]
+    skills = { billing = 3, technical = 5 }
+    auto_login = true
+""")
+
+DEFAULT_QUEUES = textwrap.dedent("""
+    [[queues]]
+    name = "support"
+    strategy = "longest_idle"
+    ring_timeout = 10
+
+    [[queues]]
+    name = "sales"
+    strategy = "longest_idle"
+    ring_timeout = 10
+""")
+
+DEFAULT_RULES = textwrap.dedent("""
+    config:
+      timezone: Europe/Madrid
+      region: ES
+      default: {queue: support}
+    rules:
+      - name: test line
+        if: dnis == '900100999'
+        then: {queue: support}
+""")
+
+
+@dataclass
+class CtiServer:
+    """ctiserver run as a user runs it: ``python -m ctiserver run --config FILE``."""
+
+    workdir: Path
+    queues: str = DEFAULT_QUEUES
+    agents: str = DEFAULT_AGENTS
+    rules: str = DEFAULT_RULES
+    extra: str = ""
+    flows_from: Path | None = REPO / "ivr_flows"
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    web_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = Path()
+
+    def write(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rules_dir, flows_dir = self.workdir / "rules", self.workdir / "flows"
+        rules_dir.mkdir(exist_ok=True)
+        flows_dir.mkdir(exist_ok=True)
+        (rules_dir / "main.yaml").write_text(self.rules)
+        if self.flows_from is not None:
+            for f in self.flows_from.glob("*.yaml"):
+                (flows_dir / f.name).write_text(f.read_text())
+        db = self.database_url or f"sqlite+aiosqlite:///{self.workdir}/ctiserver.db"
+        mqtt = f'[mqtt]\nurl = "{self.mqtt_url}"\n' if self.mqtt_url else ""
+        cfg = self.workdir / "ctiserver.toml"
+        cfg.write_text(textwrap.dedent(f"""
+            [ami]
+            host = "127.0.0.1"
+            port = 5038
+            username = "ctiserver"
+            reconnect_max = 2
+            [agi]
+            bind = "127.0.0.1:{AGI_PORT}"
+            [web]
+            bind = "127.0.0.1:{self.web_port}"
+            [database]
+            url = "{db}"
+            [rules]
+            dir = "rules"
+            flows_dir = "flows"
+            [state]
+            dir = "state"
+            """) + mqtt + self.extra + self.queues + self.agents)
+        return cfg
+
+    def start(self, wait: bool = True) -> CtiServer:
+        cfg = self.write()
+        self.log_path = self.workdir / "ctiserver.log"
+        env = dict(os.environ, CTISERVER_AMI_SECRET="ctiserver-sandbox-secret",
+                   PYTHONUNBUFFERED="1")
+        wait_until(lambda: not port_open(AGI_PORT), 10, "FastAGI port 4573 to be free")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ctiserver", "run", "--config", str(cfg)],
+            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+        if wait:
+            self.wait_log("AMI logged in", 30)
+            wait_until(lambda: port_open(AGI_PORT), 10, "FastAGI listening")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float, count: int = 1) -> None:
+        def seen() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"ctiserver exited ({self.proc.returncode}):\n{self.log()}")
+            return self.log().count(text) >= count
+        wait_until(seen, timeout, f"{text!r} in the ctiserver log")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError("ctiserver did not stop on SIGTERM within 15 s") from None
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+
+# ---------------------------------------------------------------- sipp
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def write_callers(path: Path, callers: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        fh.write("SEQUENTIAL\n")
+        w = csv.writer(fh, delimiter=";")
+        for number, name in callers:
+            w.writerow([number, name])
+    return path
+
+
+def place_calls(workdir: Path, dnis: str, calls: int = 1, rate: float = 1.0,
+                maxwait_ms: int = 30000, callers: list[tuple[str, str]] | None = None,
+                timeout: int = 120, trunk: str = "sipp", port: int | None = None,
+                scenario: str = "caller.xml") -> SippResult:
+    """Run sipp callers to completion (bounded by -m and -timeout)."""
+    inf = write_callers(workdir / f"callers-{time.monotonic_ns()}.csv",
+                        callers or [("+34600000001", "Test Caller")])
+    sf = SIPP_DIR / scenario
+    if trunk != "sipp":
+        text = sf.read_text().replace("X-Test-Trunk: sipp", f"X-Test-Trunk: {trunk}")
+        sf = workdir / f"caller-{trunk}.xml"
+        sf.write_text(text)
+    cmd = ["sipp", "-sf", str(sf), "-inf", str(inf), *LOOPBACK,
+           "-p", str(port or free_port()), "-m", str(calls), "-r", str(rate),
+           "-timeout", str(timeout), "-set", "maxwait", str(maxwait_ms),
+           "-s", dnis, "-nostdin", "-trace_err", "-error_file", str(workdir / "sipp-errors.log"),
+           "127.0.0.1:5060"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                          cwd=workdir)
+    return SippResult(proc.returncode, _stat(proc.stdout, "Successful call"),
+                      _stat(proc.stdout, "Failed call"), proc.stdout + proc.stderr)
+
+
+def _stat(out: str, label: str) -> int:
+    for line in out.splitlines():
+        if line.strip().startswith(label):
+            return int(line.split("|")[2].strip() or 0)
+    return -1
+
+
+class AgentPhones:
+    """One sipp UAS answering for every agent whose contact points at ``port``."""
+
+    def __init__(self, workdir: Path, port: int = ANSWERING_PHONES, answer_ms: int = 200,
+                 talk_ms: tuple[int, int] = (500, 800), calls: int = 1000,
+                 timeout: int = 600) -> None:
+        self.port = port
+        self.cmd = ["sipp", "-sf", str(SIPP_DIR / "agent_phone.xml"), *LOOPBACK,
+                    "-p", str(port), "-m", str(calls), "-timeout", str(timeout), "-nostdin",
+                    "-set", "answer_ms", str(answer_ms), "-set", "talk_min", str(talk_ms[0]),
+                    "-set", "talk_max", str(talk_ms[1]), "-trace_err",
+                    "-error_file", str(workdir / f"phones-{port}-errors.log")]
+        self.workdir = workdir
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> AgentPhones:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, cwd=self.workdir, text=True)
+        wait_until(lambda: _udp_bound(self.port), 10, f"sipp phones on UDP {self.port}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
