@@ -30,6 +30,8 @@ BLOCKING_DEVICE_STATES = frozenset(
     {"INUSE", "BUSY", "UNAVAILABLE", "INVALID", "RINGING", "RINGINUSE", "ONHOLD"}
 )
 
+Needs = tuple[tuple[str, int], ...]  # skill -> minimum level (>= 1) an agent must have
+
 RECENT_HANDLE_SAMPLES = 20  # estimated wait: mean of the last N handle times
 MIN_HANDLE_SAMPLES = 3  # below this the estimate is not honest: None
 
@@ -103,6 +105,7 @@ class CallerRt:
         "arrival",
         "call_id",
         "entered",
+        "needs",
         "offered_to",
         "overdue",
         "preferred",
@@ -138,6 +141,8 @@ class CallerRt:
         self.entered = arrival  # entry in the current queue: max_wait, announcements
         self.priority = base_priority  # + the current queue's priority
         self.req: tuple[tuple[str, int], ...] = ()  # queue's + call's skill -> level
+        # cache of the relaxed requirements: (relax cap, req it was made from, needs)
+        self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs] | None = None
         self.status = WAITING
         self.offered_to: set[str] = set()
         self.agent_id: str | None = None

@@ -32,6 +32,7 @@ from .runtime import (
     WRAP_UP,
     AgentRt,
     CallerRt,
+    Needs,
     QueueStats,
 )
 from .strategies import ReadyIndex
@@ -39,6 +40,8 @@ from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, RING_GUARD, WRAPUP
 from .waiting import QueueLine
 
 RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
+# more agents than this freed in one step: put them all in the indexes before picking
+MAX_PENDING = 8
 
 DirtyEntry = tuple[int, float, int, str]
 
@@ -60,6 +63,9 @@ class Scheduler:
         self._device_agents: dict[str, list[str]] = {}
         self._timers = Timers()
         self._dirty_agents: set[str] = set()
+        # available agents not in the ready indexes yet: an agent who frees up is only
+        # inserted if no caller takes them in the same step (the end of _dispatch)
+        self._unindexed: dict[str, AgentRt] = {}
         self._dirty_callers: list[DirtyEntry] = []
         self._seq = 0
         self._now = float("-inf")
@@ -95,6 +101,7 @@ class Scheduler:
         self._agents = agents
         self._config = config
         old_ready = self._ready
+        self._unindexed = {}
         self._ready, self._lines, self._relax, self._last_relax = {}, {}, {}, {}
         self._staffed, self._logged_in, self._reserved = {}, {}, {}
         self._device_agents = {}
@@ -107,7 +114,7 @@ class Scheduler:
             if qname in old_ready:
                 idx.last_rung = old_ready[qname].last_rung
             self._ready[qname] = idx
-            self._lines[qname] = QueueLine()
+            self._lines[qname] = QueueLine(q.required_skills)
             for m in members:
                 served[m].append(qname)
             steps = sorted(q.skill_relax, key=lambda s: s.after)
@@ -124,6 +131,7 @@ class Scheduler:
             a.queues = tuple(served[aid])
             self._device_agents.setdefault(a.cfg.device, []).append(aid)
             self._sync_index(a)
+        self._flush_unindexed()
         self._dirty_agents.clear()
         self._dirty_callers.clear()
         for c in sorted(self._calls.values(), key=lambda c: c.seq):
@@ -185,28 +193,48 @@ class Scheduler:
         self._sync_index(a)
 
     def _sync_index(self, a: AgentRt) -> None:
+        """``a.in_index``: available and known as such, in the ready indexes or (until
+        the end of the step) in ``_unindexed``."""
         avail = a.available
         if avail and not a.in_index:
-            for q in a.queues:
-                self._ready[q].add(a)
+            self._unindexed[a.id] = a
             a.in_index = True
             self._dirty_agents.add(a.id)
         elif not avail and a.in_index:
-            for q in a.queues:
-                self._ready[q].remove(a)
+            if self._unindexed.pop(a.id, None) is None:
+                for q in a.queues:
+                    self._ready[q].remove(a)
             a.in_index = False
 
-    def _fits(self, a: AgentRt, c: CallerRt, now: float) -> bool:
+    def _flush_unindexed(self) -> None:
+        if not self._unindexed:
+            return
+        for a in self._unindexed.values():
+            for q in a.queues:
+                self._ready[q].add(a)
+        self._unindexed.clear()
+
+    def _needs(self, c: CallerRt, now: float) -> Needs:
+        """The caller's requirements after the relax steps reached at ``now``."""
         cap: int | None = None
         waited = now - c.arrival
         for after, low in self._relax.get(c.queue, ()):
             if waited < after:
                 break
             cap = low
+        cache = c.needs
+        if cache is not None and cache[0] == cap and cache[1] is c.req:
+            return cache[2]
+        needs = tuple(
+            (name, max(1, level if cap is None or cap > level else cap)) for name, level in c.req
+        )
+        c.needs = (cap, c.req, needs)
+        return needs
+
+    def _fits(self, a: AgentRt, c: CallerRt, now: float) -> bool:
         skills = a.cfg.skills
-        for name, level in c.req:
-            need = level if cap is None or cap > level else cap
-            if skills.get(name, 0) < (need if need > 0 else 1):
+        for name, need in self._needs(c, now):
+            if skills.get(name, 0) < need:
                 return False
         return True
 
@@ -409,15 +437,27 @@ class Scheduler:
         best: CallerRt | None = None
         best_key: tuple[int, float, int, str] | None = None
         calls = self._calls
-        fits = self._fits
+        needs_of = self._needs
+        skills = a.cfg.skills
+        tags: list[str | None] = [None, *skills]
         for qname in a.queues:
-            for key in self._lines[qname].heads:
-                if best_key is not None and key >= best_key:
-                    break
-                c = calls[key[3]]
-                if fits(a, c, now):
-                    best, best_key = c, key
-                    break
+            heads = self._lines[qname].heads
+            if not heads:
+                continue
+            for tag in tags if len(heads) > 1 else heads:
+                lst = heads.get(tag)
+                if lst is None:
+                    continue
+                for key in lst:
+                    if best_key is not None and key >= best_key:
+                        break
+                    c = calls[key[3]]
+                    for name, need in needs_of(c, now):
+                        if skills.get(name, 0) < need:
+                            break
+                    else:
+                        best, best_key = c, key
+                        break
         return best
 
     def _dispatch(self, now: float, out: list[Effect]) -> None:
@@ -455,6 +495,7 @@ class Scheduler:
                     best = hc
                 break
             if best is None:
+                self._flush_unindexed()
                 return
             picked = self._pick_agents(best, now)
             if picked:
@@ -463,14 +504,30 @@ class Scheduler:
                 for aid in list(dirty):  # cannot happen; never loop forever on it
                     if self._best_caller_for(self._agents[aid], now) is best:
                         dirty.discard(aid)
+        self._flush_unindexed()
 
     def _pick_agents(self, c: CallerRt, now: float) -> list[str]:
         if c.status == RESERVED:
             p = self._agents.get(c.preferred or "")
             return [p.id] if p is not None and p.available else []
-        return self._ready[c.queue].pick(
-            c, self._agents, lambda a: self._fits(a, c, now), self._rng
-        )
+        idx = self._ready[c.queue]
+        pending: list[AgentRt] = []
+        if self._unindexed:
+            if len(self._unindexed) > MAX_PENDING or not idx.can_rank(c):
+                self._flush_unindexed()
+            else:
+                mp = idx.member_pos
+                pending = [a for aid, a in self._unindexed.items() if aid in mp]
+        needs = self._needs(c, now)
+
+        def eligible(a: AgentRt) -> bool:
+            skills = a.cfg.skills
+            for name, need in needs:
+                if skills.get(name, 0) < need:
+                    return False
+            return True
+
+        return idx.pick(c, self._agents, eligible, self._rng, needs, pending)
 
     def _offer(self, c: CallerRt, agent_ids: list[str], now: float, out: list[Effect]) -> None:
         q = self._config.queues[c.queue]

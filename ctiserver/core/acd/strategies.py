@@ -8,10 +8,21 @@ when it enters the index and never goes stale. Picking is then a walk from the f
 of the list that stops at the first agent whose skills fit the caller (usually the
 first one).
 
-A call with skills of its own would make that walk long when few agents have them, so
-each index also keeps, per skill, the set of available agents having it; when that
-group is small (size^2 <= queue size), or the strategy must see every fitting agent
-anyway (ring_all, random, best_skill), only the smallest group is examined.
+Every index also keeps, per skill and level, the set of available agents having that
+skill at exactly that level. An agent who fits a caller has every required skill
+(queue's and call's) at the required level or more (a relaxed requirement still
+means level 1 or more), so the agents at or above the level of the *rarest*
+requirement are a superset of the fitting ones: the *candidates*. Picking then
+chooses by their number ``c`` against the queue's ``n`` available agents:
+
+- ``c == 0``: nobody fits, answered at once;
+- ``c * c <= n``: look at the candidates only (``c`` checks, then the best by key);
+- otherwise walk the sorted list, where one agent in about ``n / c`` fits, for at
+  most ``c`` steps, then fall back to the candidates: never more than ``2c`` checks.
+
+The sorted list is a plain Python list kept sorted with ``bisect`` (an insert or a
+delete is a ``memmove``: cheaper than a ``SortedList`` at the size of a queue); the
+skill sets cost one set operation per skill of the agent.
 
 Ties are broken the same way in every strategy: longest idle first (earliest
 ``idle_since``), then the agent's position in the queue's member order
@@ -28,14 +39,20 @@ Strategies:
 - best_skill: highest *sum* of the agent's levels over the required skills (queue's
   and call's); a missing skill counts 0 (and makes the agent ineligible anyway).
 - random: uniform among the available eligible agents, from the injected ``rng``.
+
+``pick`` may also be given *pending* agents: available agents the engine has not put
+in the index yet (it inserts an agent who frees up only if no caller takes them in the
+same step, see scheduler.py). For the strategies that rank by key (all but ring_all,
+random, and best_skill with call skills) they are ranked against the index's best; for
+the others the engine inserts them first.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-
-from sortedcontainers import SortedList
+from bisect import bisect_left, insort
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .model import QueueConfig, Strategy
 from .runtime import AgentRt, CallerRt
@@ -44,8 +61,16 @@ IndexKey = tuple[float, float, int, str]
 Eligible = Callable[[AgentRt], bool]
 
 _RANDOM_TRIES = 8
-# with call skills these look at every fitting agent anyway: use the smallest group
-_GROUP_ALWAYS = frozenset({Strategy.BEST_SKILL, Strategy.RING_ALL, Strategy.RANDOM})
+# strategies whose pick is not "the smallest rank": pending agents are inserted first
+_NO_MERGE = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
+Needs = tuple[tuple[str, int], ...]
+Rank = tuple[Any, ...]  # round robin: (cyclic distance,); the others: the key
+
+
+def _discard(lst: list[IndexKey], k: IndexKey) -> None:
+    i = bisect_left(lst, k)
+    if i < len(lst) and lst[i] == k:
+        del lst[i]
 
 
 class ReadyIndex:
@@ -55,10 +80,11 @@ class ReadyIndex:
         self.queue = queue
         self.strategy = queue.strategy
         self.member_pos = member_pos
-        self._sl = SortedList()
+        self._sl: list[IndexKey] = []
         self._keys: dict[str, IndexKey] = {}
         self._skill_names = tuple(sorted(queue.required_skills))
-        self._by_skill: dict[str, set[str]] = {}  # skill -> available agents having it
+        # skill -> level -> available agents having the skill at that level
+        self._levels: dict[str, dict[int, set[str]]] = {}
         self.last_rung: int = -1  # round robin memory: member position
 
     def __len__(self) -> int:
@@ -90,28 +116,55 @@ class ReadyIndex:
 
     def add(self, a: AgentRt) -> None:
         k = self.key(a)
-        self._keys[a.id] = k
-        self._sl.add(k)
-        by_skill = self._by_skill
-        for name in a.cfg.skills:
-            group = by_skill.get(name)
+        aid = a.id
+        self._keys[aid] = k
+        insort(self._sl, k)
+        levels = self._levels
+        for name, level in a.cfg.skills.items():
+            by_level = levels.get(name)
+            if by_level is None:
+                levels[name] = {level: {aid}}
+                continue
+            group = by_level.get(level)
             if group is None:
-                by_skill[name] = {a.id}
+                by_level[level] = {aid}
             else:
-                group.add(a.id)
+                group.add(aid)
 
     def remove(self, a: AgentRt) -> None:
         k = self._keys.pop(a.id, None)
         if k is not None:
-            self._sl.remove(k)
-            by_skill = self._by_skill
-            for name in a.cfg.skills:
-                by_skill[name].discard(a.id)
+            _discard(self._sl, k)
+            levels = self._levels
+            for name, level in a.cfg.skills.items():
+                levels[name][level].discard(a.id)
 
     def agent_ids(self) -> list[str]:
         return [k[3] for k in self._sl]
 
+    def can_rank(self, caller: CallerRt) -> bool:
+        """Whether ``pick`` can weigh pending agents for this caller (else insert them)."""
+        s = self.strategy
+        return s not in _NO_MERGE and not (s == Strategy.BEST_SKILL and caller.skills)
+
     # ------------------------------------------------------------------ picking
+
+    def _candidates(self, needs: Needs) -> tuple[int, list[set[str]]]:
+        """The sets of agents meeting the rarest requirement, and their total size."""
+        best_n = len(self._keys) + 1
+        best: list[set[str]] = []
+        levels = self._levels
+        for name, need in needs:
+            by_level = levels.get(name)
+            if by_level is None:
+                return 0, []
+            sets = [g for lvl, g in by_level.items() if lvl >= need]
+            n = sum(len(g) for g in sets)
+            if n < best_n:
+                best_n, best = n, sets
+                if not n:
+                    break
+        return best_n, best
 
     def pick(
         self,
@@ -119,74 +172,108 @@ class ReadyIndex:
         agents: dict[str, AgentRt],
         eligible: Eligible,
         rng: random.Random,
+        needs: Needs,
+        pending: Sequence[AgentRt] = (),
     ) -> list[str]:
-        """The agent(s) to ring for ``caller``: [] when nobody available fits."""
+        """The agent(s) to ring for ``caller``, whose relaxed requirements are
+        ``needs``: [] when nobody available fits. ``pending``: available agents of this
+        queue not in the index yet (only when ``can_rank(caller)``)."""
+        s = self.strategy
+        if s in _NO_MERGE or (s == Strategy.BEST_SKILL and caller.skills):
+            return self._pick_all(caller, agents, eligible, rng, needs)
+        rr = s == Strategy.ROUND_ROBIN
+        n_members = len(self.member_pos)
+        first = self.last_rung + 1
+        # the best pending agent: its rank (cyclic distance for round robin, else key)
+        p_rank: Rank | None = None
+        p_id: str | None = None
+        for a in pending:
+            if rr:
+                r: Rank = ((self.member_pos[a.id] - first) % n_members,)
+            else:
+                r = self.key(a)
+            if (p_rank is None or r < p_rank) and eligible(a):
+                p_rank, p_id = r, a.id
+        fallback = [p_id] if p_id is not None else []
+        sl = self._sl
+        n = len(sl)
+        if not n:
+            return fallback
+        count, cands = self._candidates(needs) if needs else (n, [])
+        if not count:
+            return fallback
+        if needs and count * count <= n:
+            steps = 0  # few candidates: look at them only
+        else:
+            steps = min(n, count) if needs else n
+        # walk the sorted list for at most ``steps`` agents
+        start = bisect_left(sl, (float(first),)) if rr else 0
+        for i in range(steps):
+            k = sl[(start + i) % n]
+            if rr:
+                if p_rank is not None and ((k[2] - first) % n_members,) >= p_rank:
+                    return fallback
+            elif p_rank is not None and k >= p_rank:
+                return fallback
+            if eligible(agents[k[3]]):
+                return [k[3]]
+        if steps >= n:
+            return fallback
+        # then the candidates
+        keys = self._keys
+        best: IndexKey | None = None
+        best_rank: Rank | None = None
+        for group in cands:
+            for aid in group:
+                k = keys[aid]
+                r = ((k[2] - first) % n_members,) if rr else k
+                if (best_rank is None or r < best_rank) and eligible(agents[aid]):
+                    best, best_rank = k, r
+        if best is None or best_rank is None or (p_rank is not None and p_rank < best_rank):
+            return fallback
+        return [best[3]]
+
+    def _pick_all(
+        self,
+        caller: CallerRt,
+        agents: dict[str, AgentRt],
+        eligible: Eligible,
+        rng: random.Random,
+        needs: Needs,
+    ) -> list[str]:
+        """ring_all, random, best_skill with call skills: they look at every fitting
+        agent (random without call skills first tries a few at random)."""
         s = self.strategy
         sl = self._sl
-        if not sl:
+        n = len(sl)
+        if not n:
             return []
-        if caller.skills:
-            # The call needs skills of its own: if few available agents have the rarest
-            # of them, look at those only instead of walking the whole queue.
-            group = min(
-                (self._by_skill.get(n, set()) for n in caller.skills), key=len, default=None
-            )
-            if group is not None and (s in _GROUP_ALWAYS or len(group) * len(group) <= len(sl)):
-                return self._pick_in_group(caller, group, agents, eligible, rng)
-        if s == Strategy.RING_ALL:
-            return [k[3] for k in sl if eligible(agents[k[3]])]
-        if s == Strategy.ROUND_ROBIN:
-            start = sl.bisect_left((float(self.last_rung + 1),))
-            n = len(sl)
-            for i in range(n):
-                aid: str = sl[(start + i) % n][3]
-                if eligible(agents[aid]):
-                    return [aid]
-            return []
-        if s == Strategy.RANDOM:
-            n = len(sl)
+        if s == Strategy.RANDOM and not caller.skills:
             for _ in range(_RANDOM_TRIES):
                 aid = sl[rng.randrange(n)][3]
                 if eligible(agents[aid]):
                     return [aid]
-            fits = [k[3] for k in sl if eligible(agents[k[3]])]
-            return [fits[rng.randrange(len(fits))]] if fits else []
-        for k in sl:
-            if eligible(agents[k[3]]):
-                return [k[3]]
-        return []
-
-    def _pick_in_group(
-        self,
-        caller: CallerRt,
-        group: set[str],
-        agents: dict[str, AgentRt],
-        eligible: Eligible,
-        rng: random.Random,
-    ) -> list[str]:
-        fits = sorted(self._keys[aid] for aid in group if eligible(agents[aid]))
+        if needs:
+            keys = self._keys
+            _count, cands = self._candidates(needs)
+            fits = sorted(keys[aid] for g in cands for aid in g if eligible(agents[aid]))
+        else:
+            fits = [k for k in sl if eligible(agents[k[3]])]
         if not fits:
             return []
-        s = self.strategy
         if s == Strategy.RING_ALL:
             return [k[3] for k in fits]
         if s == Strategy.RANDOM:
             return [fits[rng.randrange(len(fits))][3]]
-        if s == Strategy.ROUND_ROBIN:
-            n = len(self.member_pos)
-            start = self.last_rung + 1
-            return [min(fits, key=lambda k: (k[2] - start) % n)[3]]
-        if s == Strategy.BEST_SKILL:
-            names = set(self._skill_names) | set(caller.skills)
+        names = set(self._skill_names) | set(caller.skills)
 
-            def score(k: IndexKey) -> tuple[float, float, int, str]:
-                sk = agents[k[3]].cfg.skills
-                return (
-                    -float(sum(sk.get(n, 0) for n in names)),
-                    agents[k[3]].idle_since,
-                    k[2],
-                    k[3],
-                )
+        def score(k: IndexKey) -> tuple[float, float, int, str]:
+            sk = agents[k[3]].cfg.skills
+            return (
+                -float(sum(sk.get(n, 0) for n in names)),
+                agents[k[3]].idle_since,
+                k[2],
+                k[3],
+            )
 
-            return [min(fits, key=score)[3]]
-        return [fits[0][3]]
+        return [min(fits, key=score)[3]]

@@ -12,12 +12,18 @@ them alike), the head of a class is its most relaxed caller: if the head does no
 an agent, nobody in the class does. So an agent who frees up only looks at the head
 of each class of each of its queues: the cost is the number of classes, not of
 callers.
+
+The class heads are further filed by *tag*: ``None`` for classes that need no skill
+beyond the queue's own, else the first skill (by name) the class needs beyond them.
+An agent lacking that skill cannot fit the class, so an agent only walks the heads
+filed under ``None`` and under the skills it has: classes stuck on skills it lacks
+are never looked at.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedList
 
@@ -29,11 +35,20 @@ ClassEntry = tuple[float, int, str]
 
 
 class QueueLine:
-    def __init__(self) -> None:
+    def __init__(self, queue_skills: Iterable[str] = ()) -> None:
         self.line = SortedList()
         self.classes: dict[ClassKey, list[ClassEntry]] = {}  # each sorted by arrival
-        # the head of every class, in service order: (-priority, arrival, seq, call_id)
-        self.heads: list[LineKey] = []
+        # the head of every class, in service order: (-priority, arrival, seq, call_id),
+        # filed by tag (see above)
+        self.heads: dict[str | None, list[LineKey]] = {}
+        self._queue_skills = frozenset(queue_skills)
+
+    def tag(self, req: tuple[tuple[str, int], ...]) -> str | None:
+        qs = self._queue_skills
+        for name, _lvl in req:
+            if name not in qs:
+                return name
+        return None
 
     def __len__(self) -> int:
         return len(self.line)
@@ -64,12 +79,12 @@ class QueueLine:
         if lst is None:
             self.classes[ck] = [entry]
         elif entry < lst[0]:
-            self._drop_head(ck[0], lst[0])
+            self._drop_head(ck, lst[0])
             lst.insert(0, entry)
         else:
             insort(lst, entry)
             return
-        insort(self.heads, (-ck[0], *entry))
+        self._add_head(ck, entry)
 
     def remove_pickable(self, c: CallerRt) -> None:
         ck: ClassKey = (c.priority, c.req)
@@ -82,14 +97,29 @@ class QueueLine:
             return
         del lst[i]
         if i == 0:
-            self._drop_head(ck[0], entry)
+            self._drop_head(ck, entry)
             if lst:
-                insort(self.heads, (-ck[0], *lst[0]))
+                self._add_head(ck, lst[0])
             else:
                 del self.classes[ck]
 
-    def _drop_head(self, prio: int, entry: ClassEntry) -> None:
-        key = (-prio, *entry)
-        i = bisect_left(self.heads, key)
-        if i < len(self.heads) and self.heads[i] == key:
-            del self.heads[i]
+    def _add_head(self, ck: ClassKey, entry: ClassEntry) -> None:
+        tag = self.tag(ck[1])
+        heads = self.heads.get(tag)
+        key = (-ck[0], *entry)
+        if heads is None:
+            self.heads[tag] = [key]
+        else:
+            insort(heads, key)
+
+    def _drop_head(self, ck: ClassKey, entry: ClassEntry) -> None:
+        tag = self.tag(ck[1])
+        heads = self.heads.get(tag)
+        if heads is None:
+            return
+        key = (-ck[0], *entry)
+        i = bisect_left(heads, key)
+        if i < len(heads) and heads[i] == key:
+            del heads[i]
+            if not heads:
+                del self.heads[tag]
