@@ -85,6 +85,7 @@ class ReadyIndex:
         self._skill_names = tuple(sorted(queue.required_skills))
         # skill -> level -> available agents having the skill at that level
         self._levels: dict[str, dict[int, set[str]]] = {}
+        self._groups: dict[str, tuple[set[str], ...]] = {}  # agent -> its sets above
         self.last_rung: int = -1  # round robin memory: member position
 
     def __len__(self) -> int:
@@ -114,30 +115,38 @@ class ReadyIndex:
         # longest_idle, ring_all, random: idle order
         return (a.idle_since, 0.0, pos, a.id)
 
+    def _groups_of(self, a: AgentRt) -> tuple[set[str], ...]:
+        """The skill/level sets ``a`` belongs to (made once: sets are never dropped)."""
+        groups = self._groups.get(a.id)
+        if groups is None:
+            levels = self._levels
+            out: list[set[str]] = []
+            for name, level in a.cfg.skills.items():
+                by_level = levels.get(name)
+                if by_level is None:
+                    by_level = levels[name] = {}
+                group = by_level.get(level)
+                if group is None:
+                    group = by_level[level] = set()
+                out.append(group)
+            groups = self._groups[a.id] = tuple(out)
+        return groups
+
     def add(self, a: AgentRt) -> None:
         k = self.key(a)
         aid = a.id
         self._keys[aid] = k
         insort(self._sl, k)
-        levels = self._levels
-        for name, level in a.cfg.skills.items():
-            by_level = levels.get(name)
-            if by_level is None:
-                levels[name] = {level: {aid}}
-                continue
-            group = by_level.get(level)
-            if group is None:
-                by_level[level] = {aid}
-            else:
-                group.add(aid)
+        for group in self._groups_of(a):
+            group.add(aid)
 
     def remove(self, a: AgentRt) -> None:
-        k = self._keys.pop(a.id, None)
+        aid = a.id
+        k = self._keys.pop(aid, None)
         if k is not None:
             _discard(self._sl, k)
-            levels = self._levels
-            for name, level in a.cfg.skills.items():
-                levels[name][level].discard(a.id)
+            for group in self._groups[aid]:
+                group.discard(aid)
 
     def agent_ids(self) -> list[str]:
         return [k[3] for k in self._sl]
