@@ -28,7 +28,10 @@ Policies
 - **Ring-no-answer**: the agent goes not_ready "no answer" (under ring-all too: every
   agent whose phone rang out); the caller is offered again at once, keeping its place.
   busy / unavailable: the agent stays ready but is not offered until its device
-  reports NOT_INUSE (or UNKNOWN). cancel: the agent is ready again. The engine's own
+  reports NOT_INUSE (or UNKNOWN), or for ``RING_BLOCK_MAX`` (30 s) at most: then the
+  engine counts the device as UNKNOWN (offerable) again, so a missed device event
+  cannot strand the agent (a device event meanwhile takes over, with no time limit,
+  as any device state does). cancel: the agent is ready again. The engine's own
   guard (ring timeout + ``RING_GUARD_GRACE``) treats a missing RingFailed as noanswer
   and emits ``CancelRing``.
 - **Device state**: INUSE, BUSY, UNAVAILABLE, INVALID, RINGING, RINGINUSE, ONHOLD
@@ -42,7 +45,9 @@ Policies
   the whole wait; the new queue's max_wait and announcements start at the move. A
   caller never enters the same queue twice: such a target (or an unknown queue)
   becomes ``fallback``. ``when_no_agents="overflow"``: a caller entering a queue where
-  no logged-in member could serve them, even at the last relax step, overflows at once.
+  no logged-in member could serve them, even at the last relax step, overflows at once;
+  so do the callers waiting there when the last member who could serve them logs out
+  (reason ``no_agents``; callers ringing or reserved for their preferred agent stay).
 - **Estimated wait**: position x mean of the queue's last 20 handle times (talk +
   wrap-up) / staffed members (ready, ringing, on call or in wrap-up); ``None`` with
   fewer than 3 samples or nobody staffed.
@@ -199,6 +204,7 @@ class Engine(Scheduler):
             for aid in self._device_agents.get(event.device, ()):
                 a = self._agents[aid]
                 a.device_state = event.state.upper()
+                a.block_epoch += 1
                 self._sync_index(a)
         else:
             self._agent_request(event, now, out)
@@ -307,7 +313,7 @@ class Engine(Scheduler):
                 self._set_state(a, NOT_READY, "no answer", None, now, out)
             else:
                 if reason in ("busy", "unavailable"):
-                    a.device_state = reason.upper()
+                    self._block_after_ring(a, reason.upper(), now)
                 self._set_state(a, READY, None, None, now, out)
         if not c.offered_to:
             self._return_caller(c, now, out)

@@ -39,6 +39,7 @@ MIN_HANDLE_SAMPLES = 3  # below this the estimate is not honest: None
 class AgentRt:
     __slots__ = (
         "answered_at",
+        "block_epoch",
         "call_id",
         "call_queue",
         "calls",
@@ -72,6 +73,7 @@ class AgentRt:
         self.call_id: str | None = None
         self.call_queue: str | None = None
         self.device_state = "UNKNOWN"
+        self.block_epoch = 0  # bumped on every device state change: RING_BLOCK_END carries it
         self.idle_since = 0.0
         self.idle_total = 0.0  # completed idle periods (ready until answering)
         self.idle_periods = 0

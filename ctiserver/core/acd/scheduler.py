@@ -36,10 +36,23 @@ from .runtime import (
     QueueStats,
 )
 from .strategies import ReadyIndex
-from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, RING_GUARD, WRAPUP_END, Timer, Timers
+from .timers import (
+    ANNOUNCE,
+    MAX_WAIT,
+    PREFERRED_END,
+    RELAX,
+    RING_BLOCK_END,
+    RING_GUARD,
+    WRAPUP_END,
+    Timer,
+    Timers,
+)
 from .waiting import QueueLine
 
 RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
+# a busy/unavailable ring blocks the agent until their device reports NOT_INUSE, but
+# no longer than this (a missed device event must not strand them)
+RING_BLOCK_MAX = 30.0
 # more agents than this freed in one step: put them all in the indexes before picking
 MAX_PENDING = 8
 
@@ -191,6 +204,15 @@ class Scheduler:
             for c in list(self._reserved.get(a.id, {}).values()):
                 self._unreserve(c)
         self._sync_index(a)
+        if state == LOGGED_OUT and was != LOGGED_OUT:
+            self._overflow_unservable(a, now, out)
+
+    def _block_after_ring(self, a: AgentRt, device_state: str, now: float) -> None:
+        """A busy/unavailable ring: not offered until the device says otherwise, or
+        ``RING_BLOCK_MAX`` seconds at most."""
+        a.device_state = device_state
+        a.block_epoch += 1
+        self._timers.add(now + RING_BLOCK_MAX, RING_BLOCK_END, a.id, a.block_epoch)
 
     def _sync_index(self, a: AgentRt) -> None:
         """``a.in_index``: available and known as such, in the ready indexes or (until
@@ -238,17 +260,37 @@ class Scheduler:
                 return False
         return True
 
-    def _could_ever_serve(self, c: CallerRt) -> bool:
+    def _could_serve_ever(self, a: AgentRt, c: CallerRt) -> bool:
+        """Whether ``a`` fits ``c`` at the queue's last relax step."""
         cap = self._last_relax[c.queue]
-        for aid in self._logged_in[c.queue]:
-            skills = self._agents[aid].cfg.skills
-            for name, level in c.req:
-                need = level if cap is None or cap > level else cap
-                if skills.get(name, 0) < max(need, 1):
-                    break
-            else:
-                return True
-        return False
+        skills = a.cfg.skills
+        for name, level in c.req:
+            need = level if cap is None or cap > level else cap
+            if skills.get(name, 0) < max(need, 1):
+                return False
+        return True
+
+    def _could_ever_serve(self, c: CallerRt) -> bool:
+        agents = self._agents
+        return any(self._could_serve_ever(agents[aid], c) for aid in self._logged_in[c.queue])
+
+    def _overflow_unservable(self, a: AgentRt, now: float, out: list[Effect]) -> None:
+        """``a`` logged out: in its queues with ``when_no_agents="overflow"``, the
+        waiting callers nobody logged in could serve any more overflow now."""
+        for qname in a.queues:
+            if self._config.queues[qname].when_no_agents != "overflow":
+                continue
+            verdict: dict[tuple[tuple[str, int], ...], bool] = {}
+            for cid in list(self._lines[qname].call_ids()):
+                c = self._calls.get(cid)
+                if c is None or c.queue != qname or c.status != WAITING:
+                    continue
+                keep = verdict.get(c.req)
+                if keep is None:
+                    keep = not self._could_serve_ever(a, c) or self._could_ever_serve(c)
+                    verdict[c.req] = keep
+                if not keep:
+                    self._overflow(c, "no_agents", now, out)
 
     # --------------------------------------------------------------- callers
 
@@ -372,6 +414,9 @@ class Scheduler:
 
     def _timer_live(self, t: Timer) -> bool:
         _due, _seq, kind, target, epoch = t
+        if kind == RING_BLOCK_END:
+            a = self._agents.get(target)
+            return a is not None and a.block_epoch == epoch
         if kind == WRAPUP_END:
             a = self._agents.get(target)
             return a is not None and a.epoch == epoch and a.state == WRAP_UP
@@ -393,6 +438,12 @@ class Scheduler:
             if not self._timer_live(t):
                 continue
             kind, target = t[2], t[3]
+            if kind == RING_BLOCK_END:
+                a = self._agents[target]
+                a.device_state = "UNKNOWN"
+                a.block_epoch += 1
+                self._sync_index(a)
+                continue
             if kind == WRAPUP_END:
                 a = self._agents[target]
                 self._end_wrapup(a, now, out, (a.pending or (READY, None)))

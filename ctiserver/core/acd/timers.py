@@ -16,6 +16,7 @@ MAX_WAIT = 2
 ANNOUNCE = 3
 RELAX = 4
 PREFERRED_END = 5
+RING_BLOCK_END = 6  # an agent's busy/unavailable ring stops blocking them
 
 Timer = tuple[float, int, int, str, int]  # due, seq, kind, target id, epoch
 
