@@ -111,6 +111,25 @@ def _const_str(consts: Sequence[Any], index: int, what: str) -> str | None:
     return value
 
 
+def _per_call(key: str, compute: Evaluator) -> Evaluator:
+    """Compute once per call: ``open('x')`` and ``holiday(…)`` depend only on ``now``.
+
+    The result is kept in the call's scope under ``key`` (not an identifier,
+    so no expression can read it); scopes that are not dicts are not cached.
+    """
+
+    def cached(s: Mapping[str, Any]) -> Any:
+        try:
+            return s[key]
+        except KeyError:
+            value = compute(s)
+            if type(s) is dict:
+                s[key] = value
+            return value
+
+    return cached
+
+
 def _matches(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
     subject, pattern_fn = args
     pattern = _const_str(consts, 1, "the pattern")
@@ -198,7 +217,7 @@ def make_functions(
         if schedule is None:
             known = ", ".join(sorted(schedules)) or "none defined"
             raise ExprError(f"unknown schedule '{name}' (known: {known})")
-        return lambda s: schedule.is_open(s["now"])
+        return _per_call(f"\x00open:{name}", lambda s: schedule.is_open(s["now"]))
 
     def build_holiday(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         country = _const_str(consts, 0, "the country")
@@ -209,7 +228,7 @@ def make_functions(
             calendar = holiday_calendar(country, subdiv)
         except ScheduleError as exc:
             raise ExprError(str(exc)) from None
-        return lambda s: s["now"].date() in calendar
+        return _per_call(f"\x00holiday:{country}:{subdiv}", lambda s: s["now"].date() in calendar)
 
     def build_lookup(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         table = _const_str(consts, 0, "the table name")
