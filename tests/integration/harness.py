@@ -272,7 +272,7 @@ class SippResult:
 def write_callers(path: Path, callers: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="") as fh:
         fh.write("SEQUENTIAL\n")
-        w = csv.writer(fh, delimiter=";")
+        w = csv.writer(fh, delimiter=";", lineterminator="\n")
         for number, name in callers:
             w.writerow([number, name])
     return path
