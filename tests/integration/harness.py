@@ -345,3 +345,48 @@ def _udp_bound(port: int) -> bool:
         except OSError:
             return True
         return False
+
+
+# ---------------------------------------------------------------- sipp callers with DTMF
+
+DTMF_SLOTS = 8  # digit slots in asterisk_conf/sipp/caller_dtmf.xml
+
+
+def dtmf_sets(menus: list[str], gap_ms: int | list[int] = 2000,
+              inter_ms: int = 200) -> list[str]:
+    """sipp ``-set`` arguments for caller_dtmf.xml: each string in ``menus`` answers one
+    menu; it is sent ``gap_ms`` after the previous one (so that menu's prompt has started),
+    its digits ``inter_ms`` apart."""
+    gaps = gap_ms if isinstance(gap_ms, list) else [gap_ms] * len(menus)
+    slots: list[tuple[str, int]] = []
+    for menu, gap in zip(menus, gaps, strict=True):
+        for i, digit in enumerate(menu):
+            if digit not in "0123456789*#":
+                raise ValueError(f"not a DTMF digit: {digit!r}")
+            slots.append((digit, gap if i == 0 else inter_ms))
+    if len(slots) > DTMF_SLOTS:
+        raise ValueError(f"at most {DTMF_SLOTS} digits per call")
+    slots += [("-", 0)] * (DTMF_SLOTS - len(slots))
+    args: list[str] = []
+    for n, (digit, wait) in enumerate(slots, start=1):
+        args += ["-set", f"d{n}", digit, "-set", f"w{n}", str(wait)]
+    return args
+
+
+def place_dtmf_call(workdir: Path, dnis: str, menus: list[str],
+                    gap_ms: int | list[int] = 2000, inter_ms: int = 200,
+                    caller: tuple[str, str] = ("+34600000001", "Test Caller"),
+                    maxwait_ms: int = 20000, timeout: int = 60,
+                    port: int | None = None) -> SippResult:
+    """One sipp call that answers IVR menus with DTMF (SIP INFO), then waits for the far
+    end to hang up (bounded by ``maxwait_ms`` after the last digit and ``timeout``)."""
+    inf = write_callers(workdir / f"callers-{time.monotonic_ns()}.csv", [caller])
+    cmd = ["sipp", "-sf", str(SIPP_DIR / "caller_dtmf.xml"), "-inf", str(inf), *LOOPBACK,
+           "-p", str(port or free_port()), "-m", "1", "-r", "1", "-timeout", str(timeout),
+           "-set", "maxwait", str(maxwait_ms), *dtmf_sets(menus, gap_ms, inter_ms),
+           "-s", dnis, "-nostdin", "-trace_err",
+           "-error_file", str(workdir / "sipp-dtmf-errors.log"), "127.0.0.1:5060"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                          cwd=workdir)
+    return SippResult(proc.returncode, _stat(proc.stdout, "Successful call"),
+                      _stat(proc.stdout, "Failed call"), proc.stdout + proc.stderr)
