@@ -70,13 +70,26 @@ def _sound(name: str) -> str:
     return name
 
 
+async def _still_there(request: AgiRequest) -> None:
+    """Raise :class:`ChannelGone` unless the channel still answers AGI commands."""
+    parse_reply(await request.send_command("CHANNEL STATUS"))
+
+
 async def _execute(request: AgiRequest, step: Instruction, uid: str) -> str | None:
     if isinstance(step, Play):
         escape = '"0123456789*#"' if step.interruptible else '""'
         for sound in step.sounds:
-            value, _ = parse_reply(
-                await request.send_command(f"STREAM FILE {_sound(sound)} {escape}")
-            )
+            reply = await request.send_command(f"STREAM FILE {_sound(sound)} {escape}")
+            try:
+                value, _ = parse_reply(reply)
+            except ChannelGone:
+                # Asterisk answers a sound file it cannot find (e.g. not recorded in the
+                # channel's language) with result=-1, exactly like a hang-up: ask the
+                # channel before giving the caller up for gone.
+                await _still_there(request)
+                log.warning("ivr %s: sound %r could not be played (missing for this "
+                            "channel's language?): skipped", uid, sound)
+                continue
             if step.interruptible and value not in ("", "0"):
                 return chr(int(value)) if value.isdigit() else None
         return None

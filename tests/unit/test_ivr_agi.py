@@ -104,3 +104,26 @@ def test_parse_reply_shapes():
     ):
         with pytest.raises(ChannelGone):
             parse_reply(bad)
+
+
+async def test_missing_sound_is_skipped_not_taken_for_a_hangup():
+    # the real Asterisk 22 answers STREAM FILE of a file it cannot find with result=-1
+    result, seen = await over_socket(
+        {
+            "STREAM FILE": ["200 result=-1 endpos=0"],
+            "CHANNEL STATUS": ["200 result=6"],
+            "GET DATA": ["200 result=1"],
+        }
+    )
+    assert result["hungup"] is False
+    assert result["answers"] == {"department": "sales"}
+    assert seen[1:4] == ['STREAM FILE custom/welcome ""', "CHANNEL STATUS",
+                         "GET DATA custom/main-menu 5000 1"]
+
+
+async def test_stream_file_failure_on_a_gone_channel_is_a_hangup():
+    result, seen = await over_socket(
+        {"STREAM FILE": ["200 result=-1 endpos=0"], "CHANNEL STATUS": ["HANGUP"]}
+    )
+    assert result["hungup"] is True
+    assert seen[-1] == "CHANNEL STATUS"
