@@ -26,6 +26,12 @@ def _load(path: str) -> config_mod.Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["db"]:  # its own parser: ctiserver db [--url URL] upgrade|demo|adduser
+        from ctiserver.store.__main__ import main as db_main
+
+        db_main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="ctiserver", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
@@ -34,8 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate the configuration file and exit")
     check.add_argument("--config", default=DEFAULT_CONFIG)
     rules_cli.add_subcommands(sub)
-    db = sub.add_parser("db", help="database: upgrade | demo | adduser (see ctiserver db -h)")
-    db.add_argument("db_args", nargs=argparse.REMAINDER)
+    sub.add_parser("db", help="database: [--url URL] upgrade | demo | adduser (ctiserver db -h)")
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
@@ -56,11 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "rules":
         return rules_cli.run(args)
-    if args.command == "db":
-        from ctiserver.store.__main__ import main as db_main
-
-        db_main(args.db_args)
-        return 0
     parser.error(f"unknown command {args.command}")
     return 2
 
