@@ -269,6 +269,8 @@ def rules_of(body: str) -> Any:
         ("time >= '09:00' and hour < 20 and caller_id == '1001'", True),
         ("dnis == '900100200' or matches(caller_id, '+3491*')", True),
         ("customer.tier == 'gold' and open('support')", True),
+        ("open('support') and dnis == '900100200'", True),
+        ("not holiday('ES') and caller_id == '1001'", True),
         # these could raise or call the database before the gated part: never skipped
         ("int(digits) > 3 and dnis == '900100200'", False),
         ("lookup('vip', caller_id) and dnis == '900100200'", False),

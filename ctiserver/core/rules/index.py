@@ -31,8 +31,9 @@ is the one the compiler applies):
   if ``f`` starts with the literal prefix of the pattern; never raises on text.
 * ``a or b or …``: false without raising if every part is; gate = union.
 * ``a and b and …``: if ``a₁ … aₖ₋₁`` cannot raise (simple comparisons of
-  names with constants) and ``aₖ`` has a gate, that gate: evaluation stops at
-  or before ``aₖ`` with a false value. The most selective such gate is used.
+  names with constants, ``open('x')``, ``holiday('ES')``) and ``aₖ`` has a
+  gate, that gate: evaluation stops at or before ``aₖ`` with a false value.
+  The most selective such gate is used.
 * a rule: every branch has a condition with a gate; gate = union.
 
 The field values are checked at run time (text names must be ``str``; record
@@ -59,6 +60,7 @@ Gate = frozenset[Atom]
 
 INT_NAMES = frozenset({"hour", "minute", "day", "month", "year"})
 RECORD_NAMES = frozenset({"customer"})
+PURE_CALLS = frozenset({"open", "holiday"})
 LOW_CARDINALITY = frozenset({"weekday", "time", "date"})
 _NO_MATCH_TYPES = (type(None), int, float, bool)  # can never equal a text
 
@@ -163,6 +165,13 @@ class _Gates:
             return self.safe(node.operand)
         if isinstance(node, ast.Constant):
             return isinstance(node.value, str | int | bool | type(None))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in PURE_CALLS
+            and all(isinstance(a, ast.Constant) for a in node.args)
+        ):
+            return True  # open('x'), holiday('ES'): checked at load, pure in `now`
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
             left, right = node.left, node.comparators[0]
             cmp = node.ops[0]
