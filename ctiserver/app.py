@@ -31,6 +31,7 @@ from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
 from ctiserver.rules_runtime import RulesRuntime
 from ctiserver.store import Store
+from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app
 from ctiserver.web.hub import WebSocketHub
 from ctiserver.web.ports import AgentControlError
@@ -94,9 +95,12 @@ class Daemon:
         self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login)
         self.runner = AcdRunner(self.engine, self._carry_out)
         self.calls = CallAdapter(self.ami, self.runner.submit, self.pops, cfg.acd)
+        # lookup(table, key) in rules: only [crm] lookup_tables, each call bounded
+        self.sql_lookup = (SqlLookup(self.store.engine, cfg.lookup_tables, cfg.lookup_timeout)
+                           if cfg.lookup_tables else None)
         self.routes = Routes(self.calls, self.rules, lambda: self.cfg.acd, self.runner.request,
                              self.store.identify, region=cfg.region, timezone=cfg.timezone,
-                             lookup_timeout=cfg.lookup_timeout)
+                             lookup_timeout=cfg.lookup_timeout, lookup=self.sql_lookup)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
         self.agi.add_route("route", self.routes.route)
         self.agi.add_route("agent", self.routes.agent)
@@ -117,6 +121,8 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.cfg
+        if self.sql_lookup is not None:
+            self.sql_lookup.bind(asyncio.get_running_loop())
         result = self.rules.start()
         if not result.ok:
             log.error("routing rules: %s", result.reason)

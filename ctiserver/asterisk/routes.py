@@ -72,7 +72,7 @@ class Routes:
                  dnis, channel)
         customer = await self._customer(uid, caller)
         answers: dict[str, str] = {}
-        decision = self._decide(caller, name, dnis, answers, customer)
+        decision = await self._decide(caller, name, dnis, answers, customer)
         for _ in range(MAX_IVR_ROUNDS):
             if decision.action != "ivr":
                 break
@@ -87,7 +87,8 @@ class Routes:
                 log.info("[%s] caller left during the IVR", uid)
                 return
             answers.update({k: str(v) for k, v in result["answers"].items()})
-            decision = result["decision"] or self._decide(caller, name, dnis, answers, customer)
+            decision = result["decision"] or await self._decide(caller, name, dnis, answers,
+                                                                customer)
         log.info("[%s] decision: %s (rule %s)", uid, decision.describe(), decision.rule or "-")
         info = CallInfo(call_id=uid, caller_id=caller, caller_name=name, dnis=dnis,
                         digits=answers.get("digits", "") or "".join(
@@ -98,13 +99,16 @@ class Routes:
         self.routed += 1
         await self._answer(request, uid, action, variables)
 
-    def _decide(self, caller: str, name: str, dnis: str, answers: dict[str, str],
-                customer: Mapping[str, Any] | None) -> Decision:
+    async def _decide(self, caller: str, name: str, dnis: str, answers: dict[str, str],
+                      customer: Mapping[str, Any] | None) -> Decision:
         ctx = CallContext.create(
             caller_id=caller, dnis=dnis, now=datetime.now(self.tz), region=self.region,
-            caller_name=name, digits=answers.get("digits"), answers=answers,
+            caller_name=name, digits=answers.get("digits"), answers=dict(answers),
             customer=customer, **({"lookup": self.lookup} if self.lookup else {}))
-        return self.rules.decide(ctx)
+        if self.lookup is None:
+            return self.rules.decide(ctx)
+        # lookup() blocks (each call bounded by its timeout): never on the event loop
+        return await asyncio.to_thread(self.rules.decide, ctx)
 
     async def _customer(self, uid: str, caller: str) -> Mapping[str, Any] | None:
         if self.identify is None or not caller:
