@@ -372,3 +372,51 @@ def test_test_command_runs_the_ivr_with_key_presses(capsys):
     assert code == 0
     assert "answers: {'department': 'billing', 'customer_number': '12345'}" in out
     assert out.rstrip().endswith("[rule 'billing with a customer number']")
+
+
+def _warnings(first: str, second: str) -> list[str]:
+    result = load_ruleset(
+        {
+            "r.yaml": textwrap.dedent(f"""\
+        rules:
+          - name: wide
+            if: "{first}"
+            then: {{queue: sales}}
+          - name: narrow
+            if: "{second}"
+            then: {{queue: support}}
+        """)
+        },
+        KNOWN,
+    )
+    assert result.ok, [str(p) for p in result.problems]
+    return [str(p) for p in result.warnings]
+
+
+@pytest.mark.parametrize(
+    "first,second,overlap",
+    [
+        ("matches(caller_id, '+34?1*')", "matches(caller_id, '+349*')", "+349*"),
+        ("matches(caller_id, '*1234')", "matches(caller_id, '+3491*')", "+3491*"),
+        ("matches(dnis, '9001?0*')", "matches(dnis, '90010?5*') and digits == '1'", "90010?5*"),
+    ],
+)
+def test_partly_shadowed_wildcards_are_a_warning(first, second, overlap):
+    (message,) = _warnings(first, second)
+    assert message.startswith("r.yaml:5: warning: rule 'narrow': partly shadowed"), message
+    assert f"'{overlap}'" in message and "'wide' (line 2)" in message
+
+
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        ("matches(caller_id, '+3491*')", "matches(caller_id, '+34*')"),  # specific, then general
+        ("matches(caller_id, '+3491*')", "matches(caller_id, '+3492*')"),  # disjoint
+        ("matches(caller_id, '*1')", "matches(caller_id, '*2')"),  # disjoint
+        ("caller_id == '+34915551234'", "matches(caller_id, '+34*')"),  # one number first
+        ("matches(caller_id, '+34?1*')", "matches(dnis, '+349*')"),  # other name
+        ("matches(caller_id, '+34?1*') and digits == '1'", "matches(caller_id, '+349*')"),
+    ],
+)
+def test_no_partial_shadowing_warning(first, second):
+    assert _warnings(first, second) == []

@@ -95,6 +95,34 @@ def pattern_contains(outer: str, inner: str) -> bool:
     return go(0, 0)
 
 
+def patterns_overlap(a: str, b: str) -> bool:
+    """True if some number matches both wildcard patterns."""
+
+    def fits(x: str, y: str) -> bool:
+        return x == y or (x == "?" and (y == "?" or y in _DIGITS)) or (y == "?" and x in _DIGITS)
+
+    @cache
+    def go(i: int, j: int) -> bool:
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == "*" and (go(i + 1, j) or (j < len(b) and go(i, j + 1))):
+            return True
+        if j < len(b) and b[j] == "*" and (go(i, j + 1) or (i < len(a) and go(i + 1, j))):
+            return True
+        return (
+            i < len(a)
+            and j < len(b)
+            and "*" not in (a[i], b[j])
+            and fits(a[i], b[j])
+            and go(i + 1, j + 1)
+        )
+
+    return go(0, 0)
+
+
+_DIGITS = frozenset("0123456789")
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 

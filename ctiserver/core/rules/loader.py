@@ -27,6 +27,7 @@ from ctiserver.core.rules.functions import (
     make_functions,
     make_scope,
     pattern_contains,
+    patterns_overlap,
 )
 from ctiserver.core.rules.index import RuleIndex, build_index
 from ctiserver.core.rules.yamlsrc import LineDict, LineList, YamlError, load_yaml
@@ -636,17 +637,30 @@ class _Builder:
             for j in range(i + 1, len(rules)):
                 later = rules[j]
                 for name, inner in required[j]:
-                    if (
-                        name == pat[0]
-                        and inner.startswith(literal)
-                        and pattern_contains(pat[1], inner)
-                    ):
+                    if name != pat[0]:
+                        continue
+                    if inner.startswith(literal) and pattern_contains(pat[1], inner):
                         self.error(
                             later.file,
                             later.line,
                             f"shadowed: every {name} matching '{inner}' also matches "
                             f"'{pat[1]}' of rule '{earlier.name}' (line {earlier.line}), "
                             "which always decides first",
+                            later.name,
+                        )
+                        break
+                    if (
+                        _is_wildcard(pat[1])
+                        and _is_wildcard(inner)
+                        and not pattern_contains(inner, pat[1])  # general after specific: fine
+                        and patterns_overlap(pat[1], inner)
+                    ):
+                        self.warn(
+                            later.file,
+                            later.line,
+                            f"partly shadowed: a {name} matching both '{inner}' and "
+                            f"'{pat[1]}' is decided by rule '{earlier.name}' "
+                            f"(line {earlier.line}) first, never by this rule",
                             later.name,
                         )
                         break
@@ -732,6 +746,10 @@ def _simple_pattern(tree: ast.expr, region: str) -> tuple[str, str] | None:
         value = _normalize(tree.comparators[0].value, region).replace("*", "").replace("?", "")
         return tree.left.id, value
     return None
+
+
+def _is_wildcard(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
 
 
 def _literal_prefix(pattern: str) -> str:
