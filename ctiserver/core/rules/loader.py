@@ -622,7 +622,10 @@ class _Builder:
                 break
         # wildcard shadowing: an earlier single-pattern rule that always decides
         required = [
-            _required_patterns(r.branches[0].cond.tree, self.region)
+            [
+                (name, inner, _literal_prefix(inner))
+                for name, inner in _required_patterns(r.branches[0].cond.tree, self.region)
+            ]
             if r.branches[0].cond is not None
             else []
             for r in rules
@@ -636,7 +639,7 @@ class _Builder:
             literal = _literal_prefix(pat[1])
             for j in range(i + 1, len(rules)):
                 later = rules[j]
-                for name, inner in required[j]:
+                for name, inner, lit in required[j]:
                     if name != pat[0]:
                         continue
                     if inner.startswith(literal) and pattern_contains(pat[1], inner):
@@ -650,7 +653,8 @@ class _Builder:
                         )
                         break
                     if (
-                        _is_wildcard(pat[1])
+                        (lit.startswith(literal) or literal.startswith(lit))
+                        and _is_wildcard(pat[1])
                         and _is_wildcard(inner)
                         and not pattern_contains(inner, pat[1])  # general after specific: fine
                         and patterns_overlap(pat[1], inner)
