@@ -150,7 +150,8 @@ class Routes:
                 log.error("[%s] no such queue %r: app_queue fallback", call.call_id, queue)
                 return "fallback", {}
             call.info.queue = queue
-            joined = ev.CallerJoined(call.call_id, queue, d.priority, dict(d.skills), preferred)
+            joined = ev.CallerJoined(call.call_id, queue, d.priority, dict(d.skills), preferred,
+                                     d.agent_timeout if preferred else None)
             return await self.calls.join(call, joined)
         if d.action == "extension":
             return destination("extension", d.extension or "")

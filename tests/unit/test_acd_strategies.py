@@ -247,6 +247,18 @@ def test_after_the_preferred_timeout_the_strategy_takes_over() -> None:
     assert rung(h.at(start + 30, Tick())) == [("c1", ("a1",))]
 
 
+def test_the_routing_rules_timeout_overrides_the_queues() -> None:
+    # queue: no waiting for the preferred agent; the rule said "agent_of …, timeout: 20"
+    h = team(Strategy.LONGEST_IDLE)
+    h.login("a1", "a2", "a3")
+    h.after(1, AgentPaused("a3", "coffee"))
+    start = h.t + 1
+    joined = CallerJoined("c1", "q", preferred_agent="a3", preferred_timeout=20)
+    assert rung(h.at(start, joined)) == []
+    assert rung(h.at(start + 19.9, Tick())) == []
+    assert rung(h.at(start + 20, Tick())) == [("c1", ("a1",))]
+
+
 def test_preferred_agent_logged_out_means_no_waiting() -> None:
     h = team(Strategy.LONGEST_IDLE, preferred_agent_timeout=30)
     h.login("a1")

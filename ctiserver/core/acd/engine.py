@@ -18,7 +18,8 @@ Policies
 - **Which agent**: the queue's strategy, see ``strategies.py`` (ties: longest idle,
   then the queue's member order).
 - **Assigned agent first**: a caller with a ``preferred_agent`` who is logged in is
-  reserved for that agent for the queue's ``preferred_agent_timeout`` (with 0: only if
+  reserved for that agent for ``CallerJoined.preferred_timeout`` (the routing rule's
+  timeout) or else the queue's ``preferred_agent_timeout`` (with 0: only if
   the agent is available at once); the agent's skills and membership are not checked.
   When the window ends, or the agent fails to answer, the queue's strategy takes over.
 - **Skills**: a caller needs, for each skill of its queue and of the call (the higher
@@ -191,6 +192,8 @@ class Engine(Scheduler):
                 self._seq,
             )
             self._calls[c.call_id] = c
+            if event.preferred_timeout is not None:
+                self._pref_timeout[c.call_id] = event.preferred_timeout
             self._enter_queue(c, event.queue, now, out)
         elif isinstance(event, CallerLeft | CallEnded):
             self._caller_gone(event.call_id, now, out)

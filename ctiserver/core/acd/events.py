@@ -28,6 +28,8 @@ class CallerJoined:
     skills: Mapping[str, int] = field(default_factory=dict)
     # the customer's own agent: offered first for the queue's preferred_agent_timeout
     preferred_agent: str | None = None
+    # how long to wait for the preferred agent (the routing rule's timeout); None: the queue's
+    preferred_timeout: float | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class Scheduler:
         self._config = config
         self._agents: dict[str, AgentRt] = {}
         self._calls: dict[str, CallerRt] = {}
+        self._pref_timeout: dict[str, float] = {}  # per-call preferred-agent wait (rules)
         self._lines: dict[str, QueueLine] = {}
         self._ready: dict[str, ReadyIndex] = {}
         self._stats: dict[str, QueueStats] = {}
@@ -109,6 +110,7 @@ class Scheduler:
                     out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
             elif a.call_id in self._calls and self._calls[a.call_id or ""].status == CONNECTED:
                 del self._calls[a.call_id or ""]
+                self._pref_timeout.pop(a.call_id or "", None)
             if a.state != LOGGED_OUT:
                 out.append(AgentStateChanged(aid, LOGGED_OUT, "removed"))
         self._agents = agents
@@ -306,7 +308,7 @@ class Scheduler:
             return
         p = self._agents.get(c.preferred or "") if first else None
         if p is not None and p.state != LOGGED_OUT:
-            if q.preferred_agent_timeout > 0 or p.available:
+            if self._pref_timeout.get(c.call_id, q.preferred_agent_timeout) > 0 or p.available:
                 self._lines[qname].remove_pickable(c)
                 c.status = RESERVED
                 self._reserved.setdefault(p.id, {})[c.call_id] = c
@@ -348,7 +350,10 @@ class Scheduler:
                 self._timers.add(c.arrival + after, RELAX, c.call_id, e)
         if c.status == RESERVED:
             self._timers.add(
-                max(now, c.entered + q.preferred_agent_timeout), PREFERRED_END, c.call_id, e
+                max(now, c.entered + self._pref_timeout.get(c.call_id, q.preferred_agent_timeout)),
+                PREFERRED_END,
+                c.call_id,
+                e,
             )
 
     def _mark_caller(self, c: CallerRt) -> None:
@@ -375,6 +380,7 @@ class Scheduler:
 
     def _forget(self, c: CallerRt) -> None:
         self._calls.pop(c.call_id, None)
+        self._pref_timeout.pop(c.call_id, None)
         c.q_epoch += 1
         c.ring_epoch += 1
 
