@@ -65,10 +65,24 @@ class EngineControl:
         await self._do(ev.AgentReady(agent_id))
 
     def snapshot(self) -> dict[str, Any]:
-        return self.runner.engine.snapshot(time.time())
+        """The engine's snapshot in the web port's shape: agents and queues keyed by id."""
+        snap = self.runner.engine.snapshot(time.time())
+        agents = {a["id"]: a for a in snap.get("agents", [])}
+        queues = {}
+        for q in snap.get("queues", []):
+            waiting = q.get("waiting") or []
+            queues[q["name"]] = {
+                **{k: v for k, v in q.items() if k not in ("name", "waiting")},
+                "waiting": len(waiting),
+                "longest_wait": max((w["total_wait"] or 0 for w in waiting), default=0),
+            }
+        return {**snap, "agents": agents, "queues": queues}
 
     def current_call(self, agent_id: str) -> dict[str, Any] | None:
-        return self.pops.current(agent_id)
+        for agent in self.runner.engine.snapshot(time.time()).get("agents", []):
+            if agent["id"] == agent_id and agent.get("call_id"):
+                return {"call_id": agent["call_id"], "state": agent["state"]}
+        return None
 
 
 class Daemon:

@@ -13,7 +13,7 @@ function render(snap) {
   });
   $("agents").replaceChildren(...rows);
   const queues = Object.entries(snap.queues || {});
-  const keys = [...new Set(queues.flatMap(([, q]) => Object.keys(q)))];
+  const keys = [...new Set(queues.flatMap(([, q]) => Object.keys(q)))].filter((k) => typeof queues[0][1][k] !== "object" || queues[0][1][k] === null);
   const head = document.createElement("tr");
   head.append(...["Queue", ...keys].map((k) => { const th = document.createElement("th"); th.textContent = k; return th; }));
   $("queues-head").replaceChildren(head);

@@ -84,7 +84,7 @@ class CallAdapter:
 
     def on_ami_event(self, event: Any) -> None:
         self.stats["ami_events"] += 1
-        handler = HANDLERS.get(event.event)
+        handler = HANDLERS.get(getattr(event, "event", None) or "")
         if handler is not None:
             handler(self, event)
 

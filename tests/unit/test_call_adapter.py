@@ -1,0 +1,154 @@
+"""The AMI adapter's translation table, fed with AMI messages as Asterisk 22 writes them
+(parsed by panoramisk itself), and its effects turned into AMI actions. The AMI side is a
+recorder of the actions that would be sent; the engine is the real one."""
+
+from __future__ import annotations
+
+import asyncio
+from panoramisk.message import Message
+
+from ctiserver.asterisk.calls import Call, CallAdapter, device_of
+from ctiserver.core.acd import events as ev
+from ctiserver.core.acd.engine import Engine
+from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig
+from ctiserver.pops import CallInfo
+
+EOL = "\r\n"
+
+
+def ami(text: str) -> Message:
+    return Message.from_line(EOL.join(line.strip() for line in text.strip().splitlines()))
+
+
+class Actions:
+    """Records the AMI actions the adapter sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+
+    def send(self, action: dict[str, str]) -> None:
+        self.sent.append(action)
+
+
+def setup() -> tuple[CallAdapter, Engine, Actions, list[ev.Event]]:
+    cfg = AcdConfig({"support": QueueConfig("support", ring_timeout=12)},
+                    {a: AgentConfig(a, a, f"PJSIP/{a}", queues=("support",))
+                     for a in ("1001", "1002")})
+    engine = Engine(cfg)
+    actions = Actions()
+    fed: list[ev.Event] = []
+    adapter: CallAdapter
+
+    def submit(event: ev.Event, at: float | None) -> None:
+        fed.append(event)
+        adapter.carry_out(event, engine.handle(event, at or 1000.0))
+
+    adapter = CallAdapter(actions, submit, None, cfg)  # type: ignore[arg-type]
+    for a in ("1001", "1002"):
+        submit(ev.AgentLoggedIn(a), 999.0)
+    return adapter, engine, actions, fed
+
+
+def test_device_names() -> None:
+    assert device_of("PJSIP/1001-0000000a") == "PJSIP/1001"
+    assert device_of("Local/100@ctx-00000001;2") == "Local/100@ctx"
+    assert device_of("PJSIP/trunk") == "PJSIP/trunk"
+
+
+async def test_a_call_from_join_to_hangup() -> None:
+    adapter, engine, actions, fed = setup()
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    action, variables = await asyncio.wait_for(
+        adapter.join(call, ev.CallerJoined("1795.1", "support")), 1)
+    # an agent is free: the dialplan dials at once, no Redirect needed
+    assert action == "connect"
+    assert variables == {"CTI_DIAL": "PJSIP/1001", "CTI_RINGTIMEOUT": "12"}
+    assert actions.sent == []
+    adapter.on_ami_event(ami("""
+        Event: DialBegin
+        Timestamp: 1000.5
+        Channel: PJSIP/trunk-00000001
+        Uniqueid: 1795.1
+        Linkedid: 1795.1
+        DestChannel: PJSIP/1001-00000002
+        DestUniqueid: 1795.2
+        DialString: PJSIP/1001"""))
+    adapter.on_ami_event(ami("""
+        Event: DialEnd
+        Timestamp: 1001.0
+        Uniqueid: 1795.1
+        DestChannel: PJSIP/1001-00000002
+        DestUniqueid: 1795.2
+        DialStatus: ANSWER"""))
+    assert engine.agent_state("1001") == "on_call"
+    adapter.on_ami_event(ami("""
+        Event: Hangup
+        Timestamp: 1030.0
+        Channel: PJSIP/1001-00000002
+        Uniqueid: 1795.2
+        Cause: 16"""))
+    assert isinstance(fed[-1], ev.CallEnded)
+    assert engine.agent_state("1001") == "ready"  # no wrap-up configured
+
+
+async def test_an_unanswered_offer_goes_to_the_next_agent_by_redirect() -> None:
+    adapter, engine, actions, fed = setup()
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    adapter.on_ami_event(ami("""
+        Event: DialBegin
+        Uniqueid: 1795.1
+        DestChannel: PJSIP/1001-00000002
+        DestUniqueid: 1795.2"""))
+    adapter.on_ami_event(ami("""
+        Event: DialEnd
+        Uniqueid: 1795.1
+        DestChannel: PJSIP/1001-00000002
+        DestUniqueid: 1795.2
+        DialStatus: NOANSWER"""))
+    assert engine.agent_state("1001") == "not_ready"
+    # the caller keeps their place and is offered to 1002 at once: Setvar x2 + Redirect
+    assert [a["Action"] for a in actions.sent] == ["Setvar", "Setvar", "Redirect"]
+    assert actions.sent[0] == {"Action": "Setvar", "Channel": "PJSIP/trunk-00000001",
+                               "Variable": "CTI_DIAL", "Value": "PJSIP/1002"}
+    assert actions.sent[2]["Context"] == "ctiserver-connect"
+
+
+async def test_caller_hangup_while_waiting_is_an_abandon() -> None:
+    adapter, engine, actions, fed = setup()
+    for a in ("1001", "1002"):
+        adapter.submit(ev.AgentPaused(a, "lunch"), None)
+    call = Call("1795.9", "PJSIP/trunk-00000009", CallInfo("1795.9", "+34600111222"))
+    assert (await adapter.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
+    adapter.on_ami_event(ami("""
+        Event: Hangup
+        Uniqueid: 1795.9
+        Channel: PJSIP/trunk-00000009
+        Cause: 16"""))
+    assert isinstance(fed[-1], ev.CallerLeft)
+    queues = {q["name"]: q for q in engine.snapshot(1010.0)["queues"]}
+    assert queues["support"]["abandoned"] == 1
+
+
+def test_garbage_and_foreign_events_change_nothing() -> None:
+    adapter, engine, actions, fed = setup()
+    before = list(fed)
+    for text in ("Event: DialBegin", "Event: Hangup\r\nUniqueid: \x00\x01",
+                 "Event: DialEnd\r\nUniqueid: 999.9\r\nDestChannel: PJSIP/1001-1\r\n"
+                 "DialStatus: ANSWER",  # a call that is not ours (e.g. the fallback queue)
+                 "Event: DeviceStateChange\r\nDevice: PJSIP/9999\r\nState: INUSE",
+                 "Response: Success", "Event: \r\nFoo: bar", "garbage without colon"):
+        adapter.on_ami_event(Message.from_line(text))
+    assert fed == before and actions.sent == []
+    assert engine.agent_state("1001") == "ready"
+
+
+def test_device_state_of_an_agent_phone_reaches_the_engine() -> None:
+    adapter, engine, actions, fed = setup()
+    adapter.on_ami_event(ami("""
+        Event: DeviceStateChange
+        Device: PJSIP/1002
+        State: INUSE"""))
+    assert fed[-1] == ev.DeviceStateChanged("PJSIP/1002", "INUSE")
+    agents = {a["id"]: a for a in engine.snapshot(1000.0)["agents"]}
+    assert agents["1002"]["offerable"] is False  # a private call: not offered
