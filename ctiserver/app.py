@@ -53,7 +53,8 @@ class EngineControl:
             raise AgentControlError(str(exc)) from None
 
     async def login(self, agent_id: str) -> None:
-        await self._do(ev.AgentLoggedIn(agent_id))
+        # from the page, an agent signs in not ready ("login") and presses Ready when set
+        await self._do(ev.AgentLoggedIn(agent_id, ready=False))
 
     async def logout(self, agent_id: str) -> None:
         await self._do(ev.AgentLoggedOut(agent_id))
