@@ -1,0 +1,384 @@
+"""ctiserver's ACD against Asterisk's app_queue, on the same sandbox Asterisk.
+
+Same sipp agents (2001-2060 on 127.0.0.1:5080, answering after 200 ms, talking 0.5-1.5 s),
+same sipp callers, at 5, 20 and 50 calls/s (the last one above the agents' capacity,
+60 / ~1.2 s). Each rate runs once through ctiserver (trunk ``sipp`` -> rule -> queue
+``bench``, longest_idle, the 60 agents auto-logged-in) and once through app_queue (trunk
+``appqueue`` -> queue ``bench-appqueue``, leastrecent). Every time comes from Asterisk's own
+AMI event Timestamps, read by the ``observer`` AMI user:
+
+- join: app_queue ``QueueCallerJoin``; ctiserver: the caller leaving the FastAGI route into
+  the queue (first ``Newexten`` into ``ctiserver-hold`` or ``ctiserver-connect``). Printed
+  too, for ctiserver: ring latency counted from the *start* of the AGI route (``Newexten``
+  of ``AGI`` in ``ctiserver-route``), i.e. with rules, CRM lookup and FastAGI round trips.
+- ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
+
+Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
+
+    flock /tmp/cti-integration.lock /tmp/setup/venv/bin/python bench/acd_vs_appqueue.py
+    ... --calls 60 --rates 5,50       (a quick run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from panoramisk import Manager  # noqa: E402
+
+from tests.integration.harness import (  # noqa: E402
+    BENCH_PHONES,
+    LOOPBACK,
+    SIPP_DIR,
+    AgentPhones,
+    CtiServer,
+    free_port,
+    sandbox,
+    wait_until,
+    write_callers,
+)
+
+AGENTS = [str(2001 + i) for i in range(60)]
+DNIS = "900999000"
+SANDBOX_ROOT = Path(os.environ.get("CTISERVER_SANDBOX_ROOT", "/var/cache/ctiserver/asterisk-sid"))
+
+
+# ---------------------------------------------------------------- AMI observer (own thread)
+
+
+class Watcher:
+    """Reads every AMI event in a thread of its own, so nothing stalls Asterisk's writes."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, str]]] = []
+        self.live: set[str] = set()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.manager: Any = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        m = Manager(host="127.0.0.1", port=5038, username="observer",
+                    secret="observer-sandbox-secret", loop=self.loop, ping_delay=30,
+                    reconnect_timeout=1)
+        m.register_event("*", self._on)
+        m.connect()
+        self.manager = m
+        self.ready.set()
+        self.loop.run_forever()
+
+    def _on(self, _m: Any, e: Any) -> None:
+        name = e.event
+        if name in ("Newchannel", "Hangup", "DialBegin", "DialEnd", "QueueCallerJoin",
+                    "Newexten", "UserEvent"):
+            if name == "Newexten" and not str(e.get("Context", "")).startswith("ctiserver-"):
+                return
+            d = {k: str(v) for k, v in e.items()}
+            self.events.append((name, d))
+            if name == "Newchannel":
+                self.live.add(d["Uniqueid"])
+            elif name == "Hangup":
+                self.live.discard(d["Uniqueid"])
+
+    def start(self) -> None:
+        self.thread.start()
+        self.ready.wait(5)
+        wait_until(lambda: self.manager.authenticated, 15, "the observer's AMI login")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def asterisk_pid() -> int:
+    return int((SANDBOX_ROOT / "run/asterisk/asterisk.pid").read_text().strip())
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+@dataclass
+class Result:
+    name: str
+    offered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    lost: int = 0
+    ring_latency: list[float] = field(default_factory=list)  # free agent at join
+    ring_latency_from_route: list[float] = field(default_factory=list)
+    free_to_ring: list[float] = field(default_factory=list)  # waiting callers
+    idle_while_waiting: float = 0.0
+    per_agent: tuple[int, int] = (0, 0)
+    picks: int = 0
+    exact_picks: int = 0
+    cpu_asterisk: float = 0.0
+    cpu_ctiserver: float | None = None
+    sipp_failed: int = 0
+
+
+def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: str,
+            t0: float) -> Result:
+    r = Result(name)
+    callers: dict[str, dict[str, Any]] = {}
+    for ev, d in events:
+        uid = d.get("Uniqueid", "")
+        if ev == "Newchannel" and d["Channel"].startswith(trunk_prefix) and (
+                trunk_prefix != "PJSIP/trunk-" or not d["Channel"].startswith(
+                    "PJSIP/trunk-appqueue")):
+            callers[uid] = {"join": None, "route": None, "rings": [], "answered": False,
+                            "hangup": None}
+    for ev, d in events:
+        c = callers.get(d.get("Uniqueid", ""))
+        if c is None:
+            continue
+        ts = float(d["Timestamp"])
+        if ev == "QueueCallerJoin" and c["join"] is None:
+            c["join"] = ts
+        elif ev == "Newexten" and d.get("Context") == "ctiserver-route" and d.get(
+                "Application") == "AGI" and c["route"] is None:
+            c["route"] = ts
+        elif ev == "Newexten" and d.get("Context") in ("ctiserver-hold", "ctiserver-connect") \
+                and c["join"] is None:
+            c["join"] = ts
+        elif ev == "DialBegin":
+            c["rings"].append((ts, d["DestChannel"].rsplit("-", 1)[0].split("/")[1]))
+        elif ev == "DialEnd" and d.get("DialStatus") == "ANSWER":
+            c["answered"] = True
+        elif ev == "Hangup":
+            c["hangup"] = ts
+    r.offered = len(callers)
+    r.answered = sum(1 for c in callers.values() if c["answered"])
+    # a caller who hung up (sipp maxwait) before any answer, after joining: abandoned
+    r.abandoned = sum(1 for c in callers.values() if not c["answered"] and c["join"] is not None
+                      and c["hangup"] is not None and not c["rings"])
+    r.lost = r.offered - r.answered - r.abandoned
+
+    # sweep: agents' idle periods, waiting callers, picks
+    agent_legs: dict[str, str] = {}  # agent leg uid -> agent
+    timeline: list[tuple[float, int, str, str, str]] = []  # (ts, order, kind, agent, caller)
+    for ev, d in events:
+        ts = float(d["Timestamp"])
+        if ev == "DialBegin" and d.get("Uniqueid") in callers:
+            agent = d["DestChannel"].rsplit("-", 1)[0].split("/")[1]
+            agent_legs[d["DestUniqueid"]] = agent
+            timeline.append((ts, 1, "ring", agent, d["Uniqueid"]))
+        elif ev == "Hangup" and d["Uniqueid"] in agent_legs:
+            timeline.append((ts, 0, "free", agent_legs[d["Uniqueid"]], ""))
+    for uid, c in callers.items():
+        if c["join"] is not None:
+            timeline.append((c["join"], 2, "join", "", uid))
+    timeline.sort()
+    idle_since: dict[str, float] = {a: t0 for a in AGENTS}  # free since; absent = busy
+    waiting: dict[str, float] = {}
+    first_ring: set[str] = set()
+    counts: dict[str, int] = defaultdict(int)
+    last_t = timeline[0][0] if timeline else t0
+    for ts, _o, kind, agent, uid in timeline:
+        if waiting and idle_since:
+            r.idle_while_waiting += (ts - last_t) * min(len(waiting), len(idle_since))
+        last_t = ts
+        if kind == "join":
+            waiting[uid] = ts
+        elif kind == "free":
+            idle_since[agent] = ts
+        elif kind == "ring":
+            c = callers[uid]
+            if agent in idle_since:
+                oldest = min(idle_since.values())
+                r.picks += 1
+                if idle_since[agent] - oldest < 0.001:
+                    r.exact_picks += 1
+                freed = idle_since[agent]
+                joined = c["join"]
+                if uid not in first_ring and joined is not None:
+                    if freed > joined:
+                        r.free_to_ring.append(ts - freed)
+                    else:
+                        r.ring_latency.append(ts - joined)
+                        if c["route"] is not None:
+                            r.ring_latency_from_route.append(ts - c["route"])
+                del idle_since[agent]
+            counts[agent] += 1
+            first_ring.add(uid)
+            waiting.pop(uid, None)
+    per = [counts.get(a, 0) for a in AGENTS]
+    r.per_agent = (min(per), max(per))
+    return r
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_callers(workdir: Path, trunk: str, calls: int, rate: float, maxwait_ms: int) -> int:
+    sf = SIPP_DIR / "caller.xml"
+    if trunk != "sipp":
+        text = sf.read_text().replace("X-Test-Trunk: sipp", f"X-Test-Trunk: {trunk}")
+        sf = workdir / f"caller-{trunk}.xml"
+        sf.write_text(text)
+    inf = write_callers(workdir / "callers.csv",
+                        [(f"+346{i:08d}", f"Bench {i}") for i in range(calls)])
+    timeout = int(calls / rate + maxwait_ms / 1000 + 60)
+    cmd = ["sipp", "-sf", str(sf), "-inf", str(inf), *LOOPBACK, "-p", str(free_port()),
+           "-m", str(calls), "-r", str(rate), "-l", str(calls), "-timeout", str(timeout),
+           "-set", "maxwait", str(maxwait_ms), "-s", DNIS, "-nostdin", "127.0.0.1:5060"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                          cwd=workdir)
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("Failed call"):
+            return int(line.split("|")[2].strip() or 0)
+    return -1
+
+
+def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, rate: float,
+            cti: CtiServer | None, maxwait_ms: int) -> Result:
+    wait_until(lambda: not watcher.live, 60, "all channels to end before the run")
+    start = len(watcher.events)
+    ast = asterisk_pid()
+    cpu_a0 = cpu_seconds(ast)
+    cpu_c0 = cpu_seconds(cti.proc.pid) if cti is not None and cti.proc else None
+    t0 = time.time()
+    failed = run_callers(workdir, trunk, calls, rate, maxwait_ms)
+    wait_until(lambda: not watcher.live, 60, "all channels to end after the run")
+    cpu_a = cpu_seconds(ast) - cpu_a0
+    cpu_c = (cpu_seconds(cti.proc.pid) - cpu_c0 if cti is not None and cti.proc
+             and cpu_c0 is not None else None)
+    prefix = "PJSIP/trunk-appqueue-" if trunk == "appqueue" else "PJSIP/trunk-"
+    r = analyse(name, watcher.events[start:], prefix, t0)
+    r.cpu_asterisk, r.cpu_ctiserver, r.sipp_failed = cpu_a, cpu_c, failed
+    return r
+
+
+def cti_config(workdir: Path) -> CtiServer:
+    agents = "".join(f'\n[[agents]]\nid = "{a}"\nname = "Bench {a}"\nauto_login = true\n'
+                     for a in AGENTS)
+    queues = textwrap.dedent("""
+        [[queues]]
+        name = "bench"
+        strategy = "longest_idle"
+        ring_timeout = 15
+        """)
+    rules = textwrap.dedent(f"""
+        config:
+          timezone: Europe/Madrid
+          region: ES
+          default: {{queue: bench}}
+        rules:
+          - name: bench line
+            if: dnis == '{DNIS}'
+            then: {{queue: bench}}
+        """)
+    return CtiServer(workdir, queues=queues, agents=agents, rules=rules)
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt_ms(values: list[float]) -> str:
+    if not values:
+        return "n/a (no samples)"
+    return " / ".join(f"{pct(values, p) * 1000:.1f}" for p in (50, 95, 99)) + \
+        f" ms  (n={len(values)})"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, bool]]:
+    print(f"\n=== {rate:g} calls/s, {calls} calls ===")
+    for r in (cti, aq):
+        print(f"-- {r.name}")
+        print(f"   offered {r.offered}  answered {r.answered}  abandoned {r.abandoned}  "
+              f"lost {r.lost}  (sipp failed calls {r.sipp_failed})")
+        print(f"   ring latency, free agent at join  p50/p95/p99: {fmt_ms(r.ring_latency)}")
+        if r.ring_latency_from_route:
+            print(f"     (from the start of the AGI route) p50/p95/p99: "
+                  f"{fmt_ms(r.ring_latency_from_route)}")
+        print(f"   waiting callers: agent free -> rung p50/p95/p99: {fmt_ms(r.free_to_ring)}")
+        print(f"   agent-seconds idle while callers waited: {r.idle_while_waiting:.2f}")
+        print(f"   calls per agent min/max: {r.per_agent[0]}/{r.per_agent[1]}")
+        share = 100 * r.exact_picks / r.picks if r.picks else float("nan")
+        print(f"   true longest-idle picks: {r.exact_picks}/{r.picks} ({share:.1f}%)")
+        cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
+        print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}")
+    p99c, p99a = pct(cti.ring_latency, 99), pct(aq.ring_latency, 99)
+    print(f"-- ratios ctiserver/app_queue: ring p99 {ratio(p99c, p99a)}, free->rung p99 "
+          f"{ratio(pct(cti.free_to_ring, 99), pct(aq.free_to_ring, 99))}, idle agent-s "
+          f"{ratio(cti.idle_while_waiting, aq.idle_while_waiting)}, Asterisk CPU "
+          f"{ratio(cti.cpu_asterisk, aq.cpu_asterisk)}")
+    checks = [(f"{rate:g}/s zero lost calls (ctiserver)", cti.lost == 0)]
+    if cti.free_to_ring:
+        checks.append((f"{rate:g}/s freed agent rung within 10 ms p99",
+                       pct(cti.free_to_ring, 99) <= 0.010))
+    checks.append((f"{rate:g}/s idle agent-s while callers waited < 1 per 300 calls",
+                   cti.idle_while_waiting < calls / 300))
+    if cti.ring_latency and aq.ring_latency:
+        checks.append((f"{rate:g}/s ring latency p99 within 1.5x app_queue",
+                       p99c <= 1.5 * p99a))
+    checks.append((f"{rate:g}/s longest-idle picks exact 100%",
+                   cti.picks > 0 and cti.exact_picks == cti.picks))
+    if cti.cpu_ctiserver is not None:
+        checks.append((f"{rate:g}/s ctiserver CPU < 1/4 of Asterisk's",
+                       cti.cpu_ctiserver < cti.cpu_asterisk / 4))
+    return checks
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=300, help="calls per rate (default 300)")
+    ap.add_argument("--rates", default="5,20,50", help="calls/s, comma separated")
+    ap.add_argument("--maxwait", type=int, default=60000,
+                    help="ms a caller waits before abandoning")
+    args = ap.parse_args()
+    rates = [float(x) for x in args.rates.split(",")]
+    sandbox("up")
+    watcher = Watcher()
+    watcher.start()
+    checks: list[tuple[str, bool]] = []
+    with tempfile.TemporaryDirectory(prefix="acd-bench-") as tmp:
+        work = Path(tmp)
+        (work / "cti").mkdir()
+        with AgentPhones(work, port=BENCH_PHONES, answer_ms=200, talk_ms=(500, 1500),
+                         calls=10 * len(rates) * args.calls + 1000, timeout=3600):
+            for rate in rates:
+                cti = cti_config(work / "cti").start()
+                try:
+                    wait_until(lambda c=cti: c.log().count("agent 20") >= len(AGENTS), 30,
+                               "the bench agents to log in")
+                    rc = one_run("ctiserver", watcher, work, "sipp", args.calls, rate, cti,
+                                 args.maxwait)
+                finally:
+                    cti.stop()
+                ra = one_run("app_queue", watcher, work, "appqueue", args.calls, rate, None,
+                             args.maxwait)
+                checks += report(rate, rc, ra, args.calls)
+    print("\n=== targets ===")
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+    return 0 if all(ok for _l, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

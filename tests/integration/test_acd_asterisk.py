@@ -1,0 +1,313 @@
+"""The ACD on the real sandbox Asterisk: strategies, skills, announcements, ring-no-answer,
+abandon and persisted agent state. sipp callers and sipp agent phones; every assertion
+comes from Asterisk's own AMI events (observer user) or the daemon's log."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import (
+    NO_ANSWER_PHONE,
+    AgentPhones,
+    CtiServer,
+    Observer,
+    place_calls,
+)
+
+pytestmark = pytest.mark.integration
+
+AGENTS_123 = ("1001", "1002", "1003")
+
+
+def agents_toml(ids: tuple[str, ...], *, skills: dict[str, str] | None = None,
+                logged_in: tuple[str, ...] | None = None) -> str:
+    skills = skills or {}
+    logged_in = ids if logged_in is None else logged_in
+    return "".join(textwrap.dedent(f"""
+        [[agents]]
+        id = "{a}"
+        name = "Agent {a}"
+        skills = {{ {skills.get(a, "")} }}
+        auto_login = {"true" if a in logged_in else "false"}
+        """) for a in ids)
+
+
+def queue_toml(name: str, members: tuple[str, ...], **settings: Any) -> str:
+    lines = ["[[queues]]", f'name = "{name}"',
+             "members = [" + ", ".join(f'"{m}"' for m in members) + "]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {value!r}" if not isinstance(value, str)
+                     else f'{key} = "{value}"')
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def rules_yaml(queue: str, extra_rules: str = "") -> str:
+    return textwrap.dedent(f"""
+        config:
+          timezone: Europe/Madrid
+          region: ES
+          default: {{queue: {queue}}}
+        rules:
+          - name: test line
+            if: dnis == '900100999'
+            then: {{queue: {queue}}}
+        """) + textwrap.indent(textwrap.dedent(extra_rules), "  ")
+
+
+def rings(obs: Observer) -> list[tuple[str, str, float]]:
+    """(caller Uniqueid, agent id, Asterisk timestamp) of every agent rung, in order."""
+    return [(e.get("Uniqueid", ""), e.DestChannel.rsplit("-", 1)[0].split("/", 1)[1],
+             float(e.Timestamp)) for e in obs.events if e.event == "DialBegin"]
+
+
+def rung_agents(obs: Observer) -> list[str]:
+    return [agent for _uid, agent, _ts in rings(obs)]
+
+
+def caller_of(obs: Observer) -> dict[str, str]:
+    """caller channel Uniqueid -> CallerIDNum, from DialBegin (caller side fields)."""
+    return {e.Uniqueid: e.CallerIDNum for e in obs.events if e.event == "DialBegin"}
+
+
+def one_call(tmp_path: Path, obs: Observer, dnis: str = "900100999",
+             number: str = "+34600000001", maxwait_ms: int = 15000) -> None:
+    result = place_calls(tmp_path, dnis, callers=[(number, "Caller")], maxwait_ms=maxwait_ms,
+                         timeout=30)
+    assert result.successful == 1, result.output
+    obs.pump()
+
+
+def answered(obs: Observer) -> int:
+    assert obs.named("UserEvent", UserEvent="CtiFallback") == [], "a call fell back"
+    return sum(1 for e in obs.events if e.event == "DialEnd" and e.DialStatus == "ANSWER")
+
+
+# ---------------------------------------------------------------- distribution
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    ("longest_idle", ["1001", "1002", "1003", "1001"]),
+    ("round_robin", ["1001", "1002", "1003", "1001"]),
+    ("first_available", ["1001", "1001", "1001", "1001"]),
+    ("fewest_calls", ["1001", "1002", "1003", "1001"]),
+    ("least_talk_time", None),  # 4th call: the agent with least talk, measured from AMI
+])
+def test_each_call_rings_the_agent_the_strategy_names(
+        strategy: str, expected: list[str] | None, asterisk: None, observer: Observer,
+        tmp_path: Path) -> None:
+    cti = CtiServer(tmp_path, queues=queue_toml("q", AGENTS_123, strategy=strategy,
+                                                ring_timeout=5),
+                    agents=agents_toml(AGENTS_123), rules=rules_yaml("q")).start()
+    talk = (300, 300) if expected is not None else (200, 1200)
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=talk):
+            for i in range(4):
+                one_call(tmp_path, observer, number=f"+3460000000{i}")
+                # the agent's leg has hung up before the next caller arrives
+                observer.wait_for(lambda e: e.event == "Hangup"
+                                  and e.Channel.startswith("PJSIP/10"), 10,
+                                  "the agent legs' hangups", count=i + 1)
+    finally:
+        assert cti.stop() == 0
+    got = rung_agents(observer)
+    if expected is None:
+        assert got[:3] == ["1001", "1002", "1003"]
+        # talk time of each agent as Asterisk saw it: answer (DialEnd) -> agent leg hangup
+        start = {e.DestUniqueid: float(e.Timestamp) for e in observer.events
+                 if e.event == "DialEnd" and e.DialStatus == "ANSWER"}
+        talk_of: dict[str, float] = defaultdict(float)
+        for e in observer.events:
+            if e.event == "Hangup" and e.Uniqueid in start:
+                talk_of[e.Channel.rsplit("-", 1)[0].split("/")[1]] += (
+                    float(e.Timestamp) - start[e.Uniqueid])
+        least = min(AGENTS_123, key=lambda a: talk_of[a])
+        assert got[3] == least, (got, dict(talk_of))
+    else:
+        assert got == expected
+    assert answered(observer) == 4
+
+
+def test_ring_all_rings_every_free_agent_and_one_answers(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    cti = CtiServer(tmp_path, queues=queue_toml("q", AGENTS_123, strategy="ring_all",
+                                                ring_timeout=5),
+                    agents=agents_toml(AGENTS_123), rules=rules_yaml("q")).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=150, talk_ms=(300, 300)):
+            for i in (1, 2):
+                one_call(tmp_path, observer, number=f"+3460000001{i}")
+                observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER",
+                                  10, "an answer", count=i)
+                cti.wait_log("caller hung up", 10, count=i)
+    finally:
+        assert cti.stop() == 0
+    by_caller: dict[str, set[str]] = defaultdict(set)
+    for uid, agent, _ts in rings(observer):
+        by_caller[uid].add(agent)
+    assert list(by_caller.values()) == [set(AGENTS_123), set(AGENTS_123)]
+    # one winner per call
+    assert answered(observer) == 2
+
+
+# ---------------------------------------------------------------- skills
+
+
+def test_a_call_needing_a_skill_waits_for_an_agent_who_has_it(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    rules = rules_yaml("q", textwrap.dedent("""
+          - name: billing line
+            if: dnis == '900200300'
+            then: {queue: q, skills: {billing: 4}}
+        """))
+    cti = CtiServer(tmp_path, queues=queue_toml("q", AGENTS_123, ring_timeout=5),
+                    agents=agents_toml(AGENTS_123, skills={
+                        "1001": "billing = 5", "1002": "technical = 8",
+                        "1003": "billing = 3"}),
+                    rules=rules).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(800, 800)):
+            # two billing calls at once: the second waits for 1001 although 1002/1003 are free
+            result = place_calls(tmp_path, "900200300", calls=2, rate=10, maxwait_ms=15000,
+                                 callers=[("+34600000021", "A"), ("+34600000022", "B")],
+                                 timeout=30)
+            assert result.successful == 2, result.output
+            one_call(tmp_path, observer, dnis="900100999")  # no skill needed
+    finally:
+        assert cti.stop() == 0
+    assert observer.named("UserEvent", UserEvent="CtiFallback") == []
+    got = rung_agents(observer)
+    assert got[:2] == ["1001", "1001"]
+    assert got[2] in ("1002", "1003")  # longest idle among the others
+    assert answered(observer) == 3
+
+
+# ---------------------------------------------------------------- announcements
+
+
+def test_position_announcements_play_while_waiting_and_stop_for_a_free_agent(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=5,
+                                                announce_frequency=1.0,
+                                                announce_first_after=0.5),
+                    agents=agents_toml(("1001",)), rules=rules_yaml("q")).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)):
+            result = place_calls(tmp_path, "900100999", calls=2, rate=10, maxwait_ms=20000,
+                                 callers=[("+34600000031", "A"), ("+34600000032", "B")],
+                                 timeout=40)
+            assert result.successful == 2, result.output
+    finally:
+        assert cti.stop() == 0
+    observer.pump()
+    first, second = [uid for uid, _a, _t in rings(observer)]
+    marks = [e for e in observer.events if e.event == "UserEvent"
+             and e.UserEvent == "CtiAnnounce" and e.CallId == second]
+    assert marks and marks[0].Position == "1", "the waiting caller heard their position"
+    assert not [e for e in observer.events if e.event == "UserEvent"
+                and e.UserEvent == "CtiAnnounce" and e.CallId == first]
+    # the agent freed up in the middle of an announcement: rung at once, not after it
+    ring_ts = next(t for uid, _a, t in rings(observer) if uid == second)
+    before = [m for m in marks if float(m.Timestamp) <= ring_ts]
+    assert before and before[-1].State == "start", [(m.State, m.Timestamp) for m in marks]
+    assert not [m for m in marks if float(m.Timestamp) > ring_ts]
+    free_ts = [float(e.Timestamp) for e in observer.events if e.event == "Hangup"
+               and e.Channel.startswith("PJSIP/1001")][0]
+    assert ring_ts - free_ts < 0.5, "the freed agent was rung at once"
+
+
+# ---------------------------------------------------------------- ring-no-answer
+
+
+def test_unanswered_ring_goes_to_the_next_agent_keeping_the_callers_place(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # first_available, members 1001 then 1005 (a phone that never answers)
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001", "1005"),
+                                                strategy="first_available", ring_timeout=2),
+                    agents=agents_toml(("1001", "1005")), rules=rules_yaml("q")).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)), \
+                AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
+            # B takes 1001; A is offered to 1005, which rings out; C arrives after A
+            result = place_calls(tmp_path, "900100999", calls=3, rate=3, maxwait_ms=30000,
+                                 callers=[("+34600000041", "B"), ("+34600000042", "A"),
+                                          ("+34600000043", "C")], timeout=60)
+            assert result.successful == 3, result.output
+    finally:
+        assert cti.stop() == 0
+    observer.pump()
+    who = caller_of(observer)
+    seq = [(who[uid], agent, ts) for uid, agent, ts in rings(observer)]
+    assert [(c, a) for c, a, _t in seq] == [
+        ("+34600000041", "1001"), ("+34600000042", "1005"),
+        ("+34600000042", "1001"), ("+34600000043", "1001")]
+    noanswer = [e for e in observer.events if e.event == "DialEnd"
+                and e.DestChannel.startswith("PJSIP/1005")]
+    assert [e.DialStatus for e in noanswer] == ["NOANSWER"]
+    assert 1.5 < float(noanswer[0].Timestamp) - seq[1][2] < 3.0  # the 2 s ring timeout
+    # A waited ahead of C and got 1001 as soon as B's call ended
+    b_end = [float(e.Timestamp) for e in observer.events if e.event == "Hangup"
+             and e.Channel.startswith("PJSIP/1001")][0]
+    assert seq[2][2] - b_end < 0.5
+    assert "agent 1005: not_ready (no answer)" in cti.log()
+
+
+# ---------------------------------------------------------------- abandon
+
+
+def test_a_caller_hanging_up_while_waiting_is_counted_abandoned(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # the only agent is logged out: the caller waits, then gives up after 1.5 s
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=5),
+                    agents=agents_toml(("1001",), logged_in=()), rules=rules_yaml("q")).start()
+    try:
+        result = place_calls(tmp_path, "900100999", callers=[("+34600000051", "Gone")],
+                             maxwait_ms=1500, timeout=20)
+        assert result.successful == 1, result.output
+        cti.wait_log("abandoned in q after", 10)
+    finally:
+        assert cti.stop() == 0
+    assert rung_agents(observer) == []
+    assert observer.named("UserEvent", UserEvent="CtiFallback") == []
+    line = next(x for x in cti.log().splitlines() if "abandoned in q after" in x)
+    waited = float(line.rsplit("after ", 1)[1].split()[0])
+    assert 1.0 <= waited <= 3.0, line
+
+
+# ---------------------------------------------------------------- persisted state
+
+
+def test_an_agent_paused_from_the_phone_is_still_paused_after_a_restart(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    ids = ("1001", "1002")
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ids, strategy="first_available",
+                                                ring_timeout=5),
+                    agents=agents_toml(ids), rules=rules_yaml("q")).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)):
+            # 1001 dials *73 (not ready) from their phone
+            async def dial_feature_code() -> None:
+                await observer.manager.send_action({
+                    "Action": "Originate", "Channel": "PJSIP/1001",
+                    "Context": "ctiserver-agents", "Exten": "*73", "Priority": "1",
+                    "Async": "true"})
+
+            observer.loop.run_until_complete(dial_feature_code())
+            cti.wait_log("agent 1001: pause from the phone", 15)
+            cti.wait_log("agent 1001: not_ready", 5)
+    finally:
+        assert cti.stop() == 0
+    cti.start()
+    try:
+        cti.wait_log("agent 1001 restored as not_ready", 10)
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(300, 300)):
+            n = len(rings(observer))
+            one_call(tmp_path, observer)
+    finally:
+        assert cti.stop() == 0
+    # first_available would pick 1001 if it were ready
+    assert rung_agents(observer)[n:] == ["1002"]
