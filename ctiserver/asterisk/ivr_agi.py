@@ -101,9 +101,17 @@ async def _execute(request: AgiRequest, step: Instruction, uid: str) -> str | No
     if isinstance(step, Collect):
         prompt = "&".join(_sound(s) for s in step.sounds) or "silence/1"
         timeout_ms = int(step.timeout * 1000)
-        value, data = parse_reply(
-            await request.send_command(f"GET DATA {prompt} {timeout_ms} {step.max_len}")
-        )
+        command = f"GET DATA {prompt} {timeout_ms} {step.max_len}"
+        try:
+            value, data = parse_reply(await request.send_command(command))
+        except ChannelGone:
+            # Asterisk 22 answers GET DATA with result=-1 when a prompt file is missing:
+            # if the caller is still there, collect the digits without the prompt
+            await _still_there(request)
+            log.warning("ivr %s: prompt %r could not be played (missing for this channel's "
+                        "language?): collecting without it", uid, prompt)
+            value, data = parse_reply(await request.send_command(
+                f"GET DATA silence/1 {timeout_ms} {step.max_len}"))
         log.debug("ivr %s: GET DATA -> %r (%s)", uid, value, data)
         return value
     raise TypeError(f"cannot execute {step!r}")

@@ -84,11 +84,14 @@ async def test_timeout_reprompts_with_joined_prompt():
 
 @pytest.mark.parametrize("reply", ["200 result=-1", "HANGUP"])
 async def test_hangup_stops_at_once(reply):
-    result, seen = await over_socket({"GET DATA": ["200 result=2", reply]})
+    # after a -1 the channel is asked once; a dead channel answers 511 (Asterisk 22)
+    result, seen = await over_socket(
+        {"GET DATA": ["200 result=2", reply],
+         "CHANNEL STATUS": ["511 Command Not Permitted on a dead channel or intercept routine"]})
     assert result["hungup"] is True
     assert result["decision"] is None
     assert result["answers"] == {}
-    assert seen[-1] == "GET DATA custom/support-menu 5000 1"  # nothing after the hang-up
+    assert seen[-2:] == ["GET DATA custom/support-menu 5000 1", "CHANNEL STATUS"]
 
 
 def test_parse_reply_shapes():
@@ -127,3 +130,17 @@ async def test_stream_file_failure_on_a_gone_channel_is_a_hangup():
     )
     assert result["hungup"] is True
     assert seen[-1] == "CHANNEL STATUS"
+
+
+async def test_missing_menu_prompt_still_collects_the_digits():
+    # the real Asterisk 22 answers GET DATA with result=-1 when the prompt file is missing
+    result, seen = await over_socket(
+        {
+            "GET DATA": ["200 result=-1", "200 result=1"],
+            "CHANNEL STATUS": ["200 result=6"],
+        }
+    )
+    assert result["hungup"] is False
+    assert result["answers"] == {"department": "sales"}
+    assert seen[2:5] == ["GET DATA custom/main-menu 5000 1", "CHANNEL STATUS",
+                         "GET DATA silence/1 5000 1"]
