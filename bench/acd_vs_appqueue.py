@@ -271,8 +271,8 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
 
 
 def cti_config(workdir: Path) -> CtiServer:
-    agents = "".join(f'\n[[agents]]\nid = "{a}"\nname = "Bench {a}"\nauto_login = true\n'
-                     for a in AGENTS)
+    agents = "".join(f'\n[[agents]]\nid = "{a}"\nname = "Bench {a}"\nqueues = ["bench"]\n'
+                     'auto_login = true\n' for a in AGENTS)
     queues = textwrap.dedent("""
         [[queues]]
         name = "bench"
@@ -357,9 +357,10 @@ def main() -> int:
     watcher = Watcher()
     watcher.start()
     checks: list[tuple[str, bool]] = []
-    with tempfile.TemporaryDirectory(prefix="acd-bench-") as tmp:
-        work = Path(tmp)
-        (work / "cti").mkdir()
+    work = Path(tempfile.mkdtemp(prefix="acd-bench-"))
+    print(f"work directory (ctiserver's log in cti/): {work}")
+    (work / "cti").mkdir()
+    if True:
         with AgentPhones(work, port=BENCH_PHONES, answer_ms=200, talk_ms=(500, 1500),
                          calls=10 * len(rates) * args.calls + 1000, timeout=3600):
             for rate in rates:
