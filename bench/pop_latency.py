@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> int:
                                     "ctiserver/agents/+/pops", tasks)
             print(f"daemon up, {len(ws)} agent WebSockets and one MQTT dashboard subscribed; "
                   f"{args.calls} calls at {args.rate:g}/s ...", flush=True)
-            async with AmiWatch() as ami:
+            async with AmiWatch(only=("DialBegin",)) as ami:
                 with AgentPhones(work, port=BENCH_PHONES, answer_ms=args.answer_ms,
                                  talk_ms=(500, 1500), calls=args.calls * 2, timeout=600):
                     started = time.monotonic()

@@ -104,9 +104,22 @@ class PopService:
         self._current: dict[str, _Active] = {}  # agent -> the call on their screen
         self._pending: dict[str, InteractionRecord] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lookups: dict[str, asyncio.Task[Identification]] = {}  # call id -> CRM lookup
         self._load_spool()
 
     # ------------------------------------------------------------ the call
+
+    def prefetch(self, call: CallInfo) -> None:
+        """The caller joined a queue: start the CRM lookup now, so that when an agent's
+        phone rings the pop needs no database round trip (a ring is not the moment to
+        queue behind the database's other work)."""
+        if call.call_id not in self._lookups and call.caller_id:
+            task = asyncio.get_running_loop().create_task(
+                self._identify(call.caller_id), name=f"identify-{call.call_id}"
+            )
+            # a failure is reported by offered(); a caller who leaves first never asks
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._lookups[call.call_id] = task
 
     async def offered(self, call: CallInfo, agent_id: str) -> None:
         offered_at = call.offered_at if call.offered_at is not None else self.clock()
@@ -117,9 +130,12 @@ class PopService:
         else:
             active.info = call
         active.agent_id = agent_id
-        lookup = asyncio.get_running_loop().create_task(
-            self._identify(call.caller_id), name=f"identify-{call.call_id}"
-        )
+        lookup = self._lookups.get(call.call_id)
+        if lookup is None or (lookup.done() and (lookup.cancelled() or lookup.exception())):
+            # none started, or it failed earlier: the database may be back, ask again
+            lookup = self._lookups[call.call_id] = asyncio.get_running_loop().create_task(
+                self._identify(call.caller_id), name=f"identify-{call.call_id}"
+            )
         done, _ = await asyncio.wait({lookup}, timeout=self.lookup_timeout)
         ident: Identification | None = None
         if done:
@@ -172,6 +188,7 @@ class PopService:
         """The call is over. ``call`` describes calls that were never offered (abandoned in
         the queue); ``outcome`` defaults to answered / abandoned."""
         ended_at = at if at is not None else self.clock()
+        self._lookups.pop(call_id, None)
         active = self._calls.pop(call_id, None)
         if active is None:
             if call is None:
@@ -298,6 +315,9 @@ class PopService:
                     log.info("interaction spool flushed")
 
     async def close(self) -> None:
+        for task in self._lookups.values():
+            task.cancel()
+        self._lookups.clear()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -372,7 +392,8 @@ class PopService:
         """The CRM answered after the pop went out partial: send the full pop, if the
         call is still on that agent's screen."""
         try:
-            ident = await asyncio.wait_for(lookup, self.late_lookup_timeout)
+            # shielded: another agent's pop (ring-all) may be waiting on the same lookup
+            ident = await asyncio.wait_for(asyncio.shield(lookup), self.late_lookup_timeout)
         except Exception as exc:  # noqa: BLE001
             log.warning("call=%s late CRM lookup failed: %r", active.info.call_id, exc)
             return

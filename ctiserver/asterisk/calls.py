@@ -263,6 +263,8 @@ class CallAdapter:
         call.agi_reply = loop.create_future()
         call.extra["joined"] = True
         self.calls[call.call_id] = call
+        if self.pops is not None:
+            self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
         self.submit(joined, None)
         try:
             return await asyncio.wait_for(asyncio.shield(call.agi_reply), timeout)

@@ -57,7 +57,8 @@ def pop_of(call_id: str | None = None, kind: str = "pop.offered",
 class AmiWatch:
     """Every AMI event seen by the sandbox's read-only ``observer`` user."""
 
-    def __init__(self) -> None:
+    def __init__(self, only: tuple[str, ...] = ()) -> None:
+        self.only = only  # event names kept by Asterisk for this session (AMI Filter)
         self.events: list[Any] = []
         self.changed = asyncio.Event()
         self.manager = Manager(host="127.0.0.1", port=5038, username="observer",
@@ -77,6 +78,11 @@ class AmiWatch:
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), 0.1)
+        for name in self.only:  # fewer events to parse here: receivers' clocks stay honest
+            reply = await self.manager.send_action(
+                {"Action": "Filter", "Operation": "Add", "Filter": f"Event: {name}"})
+            if getattr(reply, "Response", "") != "Success":
+                raise AssertionError(f"AMI Filter refused: {reply!r}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -125,6 +125,43 @@ async def test_slow_crm_gives_a_partial_pop_in_time_then_the_full_one(store: Sto
     await pops.close()
 
 
+class CountingSlowStore(SlowStore):
+    """A slow store that counts lookups and tells when one has answered."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.lookups, self.answered = 0, asyncio.Event()
+
+    async def identify(self, number: str, history: int = 5) -> Identification:
+        self.lookups += 1
+        ident = await super().identify(number, history)
+        self.answered.set()
+        return ident
+
+
+async def test_lookup_started_when_the_caller_joins_makes_the_ring_pop_complete(
+    store: Store,
+) -> None:
+    slow, notes = CountingSlowStore(store), RecordingNotifier()
+    pops = PopService(slow, notes, lookup_timeout=0.05)
+    call = ana_call()
+    pops.prefetch(call)  # the caller joined the queue; the CRM is slower than lookup_timeout
+    slow.gate.set()
+    await asyncio.wait_for(slow.answered.wait(), 5)
+    started = time.monotonic()
+    await pops.offered(call, "1001")  # later, the agent's phone rings (ring-all: two phones)
+    await pops.offered(call, "1002")
+    assert time.monotonic() - started < 0.05
+    sent = notes.of_kind("pop.offered")
+    assert [(n.agent_id, n.data["partial"], n.data["customer"]["name"]) for n in sent] == [
+        ("1001", False, "Ana López"),
+        ("1002", False, "Ana López"),
+    ]
+    assert slow.lookups == 1
+    await pops.ended(call.call_id, "1001")
+    await pops.close()
+
+
 async def test_database_down_pop_partial_and_interaction_spooled_then_flushed(
     store: Store, tmp_path: Path
 ) -> None:
