@@ -46,9 +46,15 @@ def test_calls_reach_the_longest_idle_agents_and_end_normally(
     assert rc == 0, "ctiserver must exit cleanly on SIGTERM"
 
 
-def test_ctiserver_reconnects_after_asterisk_restarts(asterisk: None, tmp_path: Path) -> None:
-    cti = CtiServer(tmp_path).start()
+def test_ctiserver_waits_for_asterisk_and_reconnects_after_a_restart(
+        asterisk: None, tmp_path: Path) -> None:
+    sandbox("down")
+    cti = CtiServer(tmp_path).start(wait=False)
     try:
+        # Asterisk absent at start: ctiserver keeps retrying and says so, it does not crash
+        cti.wait_log("not reachable", 20, count=2)
+        sandbox("up")
+        cti.wait_log("AMI logged in", 30)
         sandbox("restart")
         cti.wait_log("AMI logged in", 30, count=2)
         obs = Observer()
