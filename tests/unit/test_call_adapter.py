@@ -5,6 +5,7 @@ recorder of the actions that would be sent; the engine is the real one."""
 from __future__ import annotations
 
 import asyncio
+
 from panoramisk.message import Message
 
 from ctiserver.asterisk.calls import Call, CallAdapter, device_of
