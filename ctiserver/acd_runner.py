@@ -61,9 +61,12 @@ class AcdRunner:
                 self._step(*self._queue.get_nowait())
 
     def _step(self, event: Event, at: float | None, fut: asyncio.Future[Any] | None) -> None:
-        now = self._clock()
-        # an event's own timestamp is used when it is not in the future (clock skew)
-        when = now if at is None or at > now else at
+        # The engine's time is the moment it takes the event, not the event's own timestamp:
+        # events reach it in Asterisk's order, so this keeps their order and never makes two
+        # agents freed one after the other look freed at the same instant (the engine does
+        # not let time go backwards, so mixing AMI timestamps with the clock of FastAGI joins
+        # would collapse them into ties under load). ``at`` is kept for the record.
+        when = self._clock()
         t0 = time.perf_counter()
         try:
             effects = self.engine.handle(event, when)

@@ -1,0 +1,77 @@
+"""The task that owns the engine: order, timers, refusals, and time as it sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from ctiserver.acd_runner import AcdRunner
+from ctiserver.core.acd import events as ev
+from ctiserver.core.acd.engine import AcdError, Engine
+from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig
+
+
+def engine(wrapup: float = 0.0) -> Engine:
+    return Engine(AcdConfig(
+        {"q": QueueConfig("q", wrapup=wrapup)},
+        {a: AgentConfig(a, a, f"PJSIP/{a}", queues=("q",)) for a in ("a1", "a2", "a3")}))
+
+
+async def run_with(runner: AcdRunner) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(runner.run())
+
+
+async def test_agents_freed_one_after_another_keep_their_order_despite_old_timestamps() -> None:
+    ticks = itertools.count(1000.0, 0.001)  # a clock that moves 1 ms per reading
+    rings: list[tuple[str, ...]] = []
+
+    def sink(_event: ev.Event, effects: list[ev.Effect]) -> None:
+        rings.extend(e.agent_ids for e in effects if isinstance(e, ev.Ring))
+
+    runner = AcdRunner(engine(), sink, clock=lambda: next(ticks))
+    task = await run_with(runner)
+    for a in ("a1", "a2", "a3"):
+        await runner.request(ev.AgentLoggedIn(a))
+    for i, a in enumerate(("a1", "a2", "a3")):
+        await runner.request(ev.CallerJoined(f"c{i}", "q"))
+        runner.submit(ev.RingAnswered(f"c{i}", a), at=500.0)
+    # calls end in the order a3, a1, a2; AMI timestamps older than the joins' clock
+    for call, at in (("c2", 900.0), ("c0", 900.5), ("c1", 901.0)):
+        runner.submit(ev.CallEnded(call), at=at)
+    await runner.request(ev.CallerJoined("next", "q"))
+    task.cancel()
+    # a3 has been idle longest: it must get the next call, not a tie broken by member order
+    assert rings[-1] == ("a3",)
+
+
+async def test_refusals_reach_the_requester_and_the_task_survives() -> None:
+    runner = AcdRunner(engine(), lambda _e, _f: None)
+    task = await run_with(runner)
+    with pytest.raises(AcdError):
+        await runner.request(ev.AgentPaused("nobody", "lunch"))
+    assert await runner.request(ev.AgentLoggedIn("a1")) != []
+    task.cancel()
+
+
+async def test_timers_fire_without_events() -> None:
+    states: list[str] = []
+    seen = asyncio.Event()
+
+    def sink(_event: ev.Event, effects: list[ev.Effect]) -> None:
+        for e in effects:
+            if isinstance(e, ev.AgentStateChanged):
+                states.append(e.state)
+                if e.state == "ready" and "wrap_up" in states:
+                    seen.set()
+
+    runner = AcdRunner(engine(wrapup=0.05), sink)
+    task = await run_with(runner)
+    await runner.request(ev.AgentLoggedIn("a1"))
+    await runner.request(ev.CallerJoined("c1", "q"))
+    await runner.request(ev.RingAnswered("c1", "a1"))
+    await runner.request(ev.CallEnded("c1"))
+    await asyncio.wait_for(seen.wait(), 2)  # wrap-up ends by the runner's own Tick
+    task.cancel()
+    assert states[-2:] == ["wrap_up", "ready"]
