@@ -20,9 +20,15 @@ chooses by their number ``c`` against the queue's ``n`` available agents:
 - otherwise walk the sorted list, where one agent in about ``n / c`` fits, for at
   most ``c`` steps, then fall back to the candidates: never more than ``2c`` checks.
 
-The sorted list is a plain Python list kept sorted with ``bisect`` (an insert or a
-delete is a ``memmove``: cheaper than a ``SortedList`` at the size of a queue); the
-skill sets cost one set operation per skill of the agent.
+The sorted list is a plain Python list kept sorted with ``bisect`` (an insert is a
+``memmove``: cheaper than a ``SortedList`` at the size of a queue); the skill sets cost
+one set operation per skill of the agent. Removal from the sorted list is lazy: an
+agent leaving the index only leaves ``_keys`` (and its skill sets), its key stays in
+the list as a *tombstone* (live iff ``_keys[id] is key``), skipped by the walks,
+dropped when found at the front, and swept out once tombstones outnumber the live
+keys (amortised O(1) per removal; a bisect over a few hundred tuples scattered in
+memory costs microseconds, and an agent picked for a call leaves all its queues).
+The random strategy removes at once: its pick draws list positions.
 
 Ties are broken the same way in every strategy: longest idle first (earliest
 ``idle_since``), then the agent's position in the queue's member order
@@ -61,6 +67,8 @@ IndexKey = tuple[float, float, int, str]
 Eligible = Callable[[AgentRt], bool]
 
 _RANDOM_TRIES = 8
+# tombstones allowed beyond the number of live keys before a sweep of the sorted list
+_SWEEP_SLACK = 64
 # strategies whose pick is not "the smallest rank": pending agents are inserted first
 _NO_MERGE = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 Needs = tuple[tuple[str, int], ...]
@@ -80,8 +88,10 @@ class ReadyIndex:
         self.queue = queue
         self.strategy = queue.strategy
         self.member_pos = member_pos
-        self._sl: list[IndexKey] = []
-        self._keys: dict[str, IndexKey] = {}
+        self._sl: list[IndexKey] = []  # sorted; may hold tombstones (see above)
+        self._keys: dict[str, IndexKey] = {}  # the live keys
+        self._dead = 0  # tombstones in _sl
+        self._lazy = self.strategy != Strategy.RANDOM
         self._skill_names = tuple(sorted(queue.required_skills))
         # skill -> level -> available agents having the skill at that level
         self._levels: dict[str, dict[int, set[str]]] = {}
@@ -135,21 +145,50 @@ class ReadyIndex:
     def add(self, a: AgentRt) -> None:
         k = self.key(a)
         aid = a.id
+        sl = self._sl
+        i = bisect_left(sl, k)
+        if i < len(sl) and sl[i] == k:  # its own tombstone (keys are unique): revive it
+            k = sl[i]
+            self._dead -= 1
+        else:
+            sl.insert(i, k)
         self._keys[aid] = k
-        insort(self._sl, k)
         for group in self._groups_of(a):
             group.add(aid)
 
     def remove(self, a: AgentRt) -> None:
         aid = a.id
         k = self._keys.pop(aid, None)
-        if k is not None:
+        if k is None:
+            return
+        for group in self._groups[aid]:
+            group.discard(aid)
+        if not self._lazy:
             _discard(self._sl, k)
-            for group in self._groups[aid]:
-                group.discard(aid)
+            return
+        self._dead += 1
+        if self._dead > len(self._keys) + _SWEEP_SLACK:
+            keys = self._keys
+            self._sl = [k for k in self._sl if keys.get(k[3]) is k]
+            self._dead = 0
+
+    def _live_front(self) -> list[IndexKey]:
+        """``_sl`` with the tombstones at its front dropped."""
+        sl = self._sl
+        if self._dead:
+            keys = self._keys
+            i = 0
+            n = len(sl)
+            while i < n and keys.get(sl[i][3]) is not sl[i]:
+                i += 1
+            if i:
+                del sl[:i]
+                self._dead -= i
+        return sl
 
     def agent_ids(self) -> list[str]:
-        return [k[3] for k in self._sl]
+        keys = self._keys
+        return [k[3] for k in self._sl if keys.get(k[3]) is k]
 
     def can_rank(self, caller: CallerRt) -> bool:
         """Whether ``pick`` can weigh pending agents for this caller (else insert them)."""
@@ -204,21 +243,24 @@ class ReadyIndex:
             if (p_rank is None or r < p_rank) and eligible(a):
                 p_rank, p_id = r, a.id
         fallback = [p_id] if p_id is not None else []
-        sl = self._sl
-        n = len(sl)
+        keys = self._keys
+        n = len(keys)
         if not n:
             return fallback
-        count, cands = self._candidates(needs) if needs else (n, [])
-        if not count:
-            return fallback
-        if needs and count * count <= n:
-            steps = 0  # few candidates: look at them only
-        else:
-            steps = min(n, count) if needs else n
-        # walk the sorted list for at most ``steps`` agents
+        sl = self._live_front()
+        total = len(sl)
+        # walk the live keys in rank order (from ``start``, cyclically, for round robin):
+        # the first one is always looked at, then at most ``steps`` in all, ``steps``
+        # being chosen (with the candidates) only if the first does not fit
         start = bisect_left(sl, (float(first),)) if rr else 0
-        for i in range(steps):
-            k = sl[(start + i) % n]
+        steps = -1
+        count = n
+        cands: list[set[str]] = []
+        seen = 0
+        for j in range(total):
+            k = sl[(start + j) % total]
+            if keys.get(k[3]) is not k:
+                continue  # a tombstone
             if rr:
                 if p_rank is not None and ((k[2] - first) % n_members,) >= p_rank:
                     return fallback
@@ -226,10 +268,21 @@ class ReadyIndex:
                 return fallback
             if eligible(agents[k[3]]):
                 return [k[3]]
-        if steps >= n:
+            seen += 1
+            if steps < 0:
+                if needs:
+                    count, cands = self._candidates(needs)
+                    if not count:
+                        return fallback
+                    # few candidates: look at them only
+                    steps = 0 if count * count <= n else min(n, count)
+                else:
+                    steps = n
+            if seen >= steps:
+                break
+        if seen >= n:
             return fallback
         # then the candidates
-        keys = self._keys
         best: IndexKey | None = None
         best_rank: Rank | None = None
         for group in cands:
@@ -253,9 +306,10 @@ class ReadyIndex:
         """ring_all, random, best_skill with call skills: they look at every fitting
         agent (random without call skills first tries a few at random)."""
         s = self.strategy
-        sl = self._sl
+        sl = self._sl  # without tombstones under random (removed at once)
         n = len(sl)
-        if not n:
+        keys = self._keys
+        if not keys:
             return []
         if s == Strategy.RANDOM and not caller.skills:
             for _ in range(_RANDOM_TRIES):
@@ -263,11 +317,10 @@ class ReadyIndex:
                 if eligible(agents[aid]):
                     return [aid]
         if needs:
-            keys = self._keys
             _count, cands = self._candidates(needs)
             fits = sorted(keys[aid] for g in cands for aid in g if eligible(agents[aid]))
         else:
-            fits = [k for k in sl if eligible(agents[k[3]])]
+            fits = [k for k in sl if keys.get(k[3]) is k and eligible(agents[k[3]])]
         if not fits:
             return []
         if s == Strategy.RING_ALL:
