@@ -56,7 +56,7 @@ the others the engine inserts them first.
 from __future__ import annotations
 
 import random
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -316,6 +316,8 @@ class ReadyIndex:
                 aid = sl[rng.randrange(n)][3]
                 if eligible(agents[aid]):
                     return [aid]
+        if s == Strategy.BEST_SKILL:
+            return self._best_skill(caller, agents, eligible, needs)
         if needs:
             _count, cands = self._candidates(needs)
             fits = sorted(keys[aid] for g in cands for aid in g if eligible(agents[aid]))
@@ -325,17 +327,29 @@ class ReadyIndex:
             return []
         if s == Strategy.RING_ALL:
             return [k[3] for k in fits]
-        if s == Strategy.RANDOM:
-            return [fits[rng.randrange(len(fits))][3]]
-        names = set(self._skill_names) | set(caller.skills)
+        return [fits[rng.randrange(len(fits))][3]]  # random
 
-        def score(k: IndexKey) -> tuple[float, float, int, str]:
-            sk = agents[k[3]].cfg.skills
-            return (
-                -float(sum(sk.get(n, 0) for n in names)),
-                agents[k[3]].idle_since,
-                k[2],
-                k[3],
-            )
-
-        return [min(fits, key=score)[3]]
+    def _best_skill(
+        self, caller: CallerRt, agents: dict[str, AgentRt], eligible: Eligible, needs: Needs
+    ) -> list[str]:
+        """best_skill with call skills: the fitting agent with the highest sum of levels
+        over the queue's and the call's skills (ties: longest idle, member order). The
+        rank is unique (member position), so no sorting is needed, only a minimum."""
+        names = tuple(set(self._skill_names) | set(caller.skills))
+        keys = self._keys
+        if needs:
+            pool: list[str] = [aid for g in self._candidates(needs)[1] for aid in g]
+        else:
+            pool = list(keys)
+        best: tuple[float, float, int, str] | None = None
+        for aid in pool:
+            a = agents[aid]
+            sk = a.cfg.skills
+            score = 0
+            for n in names:
+                score += sk.get(n, 0)
+            k = keys[aid]
+            r = (-float(score), a.idle_since, k[2], aid)
+            if (best is None or r < best) and eligible(a):
+                best = r
+        return [] if best is None else [best[3]]
