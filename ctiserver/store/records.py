@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +22,16 @@ class CustomerRecord:
     numbers: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["numbers"] = list(self.numbers)
-        return data
+        # by hand: dataclasses.asdict deep-copies every value, and this is on the pop path
+        return {
+            "id": self.id,
+            "name": self.name,
+            "tier": self.tier,
+            "assigned_agent": self.assigned_agent,
+            "notes": self.notes,
+            "email": self.email,
+            "numbers": list(self.numbers),
+        }
 
 
 @dataclass(frozen=True)
@@ -49,12 +56,26 @@ class InteractionRecord:
 
     def merged(self, newer: InteractionRecord) -> InteractionRecord:
         """This update with ``newer``'s set fields on top."""
-        data = asdict(self)
-        data.update({k: v for k, v in asdict(newer).items() if v is not None})
-        return InteractionRecord(**data)
+        changes: dict[str, Any] = {}
+        for name in _INTERACTION_NAMES:
+            value = getattr(newer, name)
+            if value is not None:
+                changes[name] = value
+        return replace(self, **changes)
+
+    def set_fields(self) -> dict[str, Any]:
+        """The fields this update sets (not ``None``), ``call_id`` included."""
+        data: dict[str, Any] = {"call_id": self.call_id}
+        for name in _INTERACTION_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = {"call_id": self.call_id}
+        for name in _INTERACTION_NAMES:
+            data[name] = getattr(self, name)
         for key in ("joined_at", "answered_at", "ended_at"):
             data[key] = _iso(data[key])
         return data
@@ -68,6 +89,10 @@ class InteractionRecord:
         return cls(**values)
 
 
+# every field of an interaction but its key
+_INTERACTION_NAMES = tuple(f.name for f in fields(InteractionRecord) if f.name != "call_id")
+
+
 @dataclass(frozen=True)
 class UserRecord:
     id: int
@@ -77,7 +102,13 @@ class UserRecord:
     active: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "id": self.id,
+            "username": self.username,
+            "role": self.role,
+            "agent_id": self.agent_id,
+            "active": self.active,
+        }
 
 
 @dataclass(frozen=True)
