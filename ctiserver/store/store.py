@@ -3,6 +3,11 @@
 One ``Store`` per process owns an async SQLAlchemy engine (SQLite through aiosqlite by
 default, PostgreSQL through asyncpg). Every method opens its own short session and returns
 plain records, so callers never touch ORM objects across awaits.
+
+The per-call methods are the exception, for their cost: ``identify`` is two Core queries
+on one connection, and the writes made at call rate (``save_interaction``,
+``save_agent_state``, ``record_pop_sent``, ``record_pop_ack``) are single Core statements
+(upserts) run by one ``BatchWriter``, many per transaction.
 """
 
 from __future__ import annotations
@@ -10,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, select
+from sqlalchemy import Row, Table, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -36,6 +43,7 @@ from ctiserver.store.records import (
     PopDeliveryRecord,
     UserRecord,
 )
+from ctiserver.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +88,24 @@ _INTERACTION_FIELDS = (
 ).split()
 
 
-def _interaction(row: m.Interaction) -> InteractionRecord:
+def _interaction(row: m.Interaction | Row[Any]) -> InteractionRecord:
     values: dict[str, Any] = {f: getattr(row, f) for f in _INTERACTION_FIELDS}
     for key in ("joined_at", "answered_at", "ended_at"):
         values[key] = _aware(values[key])
     return InteractionRecord(call_id=row.call_id, **values)
+
+
+_CUSTOMERS = cast(Table, m.Customer.__table__)
+_NUMBERS = cast(Table, m.CustomerNumber.__table__)
+_INTERACTIONS = cast(Table, m.Interaction.__table__)
+_AGENT_STATES = cast(Table, m.AgentState.__table__)
+_DELIVERIES = cast(Table, m.PopDelivery.__table__)
+_INTERACTION_COLUMNS = [_INTERACTIONS.c.call_id, *(_INTERACTIONS.c[f] for f in _INTERACTION_FIELDS)]
+# what a new interaction row holds in the columns an update leaves unset
+_INTERACTION_BLANK = {
+    "caller_id": "", "dnis": "", "queue": "", "digits": "", "outcome": "", "disposition": "",
+    "notes": "",
+}
 
 
 def _user(row: m.User) -> UserRecord:
@@ -96,6 +117,9 @@ def _user(row: m.User) -> UserRecord:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL: the caller lookups (readers) do not wait for the interaction writes; commits
+    # stay durable (synchronous FULL, the default)
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
@@ -112,8 +136,14 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+        # INSERT ... ON CONFLICT DO UPDATE, where the dialect has it
+        dialects: dict[str, Callable[[Table], Any]] = {
+            "sqlite": sqlite.insert, "postgresql": postgresql.insert}
+        self._upsert = dialects.get(self.engine.dialect.name)
+        self.writer = BatchWriter(self.engine)
 
     async def close(self) -> None:
+        await self.writer.close()
         await self.engine.dispose()
 
     # ------------------------------------------------------------ migrations
@@ -199,16 +229,45 @@ class Store:
 
     async def identify(self, number: str, history: int = 5) -> Identification:
         """Customers owning the number and the first one's last ``history`` interactions,
-        in one session (the pop path bounds the whole of it by a timeout)."""
+        on one connection (the pop path bounds the whole of it by a timeout). Once per
+        call: Core queries, no ORM objects."""
         e164 = self.normalize(number)
         if not e164:
             return Identification(number=e164)
-        async with self._session() as session:
-            customers = await self._by_number(session, e164)
-            past: list[InteractionRecord] = []
-            if customers:
-                past = await self._history(session, customers[0].id, history)
-        return Identification(number=e164, customers=tuple(customers), history=tuple(past))
+        owners = select(_NUMBERS.c.customer_id).where(_NUMBERS.c.e164 == e164)
+        their = _NUMBERS.alias("their")
+        query = (
+            select(
+                _CUSTOMERS.c.id, _CUSTOMERS.c.name, _CUSTOMERS.c.tier,
+                _CUSTOMERS.c.assigned_agent, _CUSTOMERS.c.notes, _CUSTOMERS.c.email,
+                their.c.e164,
+            )
+            .join(their, their.c.customer_id == _CUSTOMERS.c.id)
+            .where(_CUSTOMERS.c.id.in_(owners))
+            .order_by(_CUSTOMERS.c.id, their.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            customers: list[CustomerRecord] = []
+            numbers: list[str] = []
+            for i, row in enumerate(rows):
+                numbers.append(row.e164)
+                if i + 1 == len(rows) or rows[i + 1].id != row.id:
+                    customers.append(CustomerRecord(
+                        id=row.id, name=row.name, tier=row.tier,
+                        assigned_agent=row.assigned_agent, notes=row.notes, email=row.email,
+                        numbers=tuple(numbers)))
+                    numbers = []
+            past: tuple[InteractionRecord, ...] = ()
+            if customers and history > 0:
+                result = await conn.execute(
+                    select(*_INTERACTION_COLUMNS)
+                    .where(_INTERACTIONS.c.customer_id == customers[0].id)
+                    .order_by(_INTERACTIONS.c.joined_at.desc(), _INTERACTIONS.c.id.desc())
+                    .limit(history)
+                )
+                past = tuple(_interaction(r) for r in result)
+        return Identification(number=e164, customers=tuple(customers), history=past)
 
     async def recent_interactions(
         self, customer_id: int, limit: int = 5
@@ -249,6 +308,22 @@ class Store:
 
     async def save_interaction(self, record: InteractionRecord) -> InteractionRecord:
         """Insert or update the interaction ``record.call_id``; ``None`` fields are kept."""
+        if self._upsert is None:
+            return await self._save_interaction_orm(record)
+        values = record.set_fields()  # call_id and what the record sets
+        stmt = (
+            self._upsert(_INTERACTIONS)
+            .values({**_INTERACTION_BLANK, **values})
+            .on_conflict_do_update(index_elements=[_INTERACTIONS.c.call_id], set_=values)
+            .returning(*_INTERACTION_COLUMNS)
+        )
+
+        async def upsert(conn: AsyncConnection) -> InteractionRecord:
+            return _interaction((await conn.execute(stmt)).one())
+
+        return await self.writer.write(upsert)
+
+    async def _save_interaction_orm(self, record: InteractionRecord) -> InteractionRecord:
         async with self._session.begin() as session:
             result = await session.execute(
                 select(m.Interaction).where(m.Interaction.call_id == record.call_id)
@@ -349,6 +424,23 @@ class Store:
     # ----------------------------------------------------------- agent state
 
     async def save_agent_state(self, agent_id: str, state: str, reason: str | None = None) -> None:
+        if self._upsert is None:
+            return await self._save_agent_state_orm(agent_id, state, reason)
+        values = {"state": state, "reason": reason, "updated_at": utcnow()}
+        stmt = (
+            self._upsert(_AGENT_STATES)
+            .values(agent_id=agent_id, **values)
+            .on_conflict_do_update(index_elements=[_AGENT_STATES.c.agent_id], set_=values)
+        )
+
+        async def upsert(conn: AsyncConnection) -> None:
+            await conn.execute(stmt)
+
+        await self.writer.write(upsert)
+
+    async def _save_agent_state_orm(
+        self, agent_id: str, state: str, reason: str | None = None
+    ) -> None:
         async with self._session.begin() as session:
             row = await session.get(m.AgentState, agent_id)
             if row is None:
@@ -376,30 +468,37 @@ class Store:
     async def record_pop_sent(
         self, call_id: str, agent_id: str, channel: str, sent_at: datetime | None = None
     ) -> int:
-        async with self._session.begin() as session:
-            row = m.PopDelivery(
-                call_id=call_id, agent_id=agent_id, channel=channel, sent_at=sent_at or utcnow()
-            )
-            session.add(row)
-            await session.flush()
-            return row.id
+        stmt = (
+            _DELIVERIES.insert()
+            .values(call_id=call_id, agent_id=agent_id, channel=channel,
+                    sent_at=sent_at or utcnow())
+            .returning(_DELIVERIES.c.id)
+        )
+
+        async def insert(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).scalar_one())
+
+        return await self.writer.write(insert)
 
     async def record_pop_ack(
         self, call_id: str, agent_id: str, acked_at: datetime | None = None
     ) -> bool:
-        """Mark this agent's pop deliveries of the call acknowledged. False if none was sent."""
-        async with self._session.begin() as session:
-            result = await session.execute(
-                select(m.PopDelivery).where(
-                    m.PopDelivery.call_id == call_id,
-                    m.PopDelivery.agent_id == agent_id,
-                    m.PopDelivery.acknowledged_at.is_(None),
-                )
+        """Mark this agent's pop deliveries of the call acknowledged. False if none was sent.
+        Written after every ``record_pop_sent`` submitted before it (one writer, in order)."""
+        stmt = (
+            update(_DELIVERIES)
+            .where(
+                _DELIVERIES.c.call_id == call_id,
+                _DELIVERIES.c.agent_id == agent_id,
+                _DELIVERIES.c.acknowledged_at.is_(None),
             )
-            rows = list(result.scalars())
-            for row in rows:
-                row.acknowledged_at = acked_at or utcnow()
-            return bool(rows)
+            .values(acknowledged_at=acked_at or utcnow())
+        )
+
+        async def mark(conn: AsyncConnection) -> bool:
+            return bool((await conn.execute(stmt)).rowcount)
+
+        return await self.writer.write(mark)
 
     async def pop_deliveries(self, call_id: str) -> list[PopDeliveryRecord]:
         async with self._session() as session:
