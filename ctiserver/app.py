@@ -113,9 +113,11 @@ class Daemon:
         # lookup(table, key) in rules: only [crm] lookup_tables, each call bounded
         self.sql_lookup = (SqlLookup(self.store.engine, cfg.lookup_tables, cfg.lookup_timeout)
                            if cfg.lookup_tables else None)
+        # one CRM lookup per call: routing starts it, the pop uses its answer
         self.routes = Routes(self.calls, self.rules, lambda: self.cfg.acd, self.runner.request,
-                             self.store.identify, region=cfg.region, timezone=cfg.timezone,
-                             lookup_timeout=cfg.lookup_timeout, lookup=self.sql_lookup)
+                             self.pops.lookup, forget=self.pops.forget, region=cfg.region,
+                             timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
+                             lookup=self.sql_lookup)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
         self.agi.add_route("route", self.routes.route)
         self.agi.add_route("agent", self.routes.agent)

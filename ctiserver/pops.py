@@ -12,8 +12,15 @@ Rules this module keeps:
 - The pop never waits for the CRM longer than ``lookup_timeout``: past it the pop goes out
   with ``partial: true`` and what is known (number, queue, digits); if the lookup completes
   later the full pop is sent again (``pop.offered`` with ``partial: false``).
+- One CRM lookup per call: routing (``lookup``, from the FastAGI route), the queue join
+  (``prefetch``) and the ring (``offered``) share it, keyed by call id. A lookup that
+  failed is started again at the join and at the ring (the database may be back).
 - Interaction records are never lost: a record the database refuses stays in memory and in
-  a spool file (JSON lines) and is retried by ``flush()`` (the daemon runs ``run_retry``).
+  a spool file (JSON lines, fsync'd) and is retried by ``flush()`` (the daemon runs
+  ``run_retry``). Records the database takes at once never touch the spool.
+- Agent states that must survive a restart are saved when they change (an agent back to
+  ``ready`` after each call is not a change); a state the database refused is saved again
+  by ``flush()``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +93,7 @@ class PopService:
         late_lookup_timeout: float = 10.0,
         save_timeout: float = 5.0,
         history: int = 5,
+        lookup_ttl: float = 3600.0,
         spool_path: str | os.PathLike[str] | None = None,
         region: str = "ES",
         clock: Callable[[], float] = time.time,
@@ -105,21 +113,48 @@ class PopService:
         self._pending: dict[str, InteractionRecord] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lookups: dict[str, asyncio.Task[Identification]] = {}  # call id -> CRM lookup
+        self._lookup_started: dict[str, float] = {}
+        self.lookup_ttl = lookup_ttl
+        self._spooled: set[str] = set()  # the call ids the spool file holds
+        # agent states: the last one asked for, the last one the database took, the writer
+        self._state_wanted: dict[str, tuple[str, str | None]] = {}
+        self._state_saved: dict[str, tuple[str, str | None]] = {}
+        self._state_writers: dict[str, asyncio.Task[None]] = {}
         self._load_spool()
 
     # ------------------------------------------------------------ the call
 
+    def lookup(self, call_id: str, number: str) -> Awaitable[Identification]:
+        """The CRM lookup of this call, started now or already under way. Routing asks
+        first; the pop uses the same answer. Shielded: a caller that stops waiting (its
+        own timeout) leaves the lookup running for the pop."""
+        return asyncio.shield(self._lookup(call_id, number))
+
+    def forget(self, call_id: str) -> None:
+        """The call will not be queued (routed elsewhere, caller gone): drop its lookup."""
+        if call_id not in self._calls:
+            self._lookups.pop(call_id, None)
+            self._lookup_started.pop(call_id, None)
+
     def prefetch(self, call: CallInfo) -> None:
-        """The caller joined a queue: start the CRM lookup now, so that when an agent's
-        phone rings the pop needs no database round trip (a ring is not the moment to
-        queue behind the database's other work)."""
-        if call.call_id not in self._lookups and call.caller_id:
+        """The caller joined a queue: make sure the CRM lookup is under way (routing has
+        usually started it), so that when an agent's phone rings the pop needs no
+        database round trip (a ring is not the moment to queue behind other work)."""
+        if call.caller_id:
+            self._lookup(call.call_id, call.caller_id)
+
+    def _lookup(self, call_id: str, number: str) -> asyncio.Task[Identification]:
+        task = self._lookups.get(call_id)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            # none started, or it failed earlier: the database may be back, ask again
             task = asyncio.get_running_loop().create_task(
-                self._identify(call.caller_id), name=f"identify-{call.call_id}"
+                self._identify(number), name=f"identify-{call_id}"
             )
-            # a failure is reported by offered(); a caller who leaves first never asks
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            self._lookups[call.call_id] = task
+            # a failure is reported by whoever waits; a caller who leaves first never asks
+            task.add_done_callback(_retrieve)
+            self._lookups[call_id] = task
+            self._lookup_started[call_id] = time.monotonic()
+        return task
 
     async def offered(self, call: CallInfo, agent_id: str) -> None:
         offered_at = call.offered_at if call.offered_at is not None else self.clock()
@@ -130,12 +165,7 @@ class PopService:
         else:
             active.info = call
         active.agent_id = agent_id
-        lookup = self._lookups.get(call.call_id)
-        if lookup is None or (lookup.done() and (lookup.cancelled() or lookup.exception())):
-            # none started, or it failed earlier: the database may be back, ask again
-            lookup = self._lookups[call.call_id] = asyncio.get_running_loop().create_task(
-                self._identify(call.caller_id), name=f"identify-{call.call_id}"
-            )
+        lookup = self._lookup(call.call_id, call.caller_id)
         done, _ = await asyncio.wait({lookup}, timeout=self.lookup_timeout)
         ident: Identification | None = None
         if done:
@@ -189,6 +219,7 @@ class PopService:
         the queue); ``outcome`` defaults to answered / abandoned."""
         ended_at = at if at is not None else self.clock()
         self._lookups.pop(call_id, None)
+        self._lookup_started.pop(call_id, None)
         active = self._calls.pop(call_id, None)
         if active is None:
             if call is None:
@@ -286,12 +317,35 @@ class PopService:
             agent_id=agent_id,
         )
         if state in PERSISTED_STATES:
+            self._state_wanted[agent_id] = (state, reason)
+            writer = self._state_writer(agent_id)
+            if writer is None:
+                return  # the database has it already
             try:
-                await asyncio.wait_for(
-                    self.store.save_agent_state(agent_id, state, reason), self.save_timeout
-                )
-            except Exception as exc:  # noqa: BLE001
-                log.warning("agent=%s state %s not persisted: %r", agent_id, state, exc)
+                await asyncio.wait_for(asyncio.shield(writer), self.save_timeout)
+            except Exception as exc:  # noqa: BLE001 - saved again by flush()
+                log.warning("agent=%s state %s not persisted yet: %r", agent_id, state, exc)
+
+    def _state_writer(self, agent_id: str) -> asyncio.Task[None] | None:
+        """The task saving this agent's wanted state (one per agent: states that change
+        while it writes are coalesced into its next write); None if nothing to save."""
+        writer = self._state_writers.get(agent_id)
+        if writer is None or writer.done():
+            if self._state_saved.get(agent_id) == self._state_wanted.get(agent_id):
+                return None
+            writer = asyncio.get_running_loop().create_task(
+                self._save_states(agent_id), name=f"agent-state-{agent_id}"
+            )
+            writer.add_done_callback(_retrieve)
+            self._state_writers[agent_id] = writer
+        return writer
+
+    async def _save_states(self, agent_id: str) -> None:
+        while (wanted := self._state_wanted[agent_id]) != self._state_saved.get(agent_id):
+            await asyncio.wait_for(
+                self.store.save_agent_state(agent_id, *wanted), self.save_timeout
+            )
+            self._state_saved[agent_id] = wanted
 
     # ---------------------------------------------------- interaction log
 
@@ -300,19 +354,36 @@ class PopService:
         return dict(self._pending)
 
     async def flush(self) -> int:
-        """Try to store every pending interaction; returns how many are still pending."""
-        for call_id in list(self._pending):
-            await self._store_one(call_id)
-        self._write_spool()
+        """Try to store every pending interaction (and agent state not saved yet); returns
+        how many interactions are still pending."""
+        writers = [w for w in map(self._state_writer, list(self._state_wanted)) if w]
+        await asyncio.gather(
+            *(self._store_one(call_id) for call_id in list(self._pending)),
+            *(asyncio.shield(w) for w in writers),
+            return_exceptions=True,
+        )
+        if self._pending or self._spooled:
+            self._write_spool()
         return len(self._pending)
 
     async def run_retry(self, interval: float = 5.0) -> None:
         while True:
             await asyncio.sleep(interval)  # a timer, not synchronisation
-            if self._pending:
+            self._prune_lookups()
+            spooled = bool(self._pending)
+            if spooled or self._state_wanted.items() - self._state_saved.items():
                 left = await self.flush()
-                if not left:
+                if spooled and not left:
                     log.info("interaction spool flushed")
+
+    def _prune_lookups(self) -> None:
+        """Lookups of calls that never reached a ring nor an end (a caller gone before the
+        queue) are dropped after ``lookup_ttl``; a later ring would simply ask again."""
+        horizon = time.monotonic() - self.lookup_ttl
+        for call_id, started in list(self._lookup_started.items()):
+            if started < horizon and call_id not in self._calls:
+                del self._lookup_started[call_id]
+                self._lookups.pop(call_id, None)
 
     async def close(self) -> None:
         for task in self._lookups.values():
@@ -323,13 +394,20 @@ class PopService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._write_spool()
+        for writer in list(self._state_writers.values()):  # the last states, if they can be
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(writer, self.save_timeout)
+        if self._pending or self._spooled:
+            self._write_spool()
 
     async def _save(self, record: InteractionRecord) -> bool:
         previous = self._pending.get(record.call_id)
         self._pending[record.call_id] = previous.merged(record) if previous else record
         ok = await self._store_one(record.call_id)
-        self._write_spool()
+        # the spool (an fsync) only when the database refused, or when the spool holds an
+        # older version of this record, which must not come back after a restart
+        if not ok or record.call_id in self._spooled:
+            self._write_spool()
         return ok
 
     async def _store_one(self, call_id: str) -> bool:
@@ -351,6 +429,7 @@ class PopService:
         try:
             if not self._pending:
                 self.spool_path.unlink(missing_ok=True)
+                self._spooled = set()
                 return
             tmp = self.spool_path.with_suffix(".tmp")
             with tmp.open("w", encoding="utf-8") as fh:
@@ -359,6 +438,7 @@ class PopService:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(self.spool_path)
+            self._spooled = set(self._pending)
         except OSError as exc:
             log.error("interaction spool %s not written: %r", self.spool_path, exc)
 
@@ -370,6 +450,7 @@ class PopService:
                 record = InteractionRecord.from_dict(json.loads(line))
                 previous = self._pending.get(record.call_id)
                 self._pending[record.call_id] = previous.merged(record) if previous else record
+        self._spooled = set(self._pending)
         log.info("interaction spool: %d records to store", len(self._pending))
 
     # ------------------------------------------------------------- the pop
@@ -443,6 +524,12 @@ class PopService:
         if not self.crm_url_template or not e164:
             return None
         return self.crm_url_template.format(e164=quote(e164, safe=""), number=quote(e164, safe=""))
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's error as seen: whoever needs it reports it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _history_item(rec: InteractionRecord) -> dict[str, Any]:

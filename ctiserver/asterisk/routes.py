@@ -1,6 +1,7 @@
 """FastAGI routes: ``route`` (every inbound call) and ``agent`` (agents' feature codes).
 
-``route`` reads the caller's data, asks the CRM who it is (bounded), evaluates the
+``route`` reads the caller's data, asks the CRM who it is (bounded; the pop service keeps
+the answer for the screen-pop, one lookup per call), evaluates the
 routing rules, runs IVR flows on the channel when the rules say so, and then either
 queues the caller with the ACD or sends the call elsewhere. It answers the dialplan
 through channel variables (CTI_ACTION and friends). Whatever goes wrong here, the
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +30,7 @@ from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
 from ctiserver.pops import CallInfo
 from ctiserver.rules_runtime import RulesRuntime
+from ctiserver.store.records import Identification
 
 log = logging.getLogger("ctiserver.route")
 
@@ -44,14 +46,18 @@ def clean_name(raw: str | None) -> str:
 class Routes:
     def __init__(self, calls: CallAdapter, rules: RulesRuntime, acd: Callable[[], AcdConfig],
                  request_acd: Callable[[ev.Event], Any],
-                 identify: Callable[[str], Any] | None = None, *, region: str = "ES",
+                 identify: Callable[[str, str], Awaitable[Identification]] | None = None, *,
+                 forget: Callable[[str], None] | None = None, region: str = "ES",
                  timezone: str = "Europe/Madrid", lookup_timeout: float = 0.2,
                  lookup: Callable[[str, str], Mapping[str, Any] | None] | None = None) -> None:
+        """``identify(call_id, number)`` is the call's CRM lookup (``PopService.lookup``,
+        shared with the pop); ``forget(call_id)`` tells it the call was not queued."""
         self.calls = calls
         self.rules = rules
         self.acd = acd
         self.request_acd = request_acd
         self.identify = identify
+        self.forget = forget
         self.region = region
         self.tz = ZoneInfo(timezone)
         self.lookup_timeout = lookup_timeout
@@ -70,6 +76,16 @@ class Routes:
         dnis = numbers.clean(h.get("agi_arg_1") or h.get("agi_extension"))
         log.info("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",
                  dnis, channel)
+        queued = False
+        try:
+            queued = await self._route(request, uid, channel, caller, name, dnis)
+        finally:
+            if not queued and self.forget is not None:
+                self.forget(uid)
+
+    async def _route(self, request: Any, uid: str, channel: str, caller: str, name: str,
+                     dnis: str) -> bool:
+        """Route the call; True when the caller joined a queue."""
         customer = await self._customer(uid, caller)
         answers: dict[str, str] = {}
         decision = await self._decide(caller, name, dnis, answers, customer)
@@ -85,7 +101,7 @@ class Routes:
             result = await run_ivr(request, session)
             if result["hungup"]:
                 log.info("[%s] caller left during the IVR", uid)
-                return
+                return False
             answers.update({k: str(v) for k, v in result["answers"].items()})
             decision = result["decision"] or await self._decide(caller, name, dnis, answers,
                                                                 customer)
@@ -98,6 +114,7 @@ class Routes:
         action, variables = await self._carry_out(call, decision, customer)
         self.routed += 1
         await self._answer(request, uid, action, variables)
+        return bool(call.extra.get("joined"))
 
     async def _decide(self, caller: str, name: str, dnis: str, answers: dict[str, str],
                       customer: Mapping[str, Any] | None) -> Decision:
@@ -114,7 +131,7 @@ class Routes:
         if self.identify is None or not caller:
             return None
         try:
-            ident = await asyncio.wait_for(self.identify(caller), self.lookup_timeout)
+            ident = await asyncio.wait_for(self.identify(uid, caller), self.lookup_timeout)
         except TimeoutError:
             log.warning("[%s] CRM lookup slower than %.0f ms: routing without customer data",
                         uid, self.lookup_timeout * 1000)
