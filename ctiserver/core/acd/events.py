@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 # ---------------------------------------------------------------- events in
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallerJoined:
     """A caller enters a queue (the routing decision said so)."""
 
@@ -32,14 +32,14 @@ class CallerJoined:
     preferred_timeout: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallerLeft:
     """The caller hung up (or was taken away) at any point of the call."""
 
     call_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RingStarted:
     """The agent's phone is ringing for this call (AMI DialBegin)."""
 
@@ -47,7 +47,7 @@ class RingStarted:
     agent_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RingAnswered:
     """The agent answered (AMI DialEnd with DialStatus ANSWER)."""
 
@@ -55,7 +55,7 @@ class RingAnswered:
     agent_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RingFailed:
     """The offer ended without an answer. reason: noanswer, busy, unavailable, cancel."""
 
@@ -64,25 +64,25 @@ class RingFailed:
     reason: str = "noanswer"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     """A connected call is over (either side hung up): the agent goes to wrap-up."""
 
     call_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentLoggedIn:
     agent_id: str
     ready: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentLoggedOut:
     agent_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentPaused:
     """Agent goes not ready with a reason code."""
 
@@ -90,14 +90,14 @@ class AgentPaused:
     reason: str = "pause"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentReady:
     """Agent goes ready (unpause, or end of wrap-up on request)."""
 
     agent_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceStateChanged:
     """Asterisk's device state for a device, e.g. ``PJSIP/1001`` -> ``INUSE``.
 
@@ -109,7 +109,7 @@ class DeviceStateChanged:
     state: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: the engine fires its timers due at ``now``."""
 
@@ -132,7 +132,7 @@ Event = (
 # -------------------------------------------------------------- effects out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ring:
     """Offer the call: ring these agents' devices (several only for ring-all)."""
 
@@ -142,7 +142,7 @@ class Ring:
     timeout: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Announce:
     """Tell a waiting caller their position and, when honest, the expected wait."""
 
@@ -151,7 +151,7 @@ class Announce:
     estimated_wait: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Overflow:
     """Take the caller out of the queue to ``target``: ``queue:NAME`` is handled by
     the engine itself; others (``voicemail:BOX``, ``message:SOUND``, ``extension:X``,
@@ -163,7 +163,7 @@ class Overflow:
     reason: str  # max_wait | no_agents | queue_removed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgentStateChanged:
     """For dashboards, the agent page and persistence.
 
@@ -176,14 +176,14 @@ class AgentStateChanged:
     call_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallAbandoned:
     call_id: str
     queue: str
     waited: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CancelRing:
     """Stop ringing these agents for this call: the engine withdrew the offer itself
     (its ring guard timer expired, the agent logged out or paused while ringing)."""
@@ -193,7 +193,7 @@ class CancelRing:
     reason: str  # guard_timeout | agent_logged_out | agent_paused | reconfigured
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueueChanged:
     """The engine moved a waiting caller to another queue (an ``Overflow`` target
     ``queue:NAME``). Informational: the caller stays in the engine's hands, the adapter
