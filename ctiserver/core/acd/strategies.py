@@ -224,7 +224,8 @@ class ReadyIndex:
         pending: Sequence[AgentRt] = (),
     ) -> list[str]:
         """The agent(s) to ring for ``caller``, whose relaxed requirements are
-        ``needs``: [] when nobody available fits. ``pending``: available agents of this
+        ``needs`` (``eligible(a)``: ``a`` meets every one of them, a check also done
+        inline here): [] when nobody available fits. ``pending``: available agents of this
         queue not in the index yet (only when ``can_rank(caller)``)."""
         s = self.strategy
         if s in _NO_MERGE or (s == Strategy.BEST_SKILL and caller.skills):
@@ -289,7 +290,13 @@ class ReadyIndex:
             for aid in group:
                 k = keys[aid]
                 r = ((k[2] - first) % n_members,) if rr else k
-                if (best_rank is None or r < best_rank) and eligible(agents[aid]):
+                if best_rank is not None and r >= best_rank:
+                    continue
+                skills = agents[aid].cfg.skills  # eligible(), inlined: meets every need
+                for name, need in needs:
+                    if skills.get(name, 0) < need:
+                        break
+                else:
                     best, best_rank = k, r
         if best is None or best_rank is None or (p_rank is not None and p_rank < best_rank):
             return fallback
