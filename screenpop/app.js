@@ -174,6 +174,11 @@ function connect() {
         break;
       case "agent.state":
         showState(d.state, d.reason);
+        // the offer was withdrawn (rang out, caller hung up, taken by another agent): no
+        // stale "Offered" card; answered calls keep theirs for the disposition
+        if (pop && pop.stage === "offered" && ["ready", "not_ready", "logged_out"].includes(d.state)) {
+          showPop(null);
+        }
         break;
     }
   };
