@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections import defaultdict
@@ -40,18 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from panoramisk import Manager  # noqa: E402
 
 from tests.integration.harness import (  # noqa: E402
+    BENCH_AGENTS,
     BENCH_PHONES,
     LOOPBACK,
     SIPP_DIR,
     AgentPhones,
     CtiServer,
+    bench_server,
     free_port,
     sandbox,
     wait_until,
     write_callers,
 )
 
-AGENTS = [str(2001 + i) for i in range(60)]
+AGENTS = BENCH_AGENTS
 DNIS = "900999000"
 SANDBOX_ROOT = Path(os.environ.get("CTISERVER_SANDBOX_ROOT", "/var/cache/ctiserver/asterisk-sid"))
 
@@ -271,25 +272,7 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
 
 
 def cti_config(workdir: Path) -> CtiServer:
-    agents = "".join(f'\n[[agents]]\nid = "{a}"\nname = "Bench {a}"\nqueues = ["bench"]\n'
-                     'auto_login = true\n' for a in AGENTS)
-    queues = textwrap.dedent("""
-        [[queues]]
-        name = "bench"
-        strategy = "longest_idle"
-        ring_timeout = 15
-        """)
-    rules = textwrap.dedent(f"""
-        config:
-          timezone: Europe/Madrid
-          region: ES
-          default: {{queue: bench}}
-        rules:
-          - name: bench line
-            if: dnis == '{DNIS}'
-            then: {{queue: bench}}
-        """)
-    return CtiServer(workdir, queues=queues, agents=agents, rules=rules)
+    return bench_server(workdir, DNIS)
 
 
 # ---------------------------------------------------------------- report

@@ -30,7 +30,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,11 @@ from ctiserver.store import Store  # noqa: E402
 from ctiserver.store.demo import load_demo  # noqa: E402
 from tests.fixtures_services import MosquittoServer  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
+    BENCH_AGENTS,
     BENCH_PHONES,
     AgentPhones,
     CtiServer,
+    bench_server,
     place_calls,
     sandbox,
 )
@@ -57,7 +58,7 @@ from tests.integration.pop_clients import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ACL = REPO / "screenpop" / "mosquitto" / "acl"
-AGENTS = [str(2001 + i) for i in range(60)]
+AGENTS = BENCH_AGENTS
 DNIS = "900999000"
 MQTT_USERS = {"ctiserver": "bench-pub", "dashboard": "bench-dash"}
 CALLERS = [
@@ -69,31 +70,8 @@ CALLERS = [
 
 
 def daemon(workdir: Path, db_url: str, mqtt_port: int) -> CtiServer:
-    agents = "".join(textwrap.dedent(f"""
-        [[agents]]
-        id = "{a}"
-        name = "Bench {a}"
-        queues = ["bench"]
-        auto_login = true
-        """) for a in AGENTS)
-    queues = textwrap.dedent("""
-        [[queues]]
-        name = "bench"
-        strategy = "longest_idle"
-        ring_timeout = 15
-        """)
-    rules = textwrap.dedent(f"""
-        config:
-          timezone: Europe/Madrid
-          region: ES
-          default: {{queue: bench}}
-        rules:
-          - name: bench line
-            if: dnis == '{DNIS}'
-            then: {{queue: bench}}
-        """)
-    return CtiServer(workdir, queues=queues, agents=agents, rules=rules, database_url=db_url,
-                     mqtt_url=f"mqtt://ctiserver:bench-pub@127.0.0.1:{mqtt_port}")
+    return bench_server(workdir, DNIS, database_url=db_url,
+                        mqtt_url=f"mqtt://ctiserver:bench-pub@127.0.0.1:{mqtt_port}")
 
 
 async def prepare_store(db_url: str) -> None:

@@ -170,6 +170,28 @@ DEFAULT_RULES = textwrap.dedent("""
 """)
 
 
+BENCH_AGENTS = [str(2001 + i) for i in range(60)]  # sipp phones on BENCH_PHONES
+
+
+def bench_server(workdir: Path, dnis: str, **kwargs: Any) -> CtiServer:
+    """ctiserver for the benchmarks: one longest-idle queue `bench` served by the 60 bench
+    agents (logged in at start), and one rule sending ``dnis`` to it."""
+    agents = "".join(f'\n[[agents]]\nid = "{a}"\nname = "Bench {a}"\nqueues = ["bench"]\n'
+                     "auto_login = true\n" for a in BENCH_AGENTS)
+    queues = '\n[[queues]]\nname = "bench"\nstrategy = "longest_idle"\nring_timeout = 15\n'
+    rules = textwrap.dedent(f"""
+        config:
+          timezone: Europe/Madrid
+          region: ES
+          default: {{queue: bench}}
+        rules:
+          - name: bench line
+            if: dnis == '{dnis}'
+            then: {{queue: bench}}
+        """)
+    return CtiServer(workdir, queues=queues, agents=agents, rules=rules, **kwargs)
+
+
 @dataclass
 class CtiServer:
     """ctiserver run as a user runs it: ``python -m ctiserver run --config FILE``."""
