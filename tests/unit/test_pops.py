@@ -223,3 +223,111 @@ async def test_fanout_a_stuck_or_broken_channel_does_not_hold_the_others() -> No
     await good.wait_for(lambda n: n.data["i"] == 2)
     assert [n.data["i"] for n in good.sent] == [0, 1, 2]
     await fan.close()
+
+
+class CountingStore:
+    """A real store that counts lookups and agent-state saves, and can be made to fail."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.lookups, self.state_saves = store, 0, []
+        self.fail_lookups = 0
+        self.down = False
+
+    async def identify(self, number: str, history: int = 5) -> Identification:
+        self.lookups += 1
+        if self.fail_lookups:
+            self.fail_lookups -= 1
+            raise ConnectionError("database down")
+        return await self.store.identify(number, history)
+
+    async def save_interaction(self, record):
+        if self.down:
+            raise ConnectionError("database down")
+        return await self.store.save_interaction(record)
+
+    async def save_agent_state(self, agent_id, state, reason=None):
+        if self.down:
+            raise ConnectionError("database down")
+        self.state_saves.append((agent_id, state, reason))
+        await self.store.save_agent_state(agent_id, state, reason)
+
+
+async def test_routing_and_the_pop_share_one_lookup(store: Store) -> None:
+    counting, notes = CountingStore(store), RecordingNotifier()
+    pops = PopService(counting, notes)
+    call = ana_call()
+    ident = await pops.lookup(call.call_id, call.caller_id)  # the FastAGI route asks
+    assert ident.customers[0].name == "Ana López"
+    pops.prefetch(call)  # the caller joins the queue
+    await pops.offered(call, "1001")  # an agent's phone rings
+    assert notes.of_kind("pop.offered")[0].data["customer"]["name"] == "Ana López"
+    assert counting.lookups == 1
+    await pops.ended(call.call_id, "1001")
+    # a call routed elsewhere is forgotten; a new call asks again
+    await pops.lookup("other", call.caller_id)
+    pops.forget("other")
+    await pops.lookup("other", call.caller_id)
+    assert counting.lookups == 3
+    await pops.close()
+
+
+async def test_a_lookup_that_failed_in_routing_is_asked_again_at_the_ring(store: Store) -> None:
+    counting, notes = CountingStore(store), RecordingNotifier()
+    counting.fail_lookups = 2  # routing and the queue join find the database down
+    pops = PopService(counting, notes)
+    call = ana_call()
+    with pytest.raises(ConnectionError):
+        await pops.lookup(call.call_id, call.caller_id)
+    pops.prefetch(call)
+    await asyncio.sleep(0)  # the join's attempt fails too
+    await pops.offered(call, "1001")  # the database is back at ring time
+    pop = notes.of_kind("pop.offered")[0].data
+    assert not pop["partial"] and pop["customer"]["name"] == "Ana López"
+    assert counting.lookups == 3
+    await pops.close()
+
+
+async def test_the_spool_is_written_only_when_the_database_refuses(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctiserver.pops as pops_module
+
+    fsyncs: list[int] = []
+    real_fsync = pops_module.os.fsync
+    monkeypatch.setattr(pops_module.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    counting, spool = CountingStore(store), tmp_path / "spool.jsonl"
+    pops = PopService(counting, RecordingNotifier(), spool_path=spool)
+    for i in range(5):
+        await pops.ended(f"ok{i}", call=CallInfo(f"ok{i}", "+34915551234"))
+    assert fsyncs == [] and not spool.exists()
+
+    counting.down = True
+    await pops.ended("kept", call=CallInfo("kept", "+34915551234"))
+    assert spool.exists() and len(fsyncs) == 1 and list(pops.pending) == ["kept"]
+    counting.down = False
+    await pops.ended("ok5", call=CallInfo("ok5", "+34915551234"))  # not in the spool
+    assert len(fsyncs) == 1
+    # an update of the spooled call reaches the database: its old version leaves the spool
+    assert await pops.dispose("kept", "1001", "callback", "")
+    assert not spool.exists() and not pops.pending
+    rec = await store.get_interaction("kept")
+    assert rec is not None and (rec.outcome, rec.disposition) == ("abandoned", "callback")
+
+
+async def test_agent_states_saved_when_they_change_and_again_after_an_outage(
+    store: Store,
+) -> None:
+    counting = CountingStore(store)
+    pops = PopService(counting, RecordingNotifier())
+    for state in ("ready", "offered", "on_call", "wrap_up", "ready", "offered", "ready"):
+        await pops.agent_state("1001", state)
+    assert counting.state_saves == [("1001", "ready", None)]
+    counting.down = True
+    await pops.agent_state("1001", "not_ready", "lunch")  # logged, kept for retry
+    assert counting.state_saves == [("1001", "ready", None)]
+    counting.down = False
+    assert await pops.flush() == 0
+    assert counting.state_saves[-1] == ("1001", "not_ready", "lunch")
+    states = await store.load_agent_states()
+    assert (states["1001"].state, states["1001"].reason) == ("not_ready", "lunch")
+    await pops.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -195,3 +196,33 @@ async def test_demo_data_loads_once(store: Store) -> None:
         assert user is not None and user.agent_id == agent
     sup = await store.authenticate("supervisor", "demo-super")
     assert sup is not None and sup.role == "supervisor"
+
+
+async def test_concurrent_writes_share_transactions_and_a_bad_one_fails_alone(
+    store: Store,
+) -> None:
+    records = [InteractionRecord(call_id=f"b{i}", queue="q", outcome="answered") for i in range(20)]
+    saved = await asyncio.gather(*map(store.save_interaction, records))
+    assert [r.call_id for r in saved] == [f"b{i}" for i in range(20)]
+    assert store.writer.batches < 10  # many writes per transaction
+    # agent_id is NOT NULL: this one write is refused, the others in its batch are not
+    bad = store.record_pop_sent("b0", None, "ws")  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        bad,
+        store.save_agent_state("1001", "ready"),
+        store.save_interaction(InteractionRecord(call_id="b0", disposition="sale")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Exception) and results[1] is None
+    assert (results[2].queue, results[2].disposition) == ("q", "sale")
+    for i in range(20):
+        rec = await store.get_interaction(f"b{i}")
+        assert rec is not None and (rec.queue, rec.outcome) == ("q", "answered")
+    assert (await store.load_agent_states())["1001"].state == "ready"
+
+
+async def test_an_ack_submitted_right_after_the_sent_record_finds_it(store: Store) -> None:
+    sent = asyncio.ensure_future(store.record_pop_sent("call-2", "1001", "ws"))
+    await asyncio.sleep(0)  # submitted, not yet written
+    assert await store.record_pop_ack("call-2", "1001")
+    assert isinstance(await sent, int)
