@@ -7,7 +7,9 @@ plain records, so callers never touch ORM objects across awaits.
 The per-call methods are the exception, for their cost: ``identify`` is two Core queries
 on one connection, and the writes made at call rate (``save_interaction``,
 ``save_agent_state``, ``record_pop_sent``, ``record_pop_ack``) are single Core statements
-(upserts) run by one ``BatchWriter``, many per transaction.
+(upserts) run by one ``BatchWriter``, many per transaction. On a SQLite file both run on
+plain ``sqlite3`` connections in threads of their own (one thread hop per lookup or batch;
+aiosqlite costs several per statement).
 """
 
 from __future__ import annotations
@@ -16,15 +18,26 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, event, select, update
+from sqlalchemy import (
+    Engine,
+    Result,
+    Row,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -46,6 +59,8 @@ from ctiserver.store.records import (
 from ctiserver.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+# the same few numbers are normalised at each step of a call (phonenumbers is not cheap)
+_normalize = functools.lru_cache(maxsize=4096)(normalize)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite+aiosqlite:///ctiserver.db"
@@ -108,6 +123,127 @@ _INTERACTION_BLANK = {
 }
 
 
+_THEIR = _NUMBERS.alias("their")
+# every customer owning :e164 with all their numbers, one row per number
+_OWNERS_QUERY = (
+    select(
+        _CUSTOMERS.c.id, _CUSTOMERS.c.name, _CUSTOMERS.c.tier, _CUSTOMERS.c.assigned_agent,
+        _CUSTOMERS.c.notes, _CUSTOMERS.c.email, _THEIR.c.e164,
+    )
+    .join(_THEIR, _THEIR.c.customer_id == _CUSTOMERS.c.id)
+    .where(
+        _CUSTOMERS.c.id.in_(
+            select(_NUMBERS.c.customer_id).where(_NUMBERS.c.e164 == bindparam("e164"))
+        )
+    )
+    .order_by(_CUSTOMERS.c.id, _THEIR.c.id)
+)
+_HISTORY_QUERY = (
+    select(*_INTERACTION_COLUMNS)
+    .where(_INTERACTIONS.c.customer_id == bindparam("customer_id"))
+    .order_by(_INTERACTIONS.c.joined_at.desc(), _INTERACTIONS.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def _owners(rows: Iterable[Row[Any]]) -> list[CustomerRecord]:
+    customers: list[CustomerRecord] = []
+    numbers: list[str] = []
+    last: Row[Any] | None = None
+    for row in rows:
+        if last is not None and row.id != last.id:
+            customers.append(_owner(last, numbers))
+            numbers = []
+        numbers.append(row.e164)
+        last = row
+    if last is not None:
+        customers.append(_owner(last, numbers))
+    return customers
+
+
+def _owner(row: Row[Any], numbers: list[str]) -> CustomerRecord:
+    return CustomerRecord(
+        id=row.id, name=row.name, tier=row.tier, assigned_agent=row.assigned_agent,
+        notes=row.notes, email=row.email, numbers=tuple(numbers),
+    )
+
+
+def _param(table: Table, name: str) -> Any:
+    return bindparam(name, type_=table.c[name].type)
+
+
+def _interaction_upsert(insert: Callable[[Table], Any]) -> Any:
+    """Insert the interaction :call_id, or update it with the parameters that are not
+    NULL (an update leaves the others as they are); built once, compiled once."""
+    t = _INTERACTIONS
+    values: dict[str, Any] = {"call_id": _param(t, "call_id")}
+    changes: dict[str, Any] = {}
+    for name in _INTERACTION_FIELDS:
+        value = _param(t, name)
+        blank = _INTERACTION_BLANK.get(name)
+        values[name] = value if blank is None else func.coalesce(value, blank)
+        changes[name] = func.coalesce(value, t.c[name])
+    stmt = insert(t).values(values)
+    return stmt.on_conflict_do_update(index_elements=[t.c.call_id], set_=changes).returning(
+        *_INTERACTION_COLUMNS
+    )
+
+
+def _state_upsert(insert: Callable[[Table], Any]) -> Any:
+    t = _AGENT_STATES
+    values = {name: _param(t, name) for name in ("agent_id", "state", "reason", "updated_at")}
+    changes = {k: v for k, v in values.items() if k != "agent_id"}
+    return insert(t).values(values).on_conflict_do_update(
+        index_elements=[t.c.agent_id], set_=changes
+    )
+
+
+_DELIVERY_INSERT = (
+    _DELIVERIES.insert()
+    .values({n: _param(_DELIVERIES, n) for n in ("call_id", "agent_id", "channel", "sent_at")})
+    .returning(_DELIVERIES.c.id)
+)
+_DELIVERY_ACK = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.call_id == bindparam("of_call", type_=_DELIVERIES.c.call_id.type),
+        _DELIVERIES.c.agent_id == bindparam("by_agent", type_=_DELIVERIES.c.agent_id.type),
+        _DELIVERIES.c.acknowledged_at.is_(None),
+    )
+    .values(acknowledged_at=bindparam("acked_at", type_=_DELIVERIES.c.acknowledged_at.type))
+)
+
+
+# what the writer reads back from each kind of write
+def _one_interaction(result: Result[Any]) -> InteractionRecord:
+    return _interaction(result.one())
+
+
+def _nothing(result: Result[Any]) -> None:
+    return None
+
+
+def _scalar_int(result: Result[Any]) -> int:
+    return int(result.scalar_one())
+
+
+def _any_row(result: Result[Any]) -> bool:
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _sync_sqlite(url: str) -> Engine | None:
+    """A plain (pysqlite) engine on the same SQLite file, or None for a memory database
+    (another connection would see another database)."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if not database or database == ":memory:" or "mode=memory" in str(parsed):
+        return None
+    return create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        connect_args={"check_same_thread": False},
+    )
+
+
 def _user(row: m.User) -> UserRecord:
     return UserRecord(
         id=row.id, username=row.username, role=row.role, agent_id=row.agent_id, active=row.active
@@ -124,7 +260,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store:
-    def __init__(self, url: str = DEFAULT_URL, *, region: str = "ES", echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        region: str = "ES",
+        echo: bool = False,
+        write_delay: float = 0.0,
+    ) -> None:
+        """``write_delay``: how long a per-call write may wait to share a transaction."""
         self.url = url
         self.region = region
         kwargs: dict[str, Any] = {"echo": echo}
@@ -133,17 +277,30 @@ class Store:
             kwargs["connect_args"] = {"timeout": 3, "command_timeout": 10}
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._sync: Engine | None = None  # a SQLite file, for the per-call methods
+        self._readers: ThreadPoolExecutor | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self._sync = _sync_sqlite(url)
+            if self._sync is not None:
+                event.listen(self._sync, "connect", _sqlite_pragmas)
+                self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-reader")
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         # INSERT ... ON CONFLICT DO UPDATE, where the dialect has it
         dialects: dict[str, Callable[[Table], Any]] = {
             "sqlite": sqlite.insert, "postgresql": postgresql.insert}
         self._upsert = dialects.get(self.engine.dialect.name)
-        self.writer = BatchWriter(self.engine)
+        if self._upsert is not None:
+            self._interaction_upsert = _interaction_upsert(self._upsert)
+            self._state_upsert = _state_upsert(self._upsert)
+        self.writer = BatchWriter(self.engine, sync_engine=self._sync, delay=write_delay)
 
     async def close(self) -> None:
         await self.writer.close()
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        if self._sync is not None:
+            self._sync.dispose()
         await self.engine.dispose()
 
     # ------------------------------------------------------------ migrations
@@ -169,7 +326,7 @@ class Store:
     # ------------------------------------------------------------- customers
 
     def normalize(self, number: str) -> str:
-        return normalize(number, self.region)
+        return _normalize(number, self.region)
 
     async def create_customer(
         self,
@@ -230,43 +387,31 @@ class Store:
     async def identify(self, number: str, history: int = 5) -> Identification:
         """Customers owning the number and the first one's last ``history`` interactions,
         on one connection (the pop path bounds the whole of it by a timeout). Once per
-        call: Core queries, no ORM objects."""
+        call: two Core queries, no ORM objects."""
         e164 = self.normalize(number)
         if not e164:
             return Identification(number=e164)
-        owners = select(_NUMBERS.c.customer_id).where(_NUMBERS.c.e164 == e164)
-        their = _NUMBERS.alias("their")
-        query = (
-            select(
-                _CUSTOMERS.c.id, _CUSTOMERS.c.name, _CUSTOMERS.c.tier,
-                _CUSTOMERS.c.assigned_agent, _CUSTOMERS.c.notes, _CUSTOMERS.c.email,
-                their.c.e164,
+        if self._sync is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._readers, self._identify_sync, e164, history
             )
-            .join(their, their.c.customer_id == _CUSTOMERS.c.id)
-            .where(_CUSTOMERS.c.id.in_(owners))
-            .order_by(_CUSTOMERS.c.id, their.c.id)
-        )
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-            customers: list[CustomerRecord] = []
-            numbers: list[str] = []
-            for i, row in enumerate(rows):
-                numbers.append(row.e164)
-                if i + 1 == len(rows) or rows[i + 1].id != row.id:
-                    customers.append(CustomerRecord(
-                        id=row.id, name=row.name, tier=row.tier,
-                        assigned_agent=row.assigned_agent, notes=row.notes, email=row.email,
-                        numbers=tuple(numbers)))
-                    numbers = []
+            customers = _owners(await conn.execute(_OWNERS_QUERY, {"e164": e164}))
             past: tuple[InteractionRecord, ...] = ()
             if customers and history > 0:
-                result = await conn.execute(
-                    select(*_INTERACTION_COLUMNS)
-                    .where(_INTERACTIONS.c.customer_id == customers[0].id)
-                    .order_by(_INTERACTIONS.c.joined_at.desc(), _INTERACTIONS.c.id.desc())
-                    .limit(history)
-                )
-                past = tuple(_interaction(r) for r in result)
+                params = {"customer_id": customers[0].id, "limit": history}
+                past = tuple(map(_interaction, await conn.execute(_HISTORY_QUERY, params)))
+        return Identification(number=e164, customers=tuple(customers), history=past)
+
+    def _identify_sync(self, e164: str, history: int) -> Identification:
+        assert self._sync is not None
+        with self._sync.connect() as conn:
+            customers = _owners(conn.execute(_OWNERS_QUERY, {"e164": e164}))
+            past: tuple[InteractionRecord, ...] = ()
+            if customers and history > 0:
+                params = {"customer_id": customers[0].id, "limit": history}
+                past = tuple(map(_interaction, conn.execute(_HISTORY_QUERY, params)))
         return Identification(number=e164, customers=tuple(customers), history=past)
 
     async def recent_interactions(
@@ -310,18 +455,10 @@ class Store:
         """Insert or update the interaction ``record.call_id``; ``None`` fields are kept."""
         if self._upsert is None:
             return await self._save_interaction_orm(record)
-        values = record.set_fields()  # call_id and what the record sets
-        stmt = (
-            self._upsert(_INTERACTIONS)
-            .values({**_INTERACTION_BLANK, **values})
-            .on_conflict_do_update(index_elements=[_INTERACTIONS.c.call_id], set_=values)
-            .returning(*_INTERACTION_COLUMNS)
-        )
-
-        async def upsert(conn: AsyncConnection) -> InteractionRecord:
-            return _interaction((await conn.execute(stmt)).one())
-
-        return await self.writer.write(upsert)
+        params = {"call_id": record.call_id}
+        for name in _INTERACTION_FIELDS:
+            params[name] = getattr(record, name)
+        return await self.writer.write(self._interaction_upsert, params, _one_interaction)
 
     async def _save_interaction_orm(self, record: InteractionRecord) -> InteractionRecord:
         async with self._session.begin() as session:
@@ -426,17 +563,8 @@ class Store:
     async def save_agent_state(self, agent_id: str, state: str, reason: str | None = None) -> None:
         if self._upsert is None:
             return await self._save_agent_state_orm(agent_id, state, reason)
-        values = {"state": state, "reason": reason, "updated_at": utcnow()}
-        stmt = (
-            self._upsert(_AGENT_STATES)
-            .values(agent_id=agent_id, **values)
-            .on_conflict_do_update(index_elements=[_AGENT_STATES.c.agent_id], set_=values)
-        )
-
-        async def upsert(conn: AsyncConnection) -> None:
-            await conn.execute(stmt)
-
-        await self.writer.write(upsert)
+        params = {"agent_id": agent_id, "state": state, "reason": reason, "updated_at": utcnow()}
+        await self.writer.write(self._state_upsert, params, _nothing)
 
     async def _save_agent_state_orm(
         self, agent_id: str, state: str, reason: str | None = None
@@ -468,37 +596,17 @@ class Store:
     async def record_pop_sent(
         self, call_id: str, agent_id: str, channel: str, sent_at: datetime | None = None
     ) -> int:
-        stmt = (
-            _DELIVERIES.insert()
-            .values(call_id=call_id, agent_id=agent_id, channel=channel,
-                    sent_at=sent_at or utcnow())
-            .returning(_DELIVERIES.c.id)
-        )
-
-        async def insert(conn: AsyncConnection) -> int:
-            return int((await conn.execute(stmt)).scalar_one())
-
-        return await self.writer.write(insert)
+        params = {"call_id": call_id, "agent_id": agent_id, "channel": channel,
+                  "sent_at": sent_at or utcnow()}
+        return await self.writer.write(_DELIVERY_INSERT, params, _scalar_int)
 
     async def record_pop_ack(
         self, call_id: str, agent_id: str, acked_at: datetime | None = None
     ) -> bool:
         """Mark this agent's pop deliveries of the call acknowledged. False if none was sent.
         Written after every ``record_pop_sent`` submitted before it (one writer, in order)."""
-        stmt = (
-            update(_DELIVERIES)
-            .where(
-                _DELIVERIES.c.call_id == call_id,
-                _DELIVERIES.c.agent_id == agent_id,
-                _DELIVERIES.c.acknowledged_at.is_(None),
-            )
-            .values(acknowledged_at=acked_at or utcnow())
-        )
-
-        async def mark(conn: AsyncConnection) -> bool:
-            return bool((await conn.execute(stmt)).rowcount)
-
-        return await self.writer.write(mark)
+        params = {"of_call": call_id, "by_agent": agent_id, "acked_at": acked_at or utcnow()}
+        return await self.writer.write(_DELIVERY_ACK, params, _any_row)
 
     async def pop_deliveries(self, call_id: str) -> list[PopDeliveryRecord]:
         async with self._session() as session:
