@@ -90,7 +90,8 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(cfg.database_url, region=cfg.region)
+        # per-call writes wait up to 50 ms to share a transaction (a commit is the cost)
+        self.store = Store(cfg.database_url, region=cfg.region, write_delay=0.05)
         self.hub = WebSocketHub(deliveries=self.store)
         channels: dict[str, Notifier] = {"websocket": self.hub}
         self.mqtt = None
