@@ -204,7 +204,15 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException as exc:
+            # stop what did start (the rules watcher only stops on stop_event): without
+            # this the process hung in asyncio's shutdown, holding its ports, and silent
+            log.error("start failed: %r", exc)
+            self.stop_event.set()
+            await self.close()
+            raise
         await self.stop_event.wait()
         log.info("stopping")
         await self.close()
