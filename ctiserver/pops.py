@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 
 PERSISTED_STATES = ("ready", "not_ready", "logged_out")
 # the same few numbers are normalised at each step of a call (phonenumbers is not cheap)
-_normalize = functools.lru_cache(maxsize=4096)(normalize)
 
 
 @dataclass
@@ -500,7 +498,7 @@ class PopService:
 
     def _pop(self, active: _Active, ident: Identification | None) -> dict[str, Any]:
         info = active.info
-        e164 = _normalize(info.caller_id, self.region)
+        e164 = normalize(info.caller_id, self.region)
         customers = ident.customers if ident is not None else ()
         waited = (info.offered_at or 0) - info.joined_at if info.joined_at else None
         return {

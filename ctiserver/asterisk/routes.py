@@ -11,7 +11,6 @@ dialplan's fallback (app_queue) takes the call: no caller is lost to a bug.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
@@ -37,7 +36,6 @@ log = logging.getLogger("ctiserver.route")
 
 MAX_IVR_ROUNDS = 5
 # the same numbers call again and again; phonenumbers parsing is not cheap
-_normalize = functools.lru_cache(maxsize=4096)(numbers.normalize)
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f\"\\]")
 
 
@@ -74,7 +72,7 @@ class Routes:
         uid = h.get("agi_uniqueid", "")
         channel = h.get("agi_channel", "")
         raw_caller = h.get("agi_callerid", "")
-        caller = _normalize(raw_caller, self.region)
+        caller = numbers.normalize(raw_caller, self.region)
         name = clean_name(h.get("agi_calleridname"))
         dnis = numbers.clean(h.get("agi_arg_1") or h.get("agi_extension"))
         log.info("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",

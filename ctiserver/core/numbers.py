@@ -9,6 +9,7 @@ rules can still match it literally.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -24,6 +25,7 @@ def clean(raw: str | None) -> str:
     return _SEPARATORS.sub("", _CONTROL.sub("", raw))[:MAX_LEN]
 
 
+@lru_cache(maxsize=4096)  # pure, and on every call's path (routing, pops, the store)
 def normalize(raw: str | None, region: str = "ES") -> str:
     """Return the E.164 form of ``raw`` dialled in ``region``, or the cleaned input."""
     text = clean(raw)

@@ -60,7 +60,6 @@ from ctiserver.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 # the same few numbers are normalised at each step of a call (phonenumbers is not cheap)
-_normalize = functools.lru_cache(maxsize=4096)(normalize)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite+aiosqlite:///ctiserver.db"
@@ -326,7 +325,7 @@ class Store:
     # ------------------------------------------------------------- customers
 
     def normalize(self, number: str) -> str:
-        return _normalize(number, self.region)
+        return normalize(number, self.region)
 
     async def create_customer(
         self,
