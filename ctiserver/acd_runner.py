@@ -32,8 +32,6 @@ class AcdRunner:
         self._clock = clock
         self._queue: asyncio.Queue[tuple[Event, float | None, asyncio.Future[Any] | None]] = (
             asyncio.Queue())
-        self.steps = 0
-        self.busy_seconds = 0.0  # CPU-ish time spent inside the engine (perf_counter)
 
     def submit(self, event: Event, at: float | None = None) -> None:
         """Queue an event; ``at`` is when it happened (e.g. Asterisk's Timestamp)."""
@@ -67,7 +65,6 @@ class AcdRunner:
         # not let time go backwards, so mixing AMI timestamps with the clock of FastAGI joins
         # would collapse them into ties under load). ``at`` is kept for the record.
         when = self._clock()
-        t0 = time.perf_counter()
         try:
             effects = self.engine.handle(event, when)
         except AcdError as exc:
@@ -81,9 +78,6 @@ class AcdRunner:
             if fut is not None and not fut.done():
                 fut.set_exception(AcdError("internal error"))
             return
-        finally:
-            self.busy_seconds += time.perf_counter() - t0
-            self.steps += 1
         try:
             self._sink(event, effects)
         except Exception:

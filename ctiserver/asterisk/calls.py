@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ctiserver.asterisk.ami import AmiConnection
@@ -45,8 +45,7 @@ class Call:
     agent_id: str | None = None
     agent_uid: str | None = None
     answered: bool = False
-    announcements: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    joined: bool = False  # entered an ACD queue (not routed elsewhere)
 
 
 def device_of(channel: str) -> str:
@@ -74,8 +73,6 @@ class CallAdapter:
         self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
         self.set_config(acd)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.stats = {"ami_events": 0, "redirects": 0, "ignored": 0}
-        self.ring_log: list[tuple[str, str, float]] = []  # (call, agent, DialBegin ts)
 
     def set_config(self, acd: AcdConfig) -> None:
         self.agent_by_device = {a.device: a.id for a in acd.agents.values()}
@@ -83,7 +80,6 @@ class CallAdapter:
     # ------------------------------------------------------------------ AMI events in
 
     def on_ami_event(self, event: Any) -> None:
-        self.stats["ami_events"] += 1
         handler = HANDLERS.get(getattr(event, "event", None) or "")
         if handler is not None:
             handler(self, event)
@@ -96,9 +92,6 @@ class CallAdapter:
         self.agent_legs[e.DestUniqueid] = call.call_id
         at = _ts(e)
         log.info("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
-        self.ring_log.append((call.call_id, agent, at or self.clock()))
-        if len(self.ring_log) > 10000:
-            del self.ring_log[:5000]
         self.submit(ev.RingStarted(call.call_id, agent), at)
         if self.pops is not None:
             call.info.offered_at = at or self.clock()
@@ -147,7 +140,7 @@ class CallAdapter:
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("hangup", {}))
         log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
-        if call.extra.get("joined"):
+        if call.joined:
             self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
                 outcome = "answered" if call.answered else "abandoned"
@@ -227,7 +220,6 @@ class CallAdapter:
             return
         eta = "" if effect.estimated_wait is None else str(
             max(1, math.ceil(effect.estimated_wait / 60)))
-        call.announcements += 1
         self._redirect(call, "ctiserver-announce",
                        {"CTI_POS": str(effect.position), "CTI_ETA_MIN": eta})
 
@@ -249,7 +241,6 @@ class CallAdapter:
         for name, value in variables.items():
             self.ami.send({"Action": "Setvar", "Channel": call.channel, "Variable": name,
                            "Value": value})
-        self.stats["redirects"] += 1
         self.ami.send({"Action": "Redirect", "Channel": call.channel, "Context": context,
                        "Exten": "s", "Priority": "1"})
 
@@ -261,7 +252,7 @@ class CallAdapter:
         vars) when an agent is free at once, ("hold", {}) otherwise."""
         loop = asyncio.get_running_loop()
         call.agi_reply = loop.create_future()
-        call.extra["joined"] = True
+        call.joined = True
         self.calls[call.call_id] = call
         if self.pops is not None:
             self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
@@ -271,9 +262,6 @@ class CallAdapter:
         except TimeoutError:
             log.error("[%s] ACD did not answer within %.1f s: holding", call.call_id, timeout)
             return "hold", {}
-
-    def track(self, call: Call) -> None:
-        self.calls[call.call_id] = call
 
     # ------------------------------------------------------------------ resync
 

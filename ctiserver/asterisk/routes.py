@@ -63,7 +63,6 @@ class Routes:
         self.tz = ZoneInfo(timezone)
         self.lookup_timeout = lookup_timeout
         self.lookup = lookup
-        self.routed = 0
 
     # ---------------------------------------------------------------- inbound calls
 
@@ -113,9 +112,8 @@ class Routes:
                         answers=dict(answers), joined_at=time.time())
         call = Call(call_id=uid, channel=channel, info=info)
         action, variables = await self._carry_out(call, decision, customer)
-        self.routed += 1
         await self._answer(request, uid, action, variables)
-        return bool(call.extra.get("joined"))
+        return call.joined
 
     async def _decide(self, caller: str, name: str, dnis: str, answers: dict[str, str],
                       customer: Mapping[str, Any] | None) -> Decision:
