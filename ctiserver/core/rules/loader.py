@@ -121,10 +121,7 @@ class RuleSet:
         """
         scope = make_scope(ctx, self.zone, self.soft_names)
         trace: list[str] = []
-        if use_index:
-            found = _run_indexed(self.rules, self.index, scope, trace)
-        else:
-            found = _run(self.rules, scope, trace)
+        found = _run(self.rules, self.index, scope, trace, use_index)
         if found is None:
             trace.append(f"no rule decided: default → {self.default.describe()}")
             return self.default.explained(None, tuple(trace))
@@ -134,43 +131,17 @@ class RuleSet:
 
 
 def _run(
-    rules: tuple[Rule, ...], scope: Mapping[str, Any], trace: list[str]
-) -> tuple[Decision, str] | None:
-    append = trace.append
-    for rule in rules:
-        for cond, br in rule.steps:
-            if cond is not None:
-                try:
-                    ok = cond(scope)
-                except Exception as exc:
-                    trace.append(f"{br.on_error}{exc}")
-                    continue
-                if not ok:
-                    append(br.on_false)
-                    continue
-            append(br.on_true)
-            if br.action is not None:
-                decision, why = br.action.resolve(scope)
-                if why:
-                    trace.append(f"{br.indent}    {why}")
-                if decision is not None:
-                    return decision, rule.name
-            else:
-                found = _run(br.rules, scope, trace)
-                if found is not None:
-                    return found
-                trace.append(br.fell_through)
-            break
-    return None
-
-
-def _run_indexed(
     rules: tuple[Rule, ...],
     index: RuleIndex | None,
     scope: Mapping[str, Any],
     trace: list[str],
+    use_index: bool = True,
 ) -> tuple[Decision, str] | None:
-    """:func:`_run`, evaluating only the rules the index cannot rule out."""
+    """The first rule that decides, in order. With ``use_index``, only the rules the index
+    cannot rule out are evaluated; the others get the trace lines they would have written.
+    Without it, every condition is evaluated (the reference semantics)."""
+    if not use_index:
+        index = None
     order: Iterable[int] | None = None if index is None else index.candidates(scope)
     if order is None:
         order = range(len(rules))
@@ -203,7 +174,7 @@ def _run_indexed(
                 if decision is not None:
                     return decision, rule.name
             else:
-                found = _run_indexed(br.rules, br.index, scope, trace)
+                found = _run(br.rules, br.index, scope, trace, use_index)
                 if found is not None:
                     return found
                 trace.append(br.fell_through)
