@@ -73,7 +73,7 @@ class Watcher:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        m = Manager(host="127.0.0.1", port=5038, username="observer",
+        m = Manager(host="127.0.0.1", port=5038, username="benchobserver",
                     secret="observer-sandbox-secret", loop=self.loop, ping_delay=30,
                     reconnect_timeout=1)
         m.register_event("*", self._on)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
 
 from ctiserver.config import AmiConfig
 
@@ -34,7 +36,7 @@ class AmiConnection:
             host=cfg.host, port=cfg.port, username=cfg.username, secret=cfg.secret,
             ping_delay=5, ping_interval=5, reconnect_timeout=1,
             on_login=self._logged_in, on_disconnect=self._disconnected,
-            log=logging.getLogger("ctiserver.ami.panoramisk"),
+            log=logging.getLogger("ctiserver.ami.panoramisk"), protocol_factory=EventProtocol,
         )
         logging.getLogger("ctiserver.ami.panoramisk").addFilter(_Redact(cfg.secret))
         self.manager.register_event("*", self._event)
@@ -106,6 +108,69 @@ class AmiConnection:
         if fut is None:
             raise ConnectionError("AMI not connected")
         return await asyncio.wait_for(fut, timeout)
+
+
+class AmiEvent(dict[str, str]):
+    """An AMI event: its headers under Asterisk's exact names; ``e.Uniqueid`` reads a
+    header and is ``""`` when absent (as panoramisk's messages), ``e.event`` its name."""
+
+    __slots__ = ("manager",)
+
+    @property
+    def event(self) -> str:
+        return self.get("Event", "")
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.get(name, "")
+
+
+def parse_event(text: str) -> AmiEvent:
+    """``Header: value`` lines (CRLF) -> AmiEvent; lines without ``": "`` are skipped, a
+    repeated header keeps its last value."""
+    event = AmiEvent()
+    for line in text.split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            event[key] = value
+    return event
+
+
+class EventProtocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol with a lighter path for plain events, the bulk of the
+    traffic (several per call): a dict instead of a case-insensitive message, about a
+    fifth of the parsing time. Responses and list events (with an ActionID) go through
+    panoramisk as before."""
+
+    def data_received(self, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        if self.queue:
+            text = self.queue.popleft() + text
+        if self.version is None:  # the greeting line comes first, alone
+            first, sep, rest = text.partition("\r\n")
+            if not sep:
+                self.queue.append(text)
+                return
+            if first.startswith("Asterisk Call Manager/"):
+                self.version = first.partition("/")[2].strip()
+                self.log.info("protocol version: '%s'", self.version)
+                text = rest
+            else:
+                self.version = ""
+        parts = text.split("\r\n\r\n")
+        self.queue.append(parts.pop())
+        for part in parts:
+            part = part.strip()
+            if part.startswith("Event: ") and "\r\nActionID: " not in part:
+                event = parse_event(part)
+                if event.event.lower() == "shutdown":
+                    self.connection_lost(event)
+                self.factory.dispatch(event)
+            elif part:
+                message = Message.from_line(part)
+                if message is not None:
+                    self.handle_message(message)
 
 
 class _Redact(logging.Filter):
