@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,33 +31,49 @@ class AcdRunner:
         self.engine = engine
         self._sink = sink
         self._clock = clock
-        self._queue: asyncio.Queue[tuple[Event, float | None, asyncio.Future[Any] | None]] = (
-            asyncio.Queue())
+        # (event, when it happened, who waits for the engine's answer)
+        self._queue: deque[tuple[Event, float | None, asyncio.Future[Any] | None]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
 
     def submit(self, event: Event, at: float | None = None) -> None:
         """Queue an event; ``at`` is when it happened (e.g. Asterisk's Timestamp)."""
-        self._queue.put_nowait((event, at, None))
+        self._queue.append((event, at, None))
+        self._wake()
 
     async def request(self, event: Event) -> list[Effect]:
         """Queue an event and wait until the engine has taken it; AcdError is raised here
         when the engine refuses it (unknown agent, pause while logged out …)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, None, fut))
+        self._queue.append((event, None, fut))
+        self._wake()
         result: list[Effect] = await fut
         return result
 
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def run(self) -> None:
+        # One future per sleep and one timer only while the engine has a deadline: this
+        # runs for every AMI event, so no wait_for (a task and a timer each time).
+        loop = asyncio.get_running_loop()
         while True:
+            while self._queue:  # everything already queued, without yielding in between
+                self._step(*self._queue.popleft())
             deadline = self.engine.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            delay = None if deadline is None else deadline - self._clock()
+            if delay is not None and delay <= 0:
+                self._step(Tick(), None, None)
+                await asyncio.sleep(0)  # let the loop breathe between timer batches
+                continue
+            self._wakeup = loop.create_future()
+            timer = None if delay is None else loop.call_later(delay, self._wake)
             try:
-                event, at, fut = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                event, at, fut = Tick(), None, None
-            self._step(event, at, fut)
-            # take whatever else is already queued without yielding in between
-            while not self._queue.empty():
-                self._step(*self._queue.get_nowait())
+                await self._wakeup
+            finally:
+                self._wakeup = None
+                if timer is not None:
+                    timer.cancel()
 
     def _step(self, event: Event, at: float | None, fut: asyncio.Future[Any] | None) -> None:
         # The engine's time is the moment it takes the event, not the event's own timestamp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -246,5 +247,13 @@ def _safe_url(url: str) -> str:
 
 
 def run(cfg: Config) -> None:
-    asyncio.run(Daemon(cfg).run())
+    # uvloop (libuv) runs the same asyncio code with far less CPU per socket read, timer
+    # and callback; CTISERVER_EVENT_LOOP=asyncio keeps the standard loop
+    factory = None
+    if os.environ.get("CTISERVER_EVENT_LOOP", "uvloop") == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(Daemon(cfg).run())
 

@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=args.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # per call event: no caller frame, thread or process lookups (logging HOWTO,
+        # "Optimization") — the format above uses none of them
+        logging._srcfile = None  # type: ignore[attr-defined]
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         from ctiserver.app import run as run_daemon
 
         run_daemon(cfg)

@@ -133,10 +133,8 @@ class _Channel:
             while self.queue:
                 note = self.queue.popleft()
                 try:
-                    await asyncio.wait_for(
-                        self.target.publish(note.kind, note.data, agent_id=note.agent_id),
-                        self.timeout,
-                    )
+                    async with asyncio.timeout(self.timeout):  # a timer, not a task per note
+                        await self.target.publish(note.kind, note.data, agent_id=note.agent_id)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one channel's failure stays its own
@@ -167,14 +165,35 @@ class FanOut:
             if isinstance(channels, Mapping)
             else {f"{type(c).__name__}#{i}": c for i, c in enumerate(channels)}
         )
-        self._channels = [_Channel(n, c, queue_size, timeout) for n, c in named.items()]
+        # a target with ``publish_nowait`` only queues (the WebSocket hub: each page has its
+        # own writer): called at once; the others (MQTT: network I/O) get a queue and a task
+        self._immediate: list[tuple[str, Callable[..., None]]] = []
+        self._channels: list[_Channel] = []
+        for n, c in named.items():
+            nowait = getattr(c, "publish_nowait", None)
+            if callable(nowait):
+                self._immediate.append((n, nowait))
+            else:
+                self._channels.append(_Channel(n, c, queue_size, timeout))
 
     async def publish(
         self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
     ) -> None:
-        note = Notification(kind, dict(data), agent_id)
-        for channel in self._channels:
-            channel.put(note)
+        self.publish_nowait(kind, data, agent_id=agent_id)
+
+    def publish_nowait(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
+        """The same, from synchronous code: each channel queues it and sends it on its own."""
+        for name, nowait in self._immediate:
+            try:
+                nowait(kind, data, agent_id=agent_id)
+            except Exception as exc:  # noqa: BLE001 - one channel's failure stays its own
+                log.warning("notifier %s: %s for agent %s failed: %r", name, kind, agent_id, exc)
+        if self._channels:
+            note = Notification(kind, dict(data), agent_id)
+            for channel in self._channels:
+                channel.put(note)
 
     async def drain(self, within: float = 5.0) -> None:
         """Wait until every channel has handed over what it was given (tests, shutdown)."""

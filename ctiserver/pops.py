@@ -167,9 +167,10 @@ class PopService:
             active.info = call
         active.agent_id = agent_id
         lookup = self._lookup(call.call_id, call.caller_id)
-        done, _ = await asyncio.wait({lookup}, timeout=self.lookup_timeout)
+        if not lookup.done():  # usually done: routing asked the CRM when the call came in
+            await asyncio.wait({lookup}, timeout=self.lookup_timeout)
         ident: Identification | None = None
-        if done:
+        if lookup.done():
             ident = self._result(lookup, call)
         else:
             self._spawn(self._late_pop(lookup, active, agent_id))
@@ -177,7 +178,8 @@ class PopService:
         if ident is not None and ident.customers:
             active.customer_id = ident.customers[0].id
         self._current[agent_id] = active
-        log.info(
+        log.log(
+            logging.INFO if active.pop["partial"] else logging.DEBUG,
             "pop call=%s agent=%s known=%s partial=%s",
             call.call_id,
             agent_id,
@@ -300,6 +302,22 @@ class PopService:
     def shown_to(self, agent_id: str, call_id: str) -> bool:
         active = self._current.get(agent_id)
         return active is not None and active.info.call_id == call_id
+
+    def agent_state_changed(
+        self, agent_id: str, state: str, reason: str | None = None, call_id: str | None = None
+    ) -> None:
+        """``agent_state`` for synchronous callers (the call adapter, for every engine
+        effect): the transient states (offered, on call, wrap-up) are only published, at
+        once when the notifier can take them without waiting; the rest runs as a task."""
+        publish_nowait = getattr(self.notifier, "publish_nowait", None)
+        if state in PERSISTED_STATES or publish_nowait is None:
+            self._spawn(self.agent_state(agent_id, state, reason, call_id))
+            return
+        publish_nowait(
+            AGENT_STATE,
+            {"agent_id": agent_id, "state": state, "reason": reason, "call_id": call_id},
+            agent_id=agent_id,
+        )
 
     async def agent_state(
         self,

@@ -35,7 +35,8 @@ from ctiserver.store.records import Identification
 log = logging.getLogger("ctiserver.route")
 
 MAX_IVR_ROUNDS = 5
-# the same numbers call again and again; phonenumbers parsing is not cheap
+# values MSet takes as they are: no separators, quotes, brackets or ${...}
+_PLAIN = re.compile(r"[\w@&/.:+*#-]*", re.ASCII)
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f\"\\]")
 
 
@@ -74,8 +75,9 @@ class Routes:
         caller = numbers.normalize(raw_caller, self.region)
         name = clean_name(h.get("agi_calleridname"))
         dnis = numbers.clean(h.get("agi_arg_1") or h.get("agi_extension"))
-        log.info("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",
-                 dnis, channel)
+        # the decision line repeats who called; this one shows a call that never gets there
+        log.debug("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",
+                  dnis, channel)
         queued = False
         try:
             queued = await self._route(request, uid, channel, caller, name, dnis)
@@ -105,7 +107,9 @@ class Routes:
             answers.update({k: str(v) for k, v in result["answers"].items()})
             decision = result["decision"] or await self._decide(caller, name, dnis, answers,
                                                                 customer)
-        log.info("[%s] decision: %s (rule %s)", uid, decision.describe(), decision.rule or "-")
+        log.info("[%s] decision: %s (rule %s) for %s (%s) -> %s on %s", uid,
+                 decision.describe(), decision.rule or "-", caller or "unknown", name or "-",
+                 dnis, channel)
         info = CallInfo(call_id=uid, caller_id=caller, caller_name=name, dnis=dnis,
                         digits=answers.get("digits", "") or "".join(
                             v for v in answers.values() if v.isdigit()),
@@ -181,8 +185,16 @@ class Routes:
 
     async def _answer(self, request: Any, uid: str, action: str,
                       variables: dict[str, str]) -> None:
-        for name, value in {**variables, "CTI_ACTION": action}.items():
-            reply = await request.send_command(f"SET VARIABLE {name} {agi_quote(value)}")
+        """Hand the decision to the dialplan. Plain values (the usual case) go in one
+        ``EXEC MSet`` round trip; anything else one ``SET VARIABLE`` each."""
+        values = {**variables, "CTI_ACTION": action}
+        if all(_PLAIN.fullmatch(v) for v in values.values()):
+            pairs = ",".join(f"{k}={v}" for k, v in values.items())
+            commands = [f'EXEC MSet "{pairs}"']
+        else:
+            commands = [f"SET VARIABLE {k} {agi_quote(v)}" for k, v in values.items()]
+        for command in commands:
+            reply = await request.send_command(command)
             if not agi_ok(reply):
                 log.info("[%s] channel left while answering the dialplan", uid)
                 return

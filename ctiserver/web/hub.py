@@ -49,9 +49,18 @@ class WebSocketHub:
     async def publish(
         self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
     ) -> None:
-        message = Notification(kind, dict(data), agent_id).to_json()
+        self.publish_nowait(kind, data, agent_id=agent_id)
+
+    def publish_nowait(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
+        """Queue the message on each page that wants it (each page's writer sends it):
+        never waits, so the fan-out calls it directly."""
+        message: dict[str, Any] | None = None
         for conn in list(self.connections):
             if conn.wants(kind, agent_id):
+                if message is None:
+                    message = Notification(kind, dict(data), agent_id).to_json()
                 conn.queue.append(message)
                 conn.wakeup.set()
 

@@ -247,7 +247,7 @@ class CtiServer:
                    PYTHONUNBUFFERED="1")
         wait_until(lambda: not port_open(AGI_PORT), 10, "FastAGI port 4573 to be free")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctiserver", "run", "--config", str(cfg)],
+            [sys.executable, *_entry(), "run", "--config", str(cfg)],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         if wait:
             self.wait_log("AMI logged in", 30)
@@ -278,6 +278,13 @@ class CtiServer:
         rc = self.proc.returncode
         self.proc = None
         return rc
+
+
+def _entry() -> list[str]:
+    """``-m ctiserver``, or CTISERVER_TEST_WRAPPER: a script that runs ``ctiserver.cli.main``
+    under a profiler (for the benchmarks; see bench/README or the CHANGELOG)."""
+    wrapper = os.environ.get("CTISERVER_TEST_WRAPPER")
+    return [wrapper] if wrapper else ["-m", "ctiserver"]
 
 
 # ---------------------------------------------------------------- sipp

@@ -60,3 +60,31 @@ def test_quoting_strips_what_would_break_the_command() -> None:
     assert agi_quote('a"b\\c\nSTREAM FILE x') == '"abcSTREAM FILE x"'
     assert agi_ok({"status_code": 200, "result": ("0", "")})
     assert not agi_ok({"error": "AGIResultHangup"})
+
+
+class Channel:
+    """The AGI side of one call: records the commands, answers each with ``200 result=0``."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    async def send_command(self, command: str) -> dict[str, object]:
+        self.commands.append(command)
+        return {"status_code": 200, "result": ("0", "")}
+
+
+async def test_the_decision_reaches_the_dialplan_in_one_round_trip_when_values_are_plain() -> None:
+    from ctiserver.asterisk.routes import Routes
+
+    answer = Routes._answer
+    chan = Channel()
+    await answer(None, chan, "1795.1", "connect",  # type: ignore[arg-type]
+                 {"CTI_DIAL": "PJSIP/1001&PJSIP/1002", "CTI_RINGTIMEOUT": "15"})
+    assert chan.commands == [
+        'EXEC MSet "CTI_DIAL=PJSIP/1001&PJSIP/1002,CTI_RINGTIMEOUT=15,CTI_ACTION=connect"']
+    # a value MSet would split or unquote: one SET VARIABLE each, quoted
+    chan = Channel()
+    await answer(None, chan, "1795.2", "message",  # type: ignore[arg-type]
+                 {"CTI_MESSAGE": 'closed,"x" ${EVIL}'})
+    assert chan.commands == ['SET VARIABLE CTI_MESSAGE "closed,x ${EVIL}"',
+                             'SET VARIABLE CTI_ACTION "message"']

@@ -225,6 +225,31 @@ async def test_fanout_a_stuck_or_broken_channel_does_not_hold_the_others() -> No
     await fan.close()
 
 
+class Immediate:
+    """A target that only queues (as the WebSocket hub): called at once by the fan-out."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.got: list[tuple[str, object]] = []
+        self.fail = fail
+
+    def publish_nowait(self, kind, data, *, agent_id=None):
+        if self.fail:
+            raise RuntimeError("bug")
+        self.got.append((kind, data["i"]))
+
+    async def publish(self, kind, data, *, agent_id=None):
+        self.publish_nowait(kind, data, agent_id=agent_id)
+
+
+async def test_fanout_queueing_targets_get_it_at_once_and_a_failing_one_harms_nobody() -> None:
+    good, broken, queued = Immediate(), Immediate(fail=True), RecordingNotifier()
+    fan = FanOut({"broken": broken, "hub": good, "mqtt": queued})
+    fan.publish_nowait("pop.offered", {"i": 1}, agent_id="1001")
+    assert good.got == [("pop.offered", 1)]  # before any await: no task in between
+    await queued.wait_for(lambda n: n.data["i"] == 1)
+    await fan.close()
+
+
 class CountingStore:
     """A real store that counts lookups and agent-state saves, and can be made to fail."""
 
