@@ -27,6 +27,9 @@ from ctiserver.pops import CallInfo, PopService
 
 log = logging.getLogger("ctiserver.calls")
 
+OUR_CALL_DEVICE_STATES = frozenset({"RINGING", "INUSE", "RINGINUSE", "ONHOLD"})
+ROUTINE_STATES = frozenset({"offered", "on_call", "wrap_up", "ready"})
+AGENT_REQUESTS = (ev.AgentLoggedIn, ev.AgentLoggedOut, ev.AgentPaused, ev.AgentReady)
 DIAL_FAILURES = {
     "NOANSWER": "noanswer", "BUSY": "busy", "CHANUNAVAIL": "unavailable",
     "CONGESTION": "unavailable", "CANCEL": "cancel", "DONTCALL": "noanswer",
@@ -71,6 +74,10 @@ class CallAdapter:
         self.clock = clock
         self.calls: dict[str, Call] = {}
         self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
+        # agent device -> the uniqueid of our call's leg on it, from DialBegin to its Hangup
+        self.device_legs: dict[str, str] = {}
+        # agent device -> every live channel on it (ours, private calls), Newchannel..Hangup
+        self.device_channels: dict[str, set[str]] = {}
         self.set_config(acd)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -90,6 +97,7 @@ class CallAdapter:
         if call is None or agent is None:
             return
         self.agent_legs[e.DestUniqueid] = call.call_id
+        self.device_legs[device_of(e.DestChannel)] = e.DestUniqueid
         at = _ts(e)
         log.info("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
         self.submit(ev.RingStarted(call.call_id, agent), at)
@@ -121,9 +129,27 @@ class CallAdapter:
                     call.state = "waiting"
             self.submit(ev.RingFailed(call.call_id, agent, reason), at)
 
+    def _new_channel(self, e: Any) -> None:
+        device = device_of(e.Channel)
+        if device in self.agent_by_device:
+            self.device_channels.setdefault(device, set()).add(e.Uniqueid)
+
     def _hangup(self, e: Any) -> None:
         uid = e.Uniqueid
         at = _ts(e)
+        device = device_of(e.Channel)
+        live = self.device_channels.get(device)
+        if live is not None:
+            live.discard(uid)
+            if not live:
+                del self.device_channels[device]
+        if self.device_legs.get(device) == uid:
+            del self.device_legs[device]
+            if live:
+                # our call is over but another call goes on on this phone: Asterisk sends
+                # no device change (in use before, in use still), so say it here, before the
+                # engine frees the agent
+                self.submit(ev.DeviceStateChanged(device, "INUSE"), at)
         call = self.calls.pop(uid, None)
         if call is not None:
             self._caller_gone(call, at, e.Cause_txt or e.Cause)
@@ -132,7 +158,7 @@ class CallAdapter:
         if call_id is not None:
             call = self.calls.get(call_id)
             if call is not None and call.agent_uid == uid:
-                log.info("[%s] agent %s hung up", call_id, call.agent_id)
+                log.debug("[%s] agent %s hung up", call_id, call.agent_id)
                 self.submit(ev.CallEnded(call_id), at)
 
     def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
@@ -150,6 +176,14 @@ class CallAdapter:
             del self.agent_legs[uid]
 
     def _device_state(self, e: Any) -> None:
+        # Ringing / in use caused by our own call (the only channel on the phone) say
+        # nothing the engine needs; passed on, they would also keep the agent blocked after
+        # the call until Asterisk reports NOT_INUSE, a few ms after the hang-up (its device
+        # states are computed asynchronously). With another call on the phone they count.
+        leg = self.device_legs.get(e.Device)
+        if leg is not None and e.State in OUR_CALL_DEVICE_STATES and \
+                self.device_channels.get(e.Device, set()) <= {leg}:
+            return
         if e.Device in self.agent_by_device:
             self.submit(ev.DeviceStateChanged(e.Device, (e.State or "UNKNOWN").upper()), _ts(e))
 
@@ -180,11 +214,15 @@ class CallAdapter:
             elif isinstance(effect, ev.Overflow):
                 self._overflow(effect)
             elif isinstance(effect, ev.AgentStateChanged):
-                log.info("agent %s: %s%s", effect.agent_id, effect.state,
-                         f" ({effect.reason})" if effect.reason else "")
+                # what follows from a call (offered, on call, wrap-up, ready again) is in
+                # the call's own lines: debug; agents' requests and not-ready: info
+                routine = effect.state in ROUTINE_STATES and not isinstance(event, AGENT_REQUESTS)
+                log.log(logging.DEBUG if routine else logging.INFO,
+                        "agent %s: %s%s", effect.agent_id, effect.state,
+                        f" ({effect.reason})" if effect.reason else "")
                 if self.pops is not None:
-                    self._spawn(self.pops.agent_state(effect.agent_id, effect.state,
-                                                      effect.reason, effect.call_id))
+                    self.pops.agent_state_changed(effect.agent_id, effect.state, effect.reason,
+                                                  effect.call_id)
             elif isinstance(effect, ev.CallAbandoned):
                 log.info("[%s] abandoned in %s after %.1f s", effect.call_id, effect.queue,
                          effect.waited)
@@ -207,7 +245,7 @@ class CallAdapter:
         call.state, call.ringing = "ringing", effect.agent_ids
         variables = {"CTI_DIAL": "&".join(effect.devices),
                      "CTI_RINGTIMEOUT": str(max(1, math.ceil(effect.timeout)))}
-        log.info("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
+        log.debug("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("connect", variables))
         else:
@@ -270,7 +308,12 @@ class CallAdapter:
         learn every agent's device state."""
         try:
             channels = await self.ami.call({"Action": "CoreShowChannels"}, timeout=10)
-            live = {m.Uniqueid for m in _as_list(channels) if m.Uniqueid}
+            listed = [m for m in _as_list(channels) if m.Uniqueid]
+            live = {m.Uniqueid for m in listed}
+            self.device_channels = {}
+            for m in listed:
+                self._new_channel(m)
+            self.device_legs = {d: u for d, u in self.device_legs.items() if u in live}
             for uid in [u for u in self.calls if u not in live]:
                 call = self.calls.pop(uid)
                 log.warning("[%s] call ended while AMI was disconnected", uid)
@@ -311,6 +354,7 @@ def _as_list(resp: Any) -> list[Any]:
 
 
 HANDLERS: dict[str, Callable[[CallAdapter, Any], None]] = {
+    "Newchannel": CallAdapter._new_channel,
     "DialBegin": CallAdapter._dial_begin,
     "DialEnd": CallAdapter._dial_end,
     "Hangup": CallAdapter._hangup,

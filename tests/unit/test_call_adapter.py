@@ -1,13 +1,12 @@
 """The AMI adapter's translation table, fed with AMI messages as Asterisk 22 writes them
-(parsed by panoramisk itself), and its effects turned into AMI actions. The AMI side is a
+(parsed as the daemon parses them: ``ctiserver.asterisk.ami.parse_event``), and its effects turned into AMI actions. The AMI side is a
 recorder of the actions that would be sent; the engine is the real one."""
 
 from __future__ import annotations
 
 import asyncio
 
-from panoramisk.message import Message
-
+from ctiserver.asterisk.ami import AmiEvent, parse_event
 from ctiserver.asterisk.calls import Call, CallAdapter, device_of
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
@@ -17,8 +16,8 @@ from ctiserver.pops import CallInfo
 EOL = "\r\n"
 
 
-def ami(text: str) -> Message:
-    return Message.from_line(EOL.join(line.strip() for line in text.strip().splitlines()))
+def ami(text: str) -> AmiEvent:
+    return parse_event(EOL.join(line.strip() for line in text.strip().splitlines()))
 
 
 class Actions:
@@ -139,7 +138,7 @@ def test_garbage_and_foreign_events_change_nothing() -> None:
                  "DialStatus: ANSWER",  # a call that is not ours (e.g. the fallback queue)
                  "Event: DeviceStateChange\r\nDevice: PJSIP/9999\r\nState: INUSE",
                  "Response: Success", "Event: \r\nFoo: bar", "garbage without colon"):
-        adapter.on_ami_event(Message.from_line(text))
+        adapter.on_ami_event(parse_event(text))
     assert fed == before and actions.sent == []
     assert engine.agent_state("1001") == "ready"
 
@@ -153,3 +152,45 @@ def test_device_state_of_an_agent_phone_reaches_the_engine() -> None:
     assert fed[-1] == ev.DeviceStateChanged("PJSIP/1002", "INUSE")
     agents = {a["id"]: a for a in engine.snapshot(1000.0)["agents"]}
     assert agents["1002"]["offerable"] is False  # a private call: not offered
+
+
+def offerable(engine: Engine, agent: str) -> bool:
+    return {a["id"]: a for a in engine.snapshot(1100.0)["agents"]}[agent]["offerable"]
+
+
+async def answered_call(adapter: CallAdapter, private: bool = False) -> None:
+    """1001 takes a call; its phone reports ringing and in use (with, optionally, a second
+    call of its own on the phone meanwhile: a consultation)."""
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
+                 "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
+                 "DestUniqueid: 1795.2",
+                 "Event: DeviceStateChange\nDevice: PJSIP/1001\nState: RINGING",
+                 "Event: DialEnd\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
+                 "DestUniqueid: 1795.2\nDialStatus: ANSWER",
+                 "Event: DeviceStateChange\nDevice: PJSIP/1001\nState: INUSE"):
+        adapter.on_ami_event(ami(text))
+    if private:
+        adapter.on_ami_event(ami("Event: Newchannel\nChannel: PJSIP/1001-00000007\n"
+                                 "Uniqueid: 1795.7"))
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2"))
+
+
+async def test_an_agent_is_offerable_the_moment_its_call_hangs_up() -> None:
+    # Asterisk reports NOT_INUSE a few ms later (device states are computed apart): the
+    # agent who has been free longest must not wait for it, nor lose its place meanwhile
+    adapter, engine, _actions, _fed = setup()
+    await answered_call(adapter)
+    assert engine.agent_state("1001") == "ready" and offerable(engine, "1001")
+    adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"))
+    assert offerable(engine, "1001")
+
+
+async def test_a_phone_still_busy_with_another_call_after_ours_is_not_offered() -> None:
+    adapter, engine, _actions, _fed = setup()
+    await answered_call(adapter, private=True)
+    assert engine.agent_state("1001") == "ready" and not offerable(engine, "1001")
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000007\nUniqueid: 1795.7"))
+    adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"))
+    assert offerable(engine, "1001")
