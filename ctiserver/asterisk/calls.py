@@ -78,6 +78,7 @@ class CallAdapter:
         self.device_legs: dict[str, str] = {}
         # agent device -> every live channel on it (ours, private calls), Newchannel..Hangup
         self.device_channels: dict[str, set[str]] = {}
+        self.device_states: dict[str, str] = {}  # agent device -> state the engine has
         self.set_config(acd)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -145,11 +146,14 @@ class CallAdapter:
                 del self.device_channels[device]
         if self.device_legs.get(device) == uid:
             del self.device_legs[device]
+            # Say what the phone is now, before the engine frees the agent: with another
+            # call on it, in use (Asterisk sends no change: in use before, in use still);
+            # with none, free, if all the engine heard was our call's ringing / in use
+            # (Asterisk's own NOT_INUSE follows a few ms later and changes nothing)
             if live:
-                # our call is over but another call goes on on this phone: Asterisk sends
-                # no device change (in use before, in use still), so say it here, before the
-                # engine frees the agent
-                self.submit(ev.DeviceStateChanged(device, "INUSE"), at)
+                self._set_device(device, "INUSE", at)
+            elif self.device_states.get(device, "NOT_INUSE") in OUR_CALL_DEVICE_STATES:
+                self._set_device(device, "NOT_INUSE", at)
         call = self.calls.pop(uid, None)
         if call is not None:
             self._caller_gone(call, at, e.Cause_txt or e.Cause)
@@ -185,7 +189,11 @@ class CallAdapter:
                 self.device_channels.get(e.Device, set()) <= {leg}:
             return
         if e.Device in self.agent_by_device:
-            self.submit(ev.DeviceStateChanged(e.Device, (e.State or "UNKNOWN").upper()), _ts(e))
+            self._set_device(e.Device, (e.State or "UNKNOWN").upper(), _ts(e))
+
+    def _set_device(self, device: str, state: str, at: float | None) -> None:
+        self.device_states[device] = state
+        self.submit(ev.DeviceStateChanged(device, state), at)
 
     def _user_event(self, e: Any) -> None:
         name = e.UserEvent

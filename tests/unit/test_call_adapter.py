@@ -194,3 +194,21 @@ async def test_a_phone_still_busy_with_another_call_after_ours_is_not_offered() 
     adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000007\nUniqueid: 1795.7"))
     adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"))
     assert offerable(engine, "1001")
+
+
+async def test_a_ringing_state_seen_before_the_dial_does_not_block_the_agent_after_the_call() -> None:
+    # Asterisk may report the phone ringing before DialBegin reaches us: the engine then
+    # hears it, and the end of our call must clear it
+    adapter, engine, _actions, _fed = setup()
+    adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: RINGING"))
+    await answered_call(adapter)
+    assert engine.agent_state("1001") == "ready" and offerable(engine, "1001")
+
+
+def test_an_unreachable_phone_stays_blocked_after_its_leg_hangs_up() -> None:
+    adapter, engine, _actions, _fed = setup()
+    for text in ("Event: Newchannel\nChannel: PJSIP/1002-00000003\nUniqueid: 1795.3",
+                 "Event: DeviceStateChange\nDevice: PJSIP/1002\nState: UNAVAILABLE",
+                 "Event: Hangup\nChannel: PJSIP/1002-00000003\nUniqueid: 1795.3"):
+        adapter.on_ami_event(ami(text))
+    assert not offerable(engine, "1002")
