@@ -12,6 +12,10 @@ AMI event Timestamps, read by the ``observer`` AMI user:
   too, for ctiserver: ring latency counted from the *start* of the AGI route (``Newexten``
   of ``AGI`` in ``ctiserver-route``), i.e. with rules, CRM lookup and FastAGI round trips.
 - ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
+- a pick is the true longest-idle one when no agent idle longer was left idle: the rung
+  agent was the longest idle, or each agent idle longer was rung within
+  ``DISPATCH_WINDOW`` (one dispatch, DialBegins in either order); the strict count, by
+  DialBegin order alone, is printed too.
 
 Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
 
@@ -53,6 +57,11 @@ from tests.integration.harness import (  # noqa: E402
 )
 
 AGENTS = BENCH_AGENTS
+# Agents handed out in one dispatch (two agents freed, two callers waiting) are rung by
+# separate channel threads in Asterisk: their DialBegin events may come in either order,
+# well under a millisecond apart. A pick whose older agents were all rung within this
+# window skipped nobody; both counts are printed.
+DISPATCH_WINDOW = 0.002
 DNIS = "900999000"
 SANDBOX_ROOT = Path(os.environ.get("CTISERVER_SANDBOX_ROOT", "/var/cache/ctiserver/asterisk-sid"))
 
@@ -133,7 +142,8 @@ class Result:
     idle_while_waiting: float = 0.0
     per_agent: tuple[int, int] = (0, 0)
     picks: int = 0
-    exact_picks: int = 0
+    exact_picks: int = 0  # the rung agent was the longest idle at its DialBegin
+    exact_dispatch: int = 0  # ... or every agent idle longer was rung within DISPATCH_WINDOW
     cpu_asterisk: float = 0.0
     cpu_ctiserver: float | None = None
     sipp_failed: int = 0
@@ -191,6 +201,14 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         if c["join"] is not None:
             timeline.append((c["join"], 2, "join", "", uid))
     timeline.sort()
+    rings_of: dict[str, list[float]] = defaultdict(list)
+    for ts, _o, kind, agent, _uid in timeline:
+        if kind == "ring":
+            rings_of[agent].append(ts)
+
+    def rung_within(agent: str, ts: float, window: float) -> bool:
+        return any(ts <= t <= ts + window for t in rings_of.get(agent, ()))
+
     idle_since: dict[str, float] = {a: t0 for a in AGENTS}  # free since; absent = busy
     waiting: dict[str, float] = {}
     first_ring: set[str] = set()
@@ -211,6 +229,10 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
                 r.picks += 1
                 if idle_since[agent] - oldest < 0.001:
                     r.exact_picks += 1
+                    r.exact_dispatch += 1
+                elif all(rung_within(o, ts, DISPATCH_WINDOW) for o, since in idle_since.items()
+                         if since < idle_since[agent] - 0.001):
+                    r.exact_dispatch += 1  # the older agents went to callers of the same batch
                 freed = idle_since[agent]
                 joined = c["join"]
                 if uid not in first_ring and joined is not None:
@@ -303,7 +325,10 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         print(f"   agent-seconds idle while callers waited: {r.idle_while_waiting:.2f}")
         print(f"   calls per agent min/max: {r.per_agent[0]}/{r.per_agent[1]}")
         share = 100 * r.exact_picks / r.picks if r.picks else float("nan")
-        print(f"   true longest-idle picks: {r.exact_picks}/{r.picks} ({share:.1f}%)")
+        batch = 100 * r.exact_dispatch / r.picks if r.picks else float("nan")
+        print(f"   true longest-idle picks: {r.exact_dispatch}/{r.picks} ({batch:.1f}%) "
+              f"counting one dispatch of several agents as one pick; strictly in DialBegin "
+              f"order {r.exact_picks}/{r.picks} ({share:.1f}%)")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
         print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}")
     p99c, p99a = pct(cti.ring_latency, 99), pct(aq.ring_latency, 99)
@@ -321,7 +346,7 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         checks.append((f"{rate:g}/s ring latency p99 within 1.5x app_queue",
                        p99c <= 1.5 * p99a))
     checks.append((f"{rate:g}/s longest-idle picks exact 100%",
-                   cti.picks > 0 and cti.exact_picks == cti.picks))
+                   cti.picks > 0 and cti.exact_dispatch == cti.picks))
     if cti.cpu_ctiserver is not None:
         checks.append((f"{rate:g}/s ctiserver CPU < 1/4 of Asterisk's",
                        cti.cpu_ctiserver < cti.cpu_asterisk / 4))
