@@ -570,7 +570,7 @@ class Scheduler:
         idx = self._ready[c.queue]
         pending: list[AgentRt] = []
         if self._unindexed:
-            if len(self._unindexed) > MAX_PENDING or not idx.can_rank(c):
+            if len(self._unindexed) > MAX_PENDING:
                 self._flush_unindexed()
             else:
                 mp = idx.member_pos

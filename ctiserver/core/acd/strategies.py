@@ -4,31 +4,31 @@ strategy, and the pick itself.
 Every queue keeps its available agents (ready, phone free) in a sorted list whose key
 is the strategy's measure. Keys only depend on figures that change while the agent is
 *not* available (talk time, number of calls, idle clock), so an agent's key is computed
-when it enters the index and never goes stale. Picking is then a walk from the front
-of the list that stops at the first agent whose skills fit the caller (usually the
-first one).
+when it enters the index and never goes stale. Picking walks a list from the front and
+stops at the first agent who fits the caller: that one ranks best.
 
-Every index also keeps, per skill and level, the set of available agents having that
-skill at exactly that level. An agent who fits a caller has every required skill
-(queue's and call's) at the required level or more (a relaxed requirement still
-means level 1 or more), so the agents at or above the level of the *rarest*
-requirement are a superset of the fitting ones: the *candidates*. Picking then
-chooses by their number ``c`` against the queue's ``n`` available agents:
+Every index also keeps, per skill, the available agents having that skill, sorted by
+the same keys (the very same key objects), with each one's level of the skill in a
+parallel list. An agent who fits a caller has every required skill (queue's and
+call's) at the required level or more (a relaxed requirement still means level 1 or
+more), so the skill list of any requirement holds every fitting agent in rank order.
+A caller with requirements is served from the list of the *rarest* skill among them
+(the one the fewest members have): levels below the requirement are skipped without
+looking at the agent, and in practice the first agent at the level fits. A call with a
+skill of its own (a language few agents speak) thus costs about what a plain call
+costs, however many agents the queue has; the worst case is one step per agent having
+that skill.
 
-- ``c == 0``: nobody fits, answered at once;
-- ``c * c <= n``: look at the candidates only (``c`` checks, then the best by key);
-- otherwise walk the sorted list, where one agent in about ``n / c`` fits, for at
-  most ``c`` steps, then fall back to the candidates: never more than ``2c`` checks.
-
-The sorted list is a plain Python list kept sorted with ``bisect`` (an insert is a
-``memmove``: cheaper than a ``SortedList`` at the size of a queue); the skill sets cost
-one set operation per skill of the agent. Removal from the sorted list is lazy: an
-agent leaving the index only leaves ``_keys`` (and its skill sets), its key stays in
-the list as a *tombstone* (live iff ``_keys[id] is key``), skipped by the walks,
-dropped when found at the front, and swept out once tombstones outnumber the live
-keys (amortised O(1) per removal; a bisect over a few hundred tuples scattered in
-memory costs microseconds, and an agent picked for a call leaves all its queues).
-The random strategy removes at once: its pick draws list positions.
+The sorted lists are plain Python lists kept sorted with ``bisect`` (an insert is a
+``memmove``: cheaper than a ``SortedList`` at the size of a queue). Removal is lazy: an
+agent leaving the index only leaves ``_keys``; its key stays in the lists as a
+*tombstone* (live iff ``_keys[id] is key``), skipped by the walks and dropped when
+found at the front. The main list is swept once its tombstones outnumber the live
+keys; a skill list is swept by an insertion that finds it twice as long as after its
+last sweep (both amortised O(1) per removal; a bisect over a few hundred tuples
+scattered in memory costs microseconds, and an agent picked for a call leaves all its
+queues). An agent coming back revives its own tombstone if its key is unchanged. The
+random strategy removes from the main list at once: its pick draws list positions.
 
 Ties are broken the same way in every strategy: longest idle first (earliest
 ``idle_since``), then the agent's position in the queue's member order
@@ -36,21 +36,27 @@ Ties are broken the same way in every strategy: longest idle first (earliest
 
 Strategies:
 - first_available: member order only (no idle tie-break: the order is the strategy).
-- round_robin: member order, starting after the member rung last in this queue.
+- round_robin: member order, starting after the member rung last in this queue (the
+  walks go round the list from there).
 - ring_all: every available eligible agent at once.
 - longest_idle: earliest ``idle_since`` (the moment the agent last became ready).
 - highest_average_idle: highest mean of completed idle periods (ready until answering);
   agents who never answered yet rank first.
 - least_talk_time / least_average_talk_time / fewest_calls: lowest figure since start.
 - best_skill: highest *sum* of the agent's levels over the required skills (queue's
-  and call's); a missing skill counts 0 (and makes the agent ineligible anyway).
+  and call's); a missing skill counts 0 (and makes the agent ineligible anyway). The
+  key holds the sum over the queue's skills; for a call with one skill beyond them
+  the walk of that skill's list adds each agent's level and stops once no later agent
+  can make up the difference; a call with several such skills is scored over every
+  candidate.
 - random: uniform among the available eligible agents, from the injected ``rng``.
 
 ``pick`` may also be given *pending* agents: available agents the engine has not put
 in the index yet (it inserts an agent who frees up only if no caller takes them in the
-same step, see scheduler.py). For the strategies that rank by key (all but ring_all,
-random, and best_skill with call skills) they are ranked against the index's best; for
-the others the engine inserts them first.
+same step, see scheduler.py). Every strategy weighs them as if they were in the index:
+the ranking ones compare the best pending agent with the index's best, ring_all and
+random merge their keys into the sorted list they draw from (so the draws, and the
+decision, are the same as after an insertion).
 """
 
 from __future__ import annotations
@@ -67,18 +73,54 @@ IndexKey = tuple[float, float, int, str]
 Eligible = Callable[[AgentRt], bool]
 
 _RANDOM_TRIES = 8
-# tombstones allowed beyond the number of live keys before a sweep of the sorted list
+# tombstones allowed beyond the number of live keys before a sweep of the main list
 _SWEEP_SLACK = 64
-# strategies whose pick is not "the smallest rank": pending agents are inserted first
+# a skill list is swept when an insertion finds it twice as long as after its last
+# sweep, and never below this length
+_SKILL_MIN_CAP = 8
 _NO_MERGE = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 Needs = tuple[tuple[str, int], ...]
-Rank = tuple[Any, ...]  # round robin: (cyclic distance,); the others: the key
+Rank = tuple[Any, ...]  # round robin: (cyclic distance,); best_skill with a call skill:
+# (-total score, idle since, member position, id); the others: the key
 
 
 def _discard(lst: list[IndexKey], k: IndexKey) -> None:
     i = bisect_left(lst, k)
     if i < len(lst) and lst[i] == k:
         del lst[i]
+
+
+class SkillList:
+    """The available agents of one queue having one skill: ``keys`` in key order (may
+    hold tombstones, see above), ``levels[i]`` the skill's level of ``keys[i]``'s
+    agent. ``members``: agents of the queue having the skill (counted when first
+    indexed), to find the rarest requirement; ``top``: the highest level among them."""
+
+    __slots__ = ("cap", "keys", "levels", "members", "top")
+
+    def __init__(self) -> None:
+        self.keys: list[IndexKey] = []
+        self.levels: list[int] = []
+        self.cap = _SKILL_MIN_CAP
+        self.members = 0
+        self.top = 0
+
+    def sweep(self, live: dict[str, IndexKey]) -> None:
+        keep = [i for i, k in enumerate(self.keys) if live.get(k[3]) is k]
+        keys, levels = self.keys, self.levels
+        self.keys = [keys[i] for i in keep]
+        self.levels = [levels[i] for i in keep]
+        self.cap = max(_SKILL_MIN_CAP, 2 * len(keep))
+
+    def drop_dead_front(self, live: dict[str, IndexKey]) -> None:
+        keys = self.keys
+        i = 0
+        n = len(keys)
+        while i < n and live.get(keys[i][3]) is not keys[i]:
+            i += 1
+        if i:
+            del keys[:i]
+            del self.levels[:i]
 
 
 class ReadyIndex:
@@ -93,9 +135,15 @@ class ReadyIndex:
         self._dead = 0  # tombstones in _sl
         self._lazy = self.strategy != Strategy.RANDOM
         self._skill_names = tuple(sorted(queue.required_skills))
-        # skill -> level -> available agents having the skill at that level
-        self._levels: dict[str, dict[int, set[str]]] = {}
-        self._groups: dict[str, tuple[set[str], ...]] = {}  # agent -> its sets above
+        self._skill_set = frozenset(queue.required_skills)
+        self._skills: dict[str, SkillList] = {}
+        # agent -> its skill lists and its level of each (made once)
+        self._groups: dict[str, tuple[tuple[SkillList, int], ...]] = {}
+        # the queue's own requirements (level 1 at least), and the agents who do not
+        # meet them all before any relax step (and how many of those are indexed)
+        self._queue_needs = {n: max(1, lvl) for n, lvl in queue.required_skills.items()}
+        self._weak: set[str] = set()
+        self._weak_live = 0
         self.last_rung: int = -1  # round robin memory: member position
 
     def __len__(self) -> int:
@@ -125,21 +173,22 @@ class ReadyIndex:
         # longest_idle, ring_all, random: idle order
         return (a.idle_since, 0.0, pos, a.id)
 
-    def _groups_of(self, a: AgentRt) -> tuple[set[str], ...]:
-        """The skill/level sets ``a`` belongs to (made once: sets are never dropped)."""
+    def _groups_of(self, a: AgentRt) -> tuple[tuple[SkillList, int], ...]:
+        """The skill lists ``a`` belongs to, with its levels (made once)."""
         groups = self._groups.get(a.id)
         if groups is None:
-            levels = self._levels
-            out: list[set[str]] = []
-            for name, level in a.cfg.skills.items():
-                by_level = levels.get(name)
-                if by_level is None:
-                    by_level = levels[name] = {}
-                group = by_level.get(level)
-                if group is None:
-                    group = by_level[level] = set()
-                out.append(group)
+            out: list[tuple[SkillList, int]] = []
+            skills = a.cfg.skills
+            for name, level in skills.items():
+                sk = self._skills.get(name)
+                if sk is None:
+                    sk = self._skills[name] = SkillList()
+                sk.members += 1
+                sk.top = max(sk.top, level)
+                out.append((sk, level))
             groups = self._groups[a.id] = tuple(out)
+            if any(skills.get(n, 0) < lvl for n, lvl in self._queue_needs.items()):
+                self._weak.add(a.id)
         return groups
 
     def add(self, a: AgentRt) -> None:
@@ -152,17 +201,30 @@ class ReadyIndex:
             self._dead -= 1
         else:
             sl.insert(i, k)
-        self._keys[aid] = k
-        for group in self._groups_of(a):
-            group.add(aid)
+        keys = self._keys
+        keys[aid] = k
+        groups = self._groups_of(a)
+        if aid in self._weak:
+            self._weak_live += 1
+        for sk, level in groups:
+            lst = sk.keys
+            if len(lst) >= sk.cap:
+                sk.sweep(keys)
+                lst = sk.keys
+            i = bisect_left(lst, k)
+            if i < len(lst) and lst[i] == k:  # its own tombstone
+                lst[i] = k
+            else:
+                lst.insert(i, k)
+                sk.levels.insert(i, level)
 
     def remove(self, a: AgentRt) -> None:
         aid = a.id
         k = self._keys.pop(aid, None)
         if k is None:
             return
-        for group in self._groups[aid]:
-            group.discard(aid)
+        if aid in self._weak:
+            self._weak_live -= 1
         if not self._lazy:
             _discard(self._sl, k)
             return
@@ -190,29 +252,70 @@ class ReadyIndex:
         keys = self._keys
         return [k[3] for k in self._sl if keys.get(k[3]) is k]
 
-    def can_rank(self, caller: CallerRt) -> bool:
-        """Whether ``pick`` can weigh pending agents for this caller (else insert them)."""
-        s = self.strategy
-        return s not in _NO_MERGE and not (s == Strategy.BEST_SKILL and caller.skills)
-
     # ------------------------------------------------------------------ picking
 
-    def _candidates(self, needs: Needs) -> tuple[int, list[set[str]]]:
-        """The sets of agents meeting the rarest requirement, and their total size."""
-        best_n = len(self._keys) + 1
-        best: list[set[str]] = []
-        levels = self._levels
+    def _rarest(self, needs: Needs) -> tuple[SkillList, int, str] | None:
+        """The list of the skill of ``needs`` the fewest members have, the level needed
+        of it and its name; None when no indexed agent ever had one of the skills."""
+        rarest: SkillList | None = None
+        rarest_need = 0
+        rarest_name = ""
+        skills = self._skills
         for name, need in needs:
-            by_level = levels.get(name)
-            if by_level is None:
-                return 0, []
-            sets = [g for lvl, g in by_level.items() if lvl >= need]
-            n = sum(len(g) for g in sets)
-            if n < best_n:
-                best_n, best = n, sets
-                if not n:
+            sk = skills.get(name)
+            if sk is None:
+                return None
+            if rarest is None or sk.members < rarest.members:
+                rarest, rarest_need, rarest_name = sk, need, name
+        return None if rarest is None else (rarest, rarest_need, rarest_name)
+
+    def _meets_queue(self, needs: Needs, name: str) -> bool:
+        """Whether every indexed agent meets ``needs`` but perhaps the one on ``name``:
+        nobody indexed falls short of the queue's own requirements, and those of
+        ``needs`` ask no more than them."""
+        if self._weak_live:
+            return False
+        queue_needs = self._queue_needs
+        for n, need in needs:
+            if n != name and need > queue_needs.get(n, 0):
+                return False
+        return True
+
+    def _fitting_keys(self, agents: dict[str, AgentRt], needs: Needs) -> list[IndexKey]:
+        """The keys of every indexed agent meeting ``needs``, in key order."""
+        keys = self._keys
+        if not keys:
+            return []
+        if not needs:
+            return [k for k in self._sl if keys.get(k[3]) is k]
+        rarest = self._rarest(needs)
+        if rarest is None:
+            return []
+        sk, need, name = rarest
+        lst, levels = sk.keys, sk.levels
+        live = [i for i, k in enumerate(lst) if keys.get(k[3]) is k]
+        if len(lst) > 2 * len(live) + _SKILL_MIN_CAP:  # mostly tombstones: sweep
+            sk.sweep(keys)
+        if self._meets_queue(needs, name):  # the level is all there is to check
+            return [lst[i] for i in live if levels[i] >= need]
+        out = []
+        for i in live:
+            if levels[i] < need:
+                continue
+            k = lst[i]
+            skills = agents[k[3]].cfg.skills  # eligible(), inlined
+            for n, nd in needs:
+                if skills.get(n, 0) < nd:
                     break
-        return best_n, best
+            else:
+                out.append(k)
+        return out
+
+    def _trim(self, sk: SkillList) -> None:
+        """Before a walk of the whole of ``sk``: sweep it if it has grown to twice the
+        number of agents indexed (it may be mostly tombstones: agents left, none came)."""
+        if len(sk.keys) > 2 * len(self._keys) + _SKILL_MIN_CAP:
+            sk.sweep(self._keys)
 
     def pick(
         self,
@@ -225,11 +328,15 @@ class ReadyIndex:
     ) -> list[str]:
         """The agent(s) to ring for ``caller``, whose relaxed requirements are
         ``needs`` (``eligible(a)``: ``a`` meets every one of them, a check also done
-        inline here): [] when nobody available fits. ``pending``: available agents of this
-        queue not in the index yet (only when ``can_rank(caller)``)."""
+        inline here): [] when nobody available fits. ``pending``: available agents of
+        this queue not in the index yet, weighed as if they were."""
         s = self.strategy
-        if s in _NO_MERGE or (s == Strategy.BEST_SKILL and caller.skills):
-            return self._pick_all(caller, agents, eligible, rng, needs)
+        if s in _NO_MERGE:
+            return self._pick_all(caller, agents, eligible, rng, needs, pending)
+        if s == Strategy.BEST_SKILL and caller.skills:
+            extra = [n for n in caller.skills if n not in self._skill_set]
+            if extra:
+                return self._best_skill(caller, agents, eligible, needs, extra, pending)
         rr = s == Strategy.ROUND_ROBIN
         n_members = len(self.member_pos)
         first = self.last_rung + 1
@@ -245,62 +352,47 @@ class ReadyIndex:
                 p_rank, p_id = r, a.id
         fallback = [p_id] if p_id is not None else []
         keys = self._keys
-        n = len(keys)
-        if not n:
+        if not keys:
             return fallback
-        sl = self._live_front()
-        total = len(sl)
-        # walk the live keys in rank order (from ``start``, cyclically, for round robin):
-        # the first one is always looked at, then at most ``steps`` in all, ``steps``
-        # being chosen (with the candidates) only if the first does not fit
-        start = bisect_left(sl, (float(first),)) if rr else 0
-        steps = -1
-        count = n
-        cands: list[set[str]] = []
-        seen = 0
-        for j in range(total):
-            k = sl[(start + j) % total]
+        # walk, in rank order, the list of the rarest requirement, or the main list if
+        # there is none or most members have it (then its front usually fits)
+        levels: list[int] | None = None
+        need = 0
+        lst = self._live_front()
+        if needs:
+            rarest = self._rarest(needs)
+            if rarest is None:
+                return fallback
+            sk, need, _name = rarest
+            if 2 * sk.members <= n_members:
+                if not rr:
+                    sk.drop_dead_front(keys)
+                lst, levels = sk.keys, sk.levels
+        m = len(lst)
+        start = bisect_left(lst, (float(first),)) if rr and m else 0
+        for j in range(m):
+            i = start + j
+            if i >= m:
+                i -= m  # round robin: round the list from ``start``
+            if levels is not None and levels[i] < need:
+                continue
+            k = lst[i]
             if keys.get(k[3]) is not k:
                 continue  # a tombstone
-            if rr:
-                if p_rank is not None and ((k[2] - first) % n_members,) >= p_rank:
-                    return fallback
-            elif p_rank is not None and k >= p_rank:
-                return fallback
-            if eligible(agents[k[3]]):
-                return [k[3]]
-            seen += 1
-            if steps < 0:
-                if needs:
-                    count, cands = self._candidates(needs)
-                    if not count:
-                        return fallback
-                    # few candidates: look at them only
-                    steps = 0 if count * count <= n else min(n, count)
-                else:
-                    steps = n
-            if seen >= steps:
-                break
-        if seen >= n:
-            return fallback
-        # then the candidates
-        best: IndexKey | None = None
-        best_rank: Rank | None = None
-        for group in cands:
-            for aid in group:
-                k = keys[aid]
+            if p_rank is not None:
                 r = ((k[2] - first) % n_members,) if rr else k
-                if best_rank is not None and r >= best_rank:
-                    continue
-                skills = agents[aid].cfg.skills  # eligible(), inlined: meets every need
-                for name, need in needs:
-                    if skills.get(name, 0) < need:
-                        break
-                else:
-                    best, best_rank = k, r
-        if best is None or best_rank is None or (p_rank is not None and p_rank < best_rank):
-            return fallback
-        return [best[3]]
+                if r >= p_rank:
+                    return fallback
+            skills = agents[k[3]].cfg.skills  # eligible(), inlined
+            for name, nd in needs:
+                if skills.get(name, 0) < nd:
+                    break
+            else:
+                return [k[3]]
+        return fallback
+
+    def _pending_keys(self, pending: Sequence[AgentRt], eligible: Eligible) -> list[IndexKey]:
+        return [self.key(a) for a in pending if eligible(a)]
 
     def _pick_all(
         self,
@@ -309,54 +401,122 @@ class ReadyIndex:
         eligible: Eligible,
         rng: random.Random,
         needs: Needs,
+        pending: Sequence[AgentRt],
     ) -> list[str]:
-        """ring_all, random, best_skill with call skills: they look at every fitting
-        agent (random without call skills first tries a few at random)."""
+        """ring_all, random: they look at every fitting agent (random without call
+        skills first tries a few at random)."""
         s = self.strategy
-        sl = self._sl  # without tombstones under random (removed at once)
-        n = len(sl)
-        keys = self._keys
-        if not keys:
+        if not self._keys and not pending:
             return []
         if s == Strategy.RANDOM and not caller.skills:
-            for _ in range(_RANDOM_TRIES):
-                aid = sl[rng.randrange(n)][3]
-                if eligible(agents[aid]):
-                    return [aid]
-        if s == Strategy.BEST_SKILL:
-            return self._best_skill(caller, agents, eligible, needs)
-        if needs:
-            _count, cands = self._candidates(needs)
-            fits = sorted(keys[aid] for g in cands for aid in g if eligible(agents[aid]))
-        else:
-            fits = [k for k in sl if keys.get(k[3]) is k and eligible(agents[k[3]])]
+            picked = self._random_tries(agents, eligible, rng, pending)
+            if picked is not None:
+                return [picked]
+        fits = self._fitting_keys(agents, needs)
+        if pending:
+            fits += self._pending_keys(pending, eligible)
+            fits.sort()
         if not fits:
             return []
         if s == Strategy.RING_ALL:
             return [k[3] for k in fits]
         return [fits[rng.randrange(len(fits))][3]]  # random
 
+    def _random_tries(
+        self,
+        agents: dict[str, AgentRt],
+        eligible: Eligible,
+        rng: random.Random,
+        pending: Sequence[AgentRt],
+    ) -> str | None:
+        """Up to ``_RANDOM_TRIES`` uniform draws among the positions of the sorted list
+        (no tombstones under random) with the pending agents' keys merged in."""
+        sl = self._sl
+        n = len(sl)
+        if not pending:
+            for _ in range(_RANDOM_TRIES):
+                aid = sl[rng.randrange(n)][3]
+                if eligible(agents[aid]):
+                    return aid
+            return None
+        merged = sorted(self.key(a) for a in pending)
+        # where each pending key would sit in the list after its insertion
+        at = [bisect_left(sl, k) + j for j, k in enumerate(merged)]
+        for _ in range(_RANDOM_TRIES):
+            i = rng.randrange(n + len(merged))
+            before = 0  # pending keys before position i
+            k: IndexKey | None = None
+            for j, p in enumerate(at):
+                if p == i:
+                    k = merged[j]
+                    break
+                if p > i:
+                    break
+                before = j + 1
+            if k is None:
+                k = sl[i - before]
+            if eligible(agents[k[3]]):
+                return k[3]
+        return None
+
     def _best_skill(
-        self, caller: CallerRt, agents: dict[str, AgentRt], eligible: Eligible, needs: Needs
+        self,
+        caller: CallerRt,
+        agents: dict[str, AgentRt],
+        eligible: Eligible,
+        needs: Needs,
+        extra: list[str],
+        pending: Sequence[AgentRt],
     ) -> list[str]:
-        """best_skill with call skills: the fitting agent with the highest sum of levels
-        over the queue's and the call's skills (ties: longest idle, member order). The
-        rank is unique (member position), so no sorting is needed, only a minimum."""
+        """best_skill for a call with skills beyond the queue's (``extra``): the fitting
+        agent with the highest sum of levels over the queue's and the call's skills
+        (ties: longest idle, member order). The rank is unique (member position)."""
         names = tuple(set(self._skill_names) | set(caller.skills))
         keys = self._keys
-        if needs:
-            pool: list[str] = [aid for g in self._candidates(needs)[1] for aid in g]
-        else:
-            pool = list(keys)
-        best: tuple[float, float, int, str] | None = None
-        for aid in pool:
-            a = agents[aid]
+        best: Rank | None = None
+        for a in pending:
             sk = a.cfg.skills
             score = 0
             for n in names:
                 score += sk.get(n, 0)
-            k = keys[aid]
-            r = (-float(score), a.idle_since, k[2], aid)
+            r = (-float(score), a.idle_since, self.member_pos[a.id], a.id)
             if (best is None or r < best) and eligible(a):
                 best = r
+        if len(extra) == 1:
+            # one skill beyond the queue's: the score is the key's (the queue's skills)
+            # plus the agent's level of it; the list is in key order, so once the key
+            # minus the highest level cannot beat the best, nobody later can
+            name = extra[0]
+            sl = self._skills.get(name)
+            if sl is None or not keys:
+                return [] if best is None else [best[3]]
+            self._trim(sl)
+            sl.drop_dead_front(keys)
+            need = dict(needs).get(name, 1)
+            top = sl.top
+            for k, level in zip(sl.keys, sl.levels, strict=True):
+                if best is not None and k[0] - top > best[0]:
+                    break
+                if level < need or keys.get(k[3]) is not k:
+                    continue
+                r = (k[0] - level, k[1], k[2], k[3])
+                if (best is None or r < best) and eligible(agents[k[3]]):
+                    best = r
+            return [] if best is None else [best[3]]
+        rarest = self._rarest(needs) if keys else None
+        if rarest is not None:
+            sl, need, _name = rarest
+            self._trim(sl)
+            for k, level in zip(sl.keys, sl.levels, strict=True):
+                aid = k[3]
+                if level < need or keys.get(aid) is not k:
+                    continue
+                a = agents[aid]
+                sk = a.cfg.skills
+                score = 0
+                for n in names:
+                    score += sk.get(n, 0)
+                r = (-float(score), a.idle_since, k[2], aid)
+                if (best is None or r < best) and eligible(a):
+                    best = r
         return [] if best is None else [best[3]]
