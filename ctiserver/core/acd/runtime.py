@@ -143,8 +143,9 @@ class CallerRt:
         self.entered = arrival  # entry in the current queue: max_wait, announcements
         self.priority = base_priority  # + the current queue's priority
         self.req: tuple[tuple[str, int], ...] = ()  # queue's + call's skill -> level
-        # cache of the relaxed requirements: (relax cap, req it was made from, needs)
-        self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs] | None = None
+        # cache of the relaxed requirements: (relax cap, req it was made from, needs,
+        # the wait from which they no longer hold: the next relax step)
+        self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs, float] | None = None
         self.status = WAITING
         self.offered_to: set[str] = set()
         self.agent_id: str | None = None

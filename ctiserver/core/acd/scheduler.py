@@ -239,20 +239,29 @@ class Scheduler:
         self._unindexed.clear()
 
     def _needs(self, c: CallerRt, now: float) -> Needs:
-        """The caller's requirements after the relax steps reached at ``now``."""
-        cap: int | None = None
+        """The caller's requirements after the relax steps reached at ``now``.
+
+        Cached in ``c.needs`` with the wait up to which they hold (the next step); a
+        new ``c.req`` (queue change, reconfiguration) is a new tuple, so ``is`` tells."""
         waited = now - c.arrival
+        cache = c.needs
+        if cache is not None and cache[1] is c.req and waited < cache[3]:
+            return cache[2]
+        cap: int | None = None
+        until = float("inf")
         for after, low in self._relax.get(c.queue, ()):
             if waited < after:
+                until = after
                 break
             cap = low
-        cache = c.needs
         if cache is not None and cache[0] == cap and cache[1] is c.req:
-            return cache[2]
-        needs = tuple(
-            (name, max(1, level if cap is None or cap > level else cap)) for name, level in c.req
-        )
-        c.needs = (cap, c.req, needs)
+            needs = cache[2]
+        else:
+            needs = tuple(
+                (name, max(1, level if cap is None or cap > level else cap))
+                for name, level in c.req
+            )
+        c.needs = (cap, c.req, needs, until)
         return needs
 
     def _fits(self, a: AgentRt, c: CallerRt, now: float) -> bool:
@@ -509,7 +518,12 @@ class Scheduler:
                     if best_key is not None and key >= best_key:
                         break
                     c = calls[key[3]]
-                    for name, need in needs_of(c, now):
+                    cache = c.needs  # _needs(), its cached case inlined
+                    if cache is not None and cache[1] is c.req and now - c.arrival < cache[3]:
+                        needs = cache[2]
+                    else:
+                        needs = needs_of(c, now)
+                    for name, need in needs:
                         if skills.get(name, 0) < need:
                             break
                     else:
