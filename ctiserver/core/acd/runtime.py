@@ -57,6 +57,7 @@ class AgentRt:
         "reason",
         "since",
         "state",
+        "tags",
         "talk_total",
         "wrap_started",
         "last_talk",
@@ -67,6 +68,8 @@ class AgentRt:
         self.id = cfg.id
         self.order = order  # position in AcdConfig.agents: the last tie-breaker
         self.queues: tuple[str, ...] = ()  # queues this agent serves
+        # the class-head tags it can fit (waiting.py): None, then its skills
+        self.tags: tuple[str | None, ...] = (None, *cfg.skills)
         self.state = LOGGED_OUT
         self.reason: str | None = None
         self.since = 0.0

@@ -70,6 +70,7 @@ class Scheduler:
         self._ready: dict[str, ReadyIndex] = {}
         self._stats: dict[str, QueueStats] = {}
         self._relax: dict[str, tuple[tuple[float, int], ...]] = {}
+        self._queue_req: dict[str, tuple[tuple[str, int], ...]] = {}  # sorted items
         self._last_relax: dict[str, int | None] = {}
         self._staffed: dict[str, int] = {}
         self._logged_in: dict[str, set[str]] = {}
@@ -98,6 +99,7 @@ class Scheduler:
         for order, (aid, acfg) in enumerate(config.agents.items()):
             a = old.get(aid) or AgentRt(acfg, order)
             a.cfg, a.order, a.in_index, a.queues = acfg, order, False, ()
+            a.tags = (None, *acfg.skills)
             agents[aid] = a
         t = now if now is not None else 0.0
         for aid, a in old.items():
@@ -118,6 +120,7 @@ class Scheduler:
         old_ready = self._ready
         self._unindexed = {}
         self._ready, self._lines, self._relax, self._last_relax = {}, {}, {}, {}
+        self._queue_req = {}
         self._staffed, self._logged_in, self._reserved = {}, {}, {}
         self._device_agents = {}
         self._stats = {q: self._stats.get(q) or QueueStats() for q in config.queues}
@@ -139,6 +142,7 @@ class Scheduler:
                 low = s.min_level if low is None else min(low, s.min_level)
                 cum.append((s.after, low))
             self._relax[qname] = tuple(cum)
+            self._queue_req[qname] = tuple(sorted(q.required_skills.items()))
             self._last_relax[qname] = low
             self._staffed[qname] = sum(1 for m in members if agents[m].state in STAFFED)
             self._logged_in[qname] = {m for m in members if agents[m].state != LOGGED_OUT}
@@ -242,7 +246,8 @@ class Scheduler:
         """The caller's requirements after the relax steps reached at ``now``.
 
         Cached in ``c.needs`` with the wait up to which they hold (the next step); a
-        new ``c.req`` (queue change, reconfiguration) is a new tuple, so ``is`` tells."""
+        queue change or a reconfiguration gives ``c.req`` a new tuple, so ``is`` tells
+        (but for ``()``, a singleton: no requirement, nothing to relax)."""
         waited = now - c.arrival
         cache = c.needs
         if cache is not None and cache[1] is c.req and waited < cache[3]:
@@ -330,10 +335,13 @@ class Scheduler:
         c.q_epoch += 1
         c.overdue = False
         c.priority = c.base_priority + q.priority
-        req = dict(q.required_skills)
-        for name, level in c.skills.items():
-            req[name] = max(req.get(name, 0), level)
-        c.req = tuple(sorted(req.items()))
+        if c.skills:
+            req = dict(q.required_skills)
+            for name, level in c.skills.items():
+                req[name] = max(req.get(name, 0), level)
+            c.req = tuple(sorted(req.items()))
+        else:  # made once per queue (a new tuple at each reconfiguration: see _needs)
+            c.req = self._queue_req[qname]
         c.status = status
         line = self._lines[qname]
         line.join(c)
@@ -505,7 +513,7 @@ class Scheduler:
         calls = self._calls
         needs_of = self._needs
         skills = a.cfg.skills
-        tags: list[str | None] = [None, *skills]
+        tags = a.tags
         for qname in a.queues:
             heads = self._lines[qname].heads
             if not heads:
@@ -613,7 +621,7 @@ class Scheduler:
         idx = self._ready[c.queue]
         if len(agent_ids) == 1 and agent_ids[0] in idx.member_pos:
             idx.last_rung = idx.member_pos[agent_ids[0]]
-        devices = tuple(self._agents[aid].cfg.device for aid in agent_ids)
+        devices = tuple([self._agents[aid].cfg.device for aid in agent_ids])
         out.append(Ring(c.call_id, tuple(agent_ids), devices, q.ring_timeout))
         for aid in agent_ids:
             self._set_state(self._agents[aid], OFFERED, None, c.call_id, now, out)

@@ -134,6 +134,15 @@ class ReadyIndex:
         self._keys: dict[str, IndexKey] = {}  # the live keys
         self._dead = 0  # tombstones in _sl
         self._lazy = self.strategy != Strategy.RANDOM
+        self._key: Callable[[AgentRt, int], IndexKey] = {
+            Strategy.FIRST_AVAILABLE: self._key_member,
+            Strategy.ROUND_ROBIN: self._key_member,
+            Strategy.HIGHEST_AVERAGE_IDLE: self._key_avg_idle,
+            Strategy.LEAST_TALK_TIME: self._key_talk,
+            Strategy.LEAST_AVERAGE_TALK_TIME: self._key_avg_talk,
+            Strategy.FEWEST_CALLS: self._key_calls,
+            Strategy.BEST_SKILL: self._key_skill,
+        }.get(self.strategy, self._key_idle)
         self._skill_names = tuple(sorted(queue.required_skills))
         self._skill_set = frozenset(queue.required_skills)
         self._skills: dict[str, SkillList] = {}
@@ -153,24 +162,32 @@ class ReadyIndex:
         return agent_id in self._keys
 
     def key(self, a: AgentRt) -> IndexKey:
-        pos = self.member_pos[a.id]
-        s = self.strategy
-        if s in (Strategy.FIRST_AVAILABLE, Strategy.ROUND_ROBIN):
-            return (float(pos), 0.0, pos, a.id)
-        if s == Strategy.HIGHEST_AVERAGE_IDLE:
-            avg = a.avg_idle
-            return (-avg if avg is not None else float("-inf"), a.idle_since, pos, a.id)
-        if s == Strategy.LEAST_TALK_TIME:
-            return (a.talk_total, a.idle_since, pos, a.id)
-        if s == Strategy.LEAST_AVERAGE_TALK_TIME:
-            return (a.avg_talk, a.idle_since, pos, a.id)
-        if s == Strategy.FEWEST_CALLS:
-            return (float(a.calls), a.idle_since, pos, a.id)
-        if s == Strategy.BEST_SKILL:
-            skills = a.cfg.skills
-            score = sum(skills.get(n, 0) for n in self._skill_names)
-            return (float(-score), a.idle_since, pos, a.id)
-        # longest_idle, ring_all, random: idle order
+        return self._key(a, self.member_pos[a.id])
+
+    # the keys, one method per strategy (``_key`` is chosen once)
+
+    def _key_member(self, a: AgentRt, pos: int) -> IndexKey:  # first_available, round_robin
+        return (float(pos), 0.0, pos, a.id)
+
+    def _key_avg_idle(self, a: AgentRt, pos: int) -> IndexKey:
+        avg = a.avg_idle
+        return (-avg if avg is not None else float("-inf"), a.idle_since, pos, a.id)
+
+    def _key_talk(self, a: AgentRt, pos: int) -> IndexKey:
+        return (a.talk_total, a.idle_since, pos, a.id)
+
+    def _key_avg_talk(self, a: AgentRt, pos: int) -> IndexKey:
+        return (a.avg_talk, a.idle_since, pos, a.id)
+
+    def _key_calls(self, a: AgentRt, pos: int) -> IndexKey:
+        return (float(a.calls), a.idle_since, pos, a.id)
+
+    def _key_skill(self, a: AgentRt, pos: int) -> IndexKey:
+        skills = a.cfg.skills
+        score = sum(skills.get(n, 0) for n in self._skill_names)
+        return (float(-score), a.idle_since, pos, a.id)
+
+    def _key_idle(self, a: AgentRt, pos: int) -> IndexKey:  # longest_idle, ring_all, random
         return (a.idle_since, 0.0, pos, a.id)
 
     def _groups_of(self, a: AgentRt) -> tuple[tuple[SkillList, int], ...]:
@@ -292,17 +309,17 @@ class ReadyIndex:
         if rarest is None:
             return []
         sk, need, name = rarest
-        lst, levels = sk.keys, sk.levels
-        live = [i for i, k in enumerate(lst) if keys.get(k[3]) is k]
-        if len(lst) > 2 * len(live) + _SKILL_MIN_CAP:  # mostly tombstones: sweep
-            sk.sweep(keys)
+        self._trim(sk)
         if self._meets_queue(needs, name):  # the level is all there is to check
-            return [lst[i] for i in live if levels[i] >= need]
+            return [
+                k
+                for k, lvl in zip(sk.keys, sk.levels, strict=True)
+                if lvl >= need and keys.get(k[3]) is k
+            ]
         out = []
-        for i in live:
-            if levels[i] < need:
+        for k, lvl in zip(sk.keys, sk.levels, strict=True):
+            if lvl < need or keys.get(k[3]) is not k:
                 continue
-            k = lst[i]
             skills = agents[k[3]].cfg.skills  # eligible(), inlined
             for n, nd in needs:
                 if skills.get(n, 0) < nd:
@@ -344,11 +361,15 @@ class ReadyIndex:
         p_rank: Rank | None = None
         p_id: str | None = None
         for a in pending:
-            if rr:
-                r: Rank = ((self.member_pos[a.id] - first) % n_members,)
+            pos = self.member_pos[a.id]
+            r: Rank = ((pos - first) % n_members,) if rr else self._key(a, pos)
+            if p_rank is not None and r >= p_rank:
+                continue
+            skills = a.cfg.skills  # eligible(), inlined
+            for name, nd in needs:
+                if skills.get(name, 0) < nd:
+                    break
             else:
-                r = self.key(a)
-            if (p_rank is None or r < p_rank) and eligible(a):
                 p_rank, p_id = r, a.id
         fallback = [p_id] if p_id is not None else []
         keys = self._keys

@@ -97,10 +97,10 @@ class QueueLine:
             return
         del lst[i]
         if i == 0:
-            self._drop_head(ck, entry)
             if lst:
-                self._add_head(ck, lst[0])
+                self._replace_head(ck, entry, lst[0])
             else:
+                self._drop_head(ck, entry)
                 del self.classes[ck]
 
     def _add_head(self, ck: ClassKey, entry: ClassEntry) -> None:
@@ -111,6 +111,19 @@ class QueueLine:
             self.heads[tag] = [key]
         else:
             insort(heads, key)
+
+    def _replace_head(self, ck: ClassKey, old: ClassEntry, new: ClassEntry) -> None:
+        """The class's head ``old`` left, ``new`` is its head now (same tag)."""
+        tag = self.tag(ck[1])
+        heads = self.heads.get(tag)
+        if heads is None:
+            self.heads[tag] = [(-ck[0], *new)]
+            return
+        key = (-ck[0], *old)
+        i = bisect_left(heads, key)
+        if i < len(heads) and heads[i] == key:
+            del heads[i]
+        insort(heads, (-ck[0], *new))
 
     def _drop_head(self, ck: ClassKey, entry: ClassEntry) -> None:
         tag = self.tag(ck[1])
