@@ -82,6 +82,10 @@ class Scheduler:
         # inserted if no caller takes them in the same step (the end of _dispatch)
         self._unindexed: dict[str, AgentRt] = {}
         self._dirty_callers: list[DirtyEntry] = []
+        # callers placed waiting in this step, not yet filed in their line's classes
+        # (waiting.py): a caller served at once never is (the end of _dispatch); until
+        # then they are in _dirty_callers, which is how dispatch sees them
+        self._unlisted: dict[str, CallerRt] = {}
         self._seq = 0
         self._now = float("-inf")
         self._build(config, None, [])
@@ -323,7 +327,7 @@ class Scheduler:
         p = self._agents.get(c.preferred or "") if first else None
         if p is not None and p.state != LOGGED_OUT:
             if self._pref_timeout.get(c.call_id, q.preferred_agent_timeout) > 0 or p.available:
-                self._lines[qname].remove_pickable(c)
+                self._unpick(c)
                 c.status = RESERVED
                 self._reserved.setdefault(p.id, {})[c.call_id] = c
         self._schedule_queue_timers(c, now)
@@ -346,7 +350,7 @@ class Scheduler:
         line = self._lines[qname]
         line.join(c)
         if status == WAITING:
-            line.add_pickable(c)
+            self._unlisted[c.call_id] = c
         elif status == RESERVED:
             self._reserved.setdefault(c.preferred or "", {})[c.call_id] = c
         if status in (WAITING, RESERVED):
@@ -390,10 +394,21 @@ class Scheduler:
             return
         line.leave(c)
         if c.status == WAITING:
-            line.remove_pickable(c)
+            self._unpick(c)
         elif c.status == RESERVED:
             self._reserved.get(c.preferred or "", {}).pop(c.call_id, None)
         c.q_epoch += 1
+
+    def _unpick(self, c: CallerRt) -> None:
+        """A waiting caller stops being one an agent may pick (offered, reserved, gone)."""
+        if self._unlisted.pop(c.call_id, None) is None:
+            self._lines[c.queue].remove_pickable(c)
+
+    def _list_placed(self) -> None:
+        """File the callers placed in this step and still waiting in their classes."""
+        for c in self._unlisted.values():
+            self._lines[c.queue].add_pickable(c)
+        self._unlisted.clear()
 
     def _forget(self, c: CallerRt) -> None:
         self._calls.pop(c.call_id, None)
@@ -575,6 +590,7 @@ class Scheduler:
                 break
             if best is None:
                 self._flush_unindexed()
+                self._list_placed()
                 return
             picked = self._pick_agents(best, now)
             if picked:
@@ -584,6 +600,7 @@ class Scheduler:
                     if self._best_caller_for(self._agents[aid], now) is best:
                         dirty.discard(aid)
         self._flush_unindexed()
+        self._list_placed()
 
     def _pick_agents(self, c: CallerRt, now: float) -> list[str]:
         if c.status == RESERVED:
@@ -610,9 +627,8 @@ class Scheduler:
 
     def _offer(self, c: CallerRt, agent_ids: list[str], now: float, out: list[Effect]) -> None:
         q = self._config.queues[c.queue]
-        line = self._lines[c.queue]
         if c.status == WAITING:
-            line.remove_pickable(c)
+            self._unpick(c)
         elif c.status == RESERVED:
             self._reserved.get(c.preferred or "", {}).pop(c.call_id, None)
         c.status = RINGING
