@@ -156,6 +156,7 @@ def check_picks(
     assert sorted(idx.agent_ids()) == sorted(indexed)
     for sl in idx._skills.values():  # tombstones stay bounded
         assert len(sl.keys) == len(sl.levels) <= sl.cap
+        assert sl.ranks is None or len(sl.ranks) == len(sl.keys)
     out = [a for a in agents if a.id not in indexed]
     pending = out[:n_pending]
     # the same index with the pending agents inserted

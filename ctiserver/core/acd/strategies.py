@@ -45,10 +45,10 @@ Strategies:
 - least_talk_time / least_average_talk_time / fewest_calls: lowest figure since start.
 - best_skill: highest *sum* of the agent's levels over the required skills (queue's
   and call's); a missing skill counts 0 (and makes the agent ineligible anyway). The
-  key holds the sum over the queue's skills; for a call with one skill beyond them
-  the walk of that skill's list adds each agent's level and stops once no later agent
-  can make up the difference; a call with several such skills is scored over every
-  candidate.
+  key holds the sum over the queue's skills. The lists of the other skills (which only
+  calls bring) are ranked by the key with the agent's level of that skill added, so a
+  call with one such skill is served by the same walk as the other strategies; a call
+  with several is scored over every candidate.
 - random: uniform among the available eligible agents, from the injected ``rng``.
 
 ``pick`` may also be given *pending* agents: available agents the engine has not put
@@ -94,22 +94,47 @@ class SkillList:
     """The available agents of one queue having one skill: ``keys`` in key order (may
     hold tombstones, see above), ``levels[i]`` the skill's level of ``keys[i]``'s
     agent. ``members``: agents of the queue having the skill (counted when first
-    indexed), to find the rarest requirement; ``top``: the highest level among them."""
+    indexed), to find the rarest requirement.
 
-    __slots__ = ("cap", "keys", "levels", "members", "top")
+    Ranked lists (best_skill, a skill the queue does not require) are in the order of
+    ``ranks[i]``: the key with the level added to the score, (key[0] - level, key[1],
+    key[2], key[3]); the others have ``ranks`` None."""
 
-    def __init__(self) -> None:
+    __slots__ = ("cap", "keys", "levels", "members", "ranks")
+
+    def __init__(self, ranked: bool) -> None:
         self.keys: list[IndexKey] = []
         self.levels: list[int] = []
+        self.ranks: list[Rank] | None = [] if ranked else None
         self.cap = _SKILL_MIN_CAP
         self.members = 0
-        self.top = 0
+
+    def insert(self, k: IndexKey, level: int) -> None:
+        """Add a live key, or make the agent's own tombstone of the same value live."""
+        keys = self.keys
+        ranks = self.ranks
+        if ranks is None:
+            i = bisect_left(keys, k)
+            if i < len(keys) and keys[i] == k:
+                keys[i] = k
+                return
+        else:
+            r = (k[0] - level, k[1], k[2], k[3])
+            i = bisect_left(ranks, r)
+            if i < len(ranks) and ranks[i] == r:
+                keys[i] = k
+                return
+            ranks.insert(i, r)
+        keys.insert(i, k)
+        self.levels.insert(i, level)
 
     def sweep(self, live: dict[str, IndexKey]) -> None:
         keep = [i for i, k in enumerate(self.keys) if live.get(k[3]) is k]
-        keys, levels = self.keys, self.levels
+        keys, levels, ranks = self.keys, self.levels, self.ranks
         self.keys = [keys[i] for i in keep]
         self.levels = [levels[i] for i in keep]
+        if ranks is not None:
+            self.ranks = [ranks[i] for i in keep]
         self.cap = max(_SKILL_MIN_CAP, 2 * len(keep))
 
     def drop_dead_front(self, live: dict[str, IndexKey]) -> None:
@@ -121,6 +146,8 @@ class SkillList:
         if i:
             del keys[:i]
             del self.levels[:i]
+            if self.ranks is not None:
+                del self.ranks[:i]
 
 
 class ReadyIndex:
@@ -199,9 +226,9 @@ class ReadyIndex:
             for name, level in skills.items():
                 sk = self._skills.get(name)
                 if sk is None:
-                    sk = self._skills[name] = SkillList()
+                    ranked = self.strategy == Strategy.BEST_SKILL and name not in self._skill_set
+                    sk = self._skills[name] = SkillList(ranked)
                 sk.members += 1
-                sk.top = max(sk.top, level)
                 out.append((sk, level))
             groups = self._groups[a.id] = tuple(out)
             if any(skills.get(n, 0) < lvl for n, lvl in self._queue_needs.items()):
@@ -224,16 +251,9 @@ class ReadyIndex:
         if aid in self._weak:
             self._weak_live += 1
         for sk, level in groups:
-            lst = sk.keys
-            if len(lst) >= sk.cap:
+            if len(sk.keys) >= sk.cap:
                 sk.sweep(keys)
-                lst = sk.keys
-            i = bisect_left(lst, k)
-            if i < len(lst) and lst[i] == k:  # its own tombstone
-                lst[i] = k
-            else:
-                lst.insert(i, k)
-                sk.levels.insert(i, level)
+            sk.insert(k, level)
 
     def remove(self, a: AgentRt) -> None:
         aid = a.id
@@ -503,26 +523,27 @@ class ReadyIndex:
             r = (-float(score), a.idle_since, self.member_pos[a.id], a.id)
             if (best is None or r < best) and eligible(a):
                 best = r
-        if len(extra) == 1:
-            # one skill beyond the queue's: the score is the key's (the queue's skills)
-            # plus the agent's level of it; the list is in key order, so once the key
-            # minus the highest level cannot beat the best, nobody later can
-            name = extra[0]
-            sl = self._skills.get(name)
-            if sl is None or not keys:
-                return [] if best is None else [best[3]]
+        sl = self._skills.get(extra[0])
+        if len(extra) == 1 and sl is not None and sl.ranks is not None and keys:
+            # one skill beyond the queue's: its list is ranked by the whole score, the
+            # first fitting agent there is the index's best
             self._trim(sl)
             sl.drop_dead_front(keys)
-            need = dict(needs).get(name, 1)
-            top = sl.top
-            for k, level in zip(sl.keys, sl.levels, strict=True):
-                if best is not None and k[0] - top > best[0]:
-                    break
-                if level < need or keys.get(k[3]) is not k:
+            ranks, levels = sl.ranks, sl.levels
+            need = dict(needs).get(extra[0], 1)
+            for i, k in enumerate(sl.keys):
+                if levels[i] < need or keys.get(k[3]) is not k:
                     continue
-                r = (k[0] - level, k[1], k[2], k[3])
-                if (best is None or r < best) and eligible(agents[k[3]]):
+                r = ranks[i]
+                if best is not None and r >= best:
+                    break
+                skills = agents[k[3]].cfg.skills  # eligible(), inlined
+                for n, nd in needs:
+                    if skills.get(n, 0) < nd:
+                        break
+                else:
                     best = r
+                    break
             return [] if best is None else [best[3]]
         rarest = self._rarest(needs) if keys else None
         if rarest is not None:
