@@ -434,7 +434,8 @@ class PopService:
         if record is None:
             return True
         try:
-            await asyncio.wait_for(self.store.save_interaction(record), self.save_timeout)
+            async with asyncio.timeout(self.save_timeout):  # a timer, not a task
+                await self.store.save_interaction(record)
         except Exception as exc:  # noqa: BLE001 - keep it, retry later
             log.warning("call=%s interaction kept for retry: %r", call_id, exc)
             return False

@@ -304,7 +304,8 @@ class CallAdapter:
             self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
         self.submit(joined, None)
         try:
-            return await asyncio.wait_for(asyncio.shield(call.agi_reply), timeout)
+            async with asyncio.timeout(timeout):  # a timer, not a task (once per call)
+                return await asyncio.shield(call.agi_reply)
         except TimeoutError:
             log.error("[%s] ACD did not answer within %.1f s: holding", call.call_id, timeout)
             return "hold", {}

@@ -53,7 +53,8 @@ class FastAgiServer:
             self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         try:
-            headers = await asyncio.wait_for(read_environment(reader), HEADER_TIMEOUT)
+            async with asyncio.timeout(HEADER_TIMEOUT):  # a timer, not a task (per call)
+                headers = await read_environment(reader)
         except (TimeoutError, ValueError, ConnectionError) as exc:
             log.warning("FastAGI from %s dropped: %s", peer, exc or type(exc).__name__)
             writer.close()

@@ -134,7 +134,8 @@ class Routes:
         if self.identify is None or not caller:
             return None
         try:
-            ident = await asyncio.wait_for(self.identify(uid, caller), self.lookup_timeout)
+            async with asyncio.timeout(self.lookup_timeout):  # a timer, not a task
+                ident = await self.identify(uid, caller)
         except TimeoutError:
             log.warning("[%s] CRM lookup slower than %.0f ms: routing without customer data",
                         uid, self.lookup_timeout * 1000)

@@ -11,7 +11,8 @@ GREETING = b"Asterisk Call Manager/11.0.0\r\n"
 DIAL = (b"Event: DialBegin\r\nPrivilege: call,all\r\nTimestamp: 1763917000.123456\r\n"
         b"Uniqueid: 1763917000.1\r\nDestChannel: PJSIP/2001-00000002\r\n"
         b"DestUniqueid: 1763917000.2\r\nCallerIDName: Ana L\xc3\xb3pez\r\n\r\n")
-HANGUP = b"Event: Hangup\r\nUniqueid: 1763917000.2\r\nCause: 16\r\nCause-txt: Normal Clearing\r\n\r\n"
+HANGUP = (b"Event: Hangup\r\nUniqueid: 1763917000.2\r\nCause: 16\r\n"
+          b"Cause-txt: Normal Clearing\r\n\r\n")
 LISTED = b"Event: CoreShowChannel\r\nActionID: 42\r\nUniqueid: 1763917000.9\r\n\r\n"
 
 

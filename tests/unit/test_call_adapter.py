@@ -1,6 +1,7 @@
 """The AMI adapter's translation table, fed with AMI messages as Asterisk 22 writes them
-(parsed as the daemon parses them: ``ctiserver.asterisk.ami.parse_event``), and its effects turned into AMI actions. The AMI side is a
-recorder of the actions that would be sent; the engine is the real one."""
+(parsed as the daemon parses them: ``ctiserver.asterisk.ami.parse_event``), and its effects
+turned into AMI actions. The AMI side is a recorder of the actions that would be sent; the
+engine is the real one."""
 
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ async def test_a_phone_still_busy_with_another_call_after_ours_is_not_offered() 
     assert offerable(engine, "1001")
 
 
-async def test_a_ringing_state_seen_before_the_dial_does_not_block_the_agent_after_the_call() -> None:
+async def test_a_ringing_state_seen_before_the_dial_does_not_block_the_agent_later() -> None:
     # Asterisk may report the phone ringing before DialBegin reaches us: the engine then
     # hears it, and the end of our call must clear it
     adapter, engine, _actions, _fed = setup()
