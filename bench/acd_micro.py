@@ -18,9 +18,10 @@ before each timed event and reported on their own line. Memory is measured with
 tracemalloc while building scenario 1 (engine + waiting callers).
 
 Each scenario runs ``--rounds`` decisions with the cyclic garbage collector on (after
-``gc.freeze()`` of the setup, as a long-running server would do after start-up), then
-as many with it off; PASS/FAIL is judged on the gc-on figures. The exit status is 0
-on PASS. The machine's other load shows in the tail: run it a few times.
+freezing the setup out of it, as the daemon's ACD runner does once it has taken the
+start-up events: ``acd_runner.freeze_state``), then as many with it off; PASS/FAIL is
+judged on the gc-on figures. The exit status is 0 on PASS. The machine's other load
+shows in the tail: run it a few times.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ctiserver.acd_runner import freeze_state  # noqa: E402
 from ctiserver.core.acd.engine import Engine  # noqa: E402
 from ctiserver.core.acd.events import (  # noqa: E402
     AgentLoggedIn,
@@ -226,10 +228,9 @@ def run_timed(
     state: dict[str, float],
 ) -> bool:
     """``args.rounds`` timed steps with the cyclic gc on (as in production; the setup's
-    objects are frozen out of it first), then as many with gc off, reported apart.
-    PASS/FAIL is judged on the gc-on figures."""
-    gc.collect()
-    gc.freeze()
+    objects are frozen out of it first, as the daemon does), then as many with gc off,
+    reported apart. PASS/FAIL is judged on the gc-on figures."""
+    freeze_state()
     ok = True
     for gc_on in (True, False):
         samples: list[float] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 
 import pytest
@@ -75,3 +76,15 @@ async def test_timers_fire_without_events() -> None:
     await asyncio.wait_for(seen.wait(), 2)  # wrap-up ends by the runner's own Tick
     task.cancel()
     assert states[-2:] == ["wrap_up", "ready"]
+
+
+async def test_the_state_built_from_the_start_up_events_is_frozen_out_of_the_gc() -> None:
+    gc.unfreeze()
+    runner = AcdRunner(engine(), lambda _e, _f: None)
+    runner.submit(ev.AgentLoggedIn("a1"))  # queued before the task runs, as at start
+    state = runner.engine._agents["a1"]
+    task = await run_with(runner)
+    await runner.request(ev.AgentLoggedIn("a2"))
+    task.cancel()
+    assert gc.get_freeze_count() > 0
+    assert not any(o is state for o in gc.get_objects())  # not in a collected generation
