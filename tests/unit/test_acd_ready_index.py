@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -184,17 +185,20 @@ def check_picks(
             assert all(fits(by_id[x], needs) for x in got)
 
 
-def test_random_draws_the_same_agent_whether_pending_agents_are_inserted_or_not() -> None:
+@pytest.mark.parametrize("n_pending", [1, 4])
+def test_random_draws_the_same_agent_whether_pending_agents_are_inserted_or_not(
+    n_pending: int,
+) -> None:
     agents = make_agents([{"en": 1 + i % 3} for i in range(9)])
     for i, a in enumerate(agents):
         a.idle_since = float((i * 5) % 9)  # pending ones land between the indexed ones
     pos = {a.id: i for i, a in enumerate(agents)}
     q = QueueConfig("q", Strategy.RANDOM, required_skills={"en": 2})
     idx, ref = ReadyIndex(q, pos), ReadyIndex(q, pos)
-    for a in agents[:5]:
+    for a in agents[: 9 - n_pending]:
         idx.add(a)
         ref.add(a)
-    pending = agents[5:]
+    pending = agents[9 - n_pending :]
     for a in pending:
         ref.add(a)
     by_id = {a.id: a for a in agents}

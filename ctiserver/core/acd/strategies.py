@@ -13,11 +13,11 @@ parallel list. An agent who fits a caller has every required skill (queue's and
 call's) at the required level or more (a relaxed requirement still means level 1 or
 more), so the skill list of any requirement holds every fitting agent in rank order.
 A caller with requirements is served from the list of the *rarest* skill among them
-(the one the fewest members have): levels below the requirement are skipped without
-looking at the agent, and in practice the first agent at the level fits. A call with a
-skill of its own (a language few agents speak) thus costs about what a plain call
-costs, however many agents the queue has; the worst case is one step per agent having
-that skill.
+(the one the fewest members have; the main list if most members have it, as its front
+then usually fits): levels below the requirement are skipped without looking at the
+agent, and in practice the first agent at the level fits. A call with a skill of its
+own (a language few agents speak) thus costs about what a plain call costs, however
+many agents the queue has; the worst case is one step per agent having that skill.
 
 The sorted lists are plain Python lists kept sorted with ``bisect`` (an insert is a
 ``memmove``: cheaper than a ``SortedList`` at the size of a queue). Removal is lazy: an
@@ -29,6 +29,8 @@ last sweep (both amortised O(1) per removal; a bisect over a few hundred tuples
 scattered in memory costs microseconds, and an agent picked for a call leaves all its
 queues). An agent coming back revives its own tombstone if its key is unchanged. The
 random strategy removes from the main list at once: its pick draws list positions.
+The price of lazy removal: an agent's old keys stay alive until their lists are swept,
+which gives the cyclic garbage collector's young generation more to count.
 
 Ties are broken the same way in every strategy: longest idle first (earliest
 ``idle_since``), then the agent's position in the queue's member order
@@ -479,6 +481,15 @@ class ReadyIndex:
                 aid = sl[rng.randrange(n)][3]
                 if eligible(agents[aid]):
                     return aid
+            return None
+        if len(pending) == 1:  # the usual case: the agent who just freed up
+            pk = self.key(pending[0])
+            at_p = bisect_left(sl, pk)
+            for _ in range(_RANDOM_TRIES):
+                i = rng.randrange(n + 1)
+                drawn = pk if i == at_p else sl[i if i < at_p else i - 1]
+                if eligible(agents[drawn[3]]):
+                    return drawn[3]
             return None
         merged = sorted(self.key(a) for a in pending)
         # where each pending key would sit in the list after its insertion
