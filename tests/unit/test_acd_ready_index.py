@@ -19,6 +19,13 @@ SKILLS = ("de", "en", "es", "fr", "it")
 N_AGENTS = 14
 
 skill_sets = st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 10), max_size=4)
+# most agents speak "en": a skill most members have (no list of its own when told)
+speaks_en = st.fixed_dictionaries({"en": st.integers(1, 10)})
+agent_skills = st.builds(
+    lambda en, other: {**other, **en},
+    st.one_of(st.just({}), speaks_en, speaks_en, speaks_en),
+    skill_sets,
+)
 figures = st.tuples(
     st.integers(0, 50),  # idle_since
     st.integers(0, 3),  # talk_total
@@ -92,7 +99,7 @@ def brute_force(
 @given(
     strategy=st.sampled_from(list(Strategy)),
     queue_skills=st.dictionaries(st.sampled_from(SKILLS), st.integers(0, 6), max_size=2),
-    skills=st.lists(skill_sets, min_size=N_AGENTS, max_size=N_AGENTS),
+    skills=st.lists(agent_skills, min_size=N_AGENTS, max_size=N_AGENTS),
     ops=st.lists(st.tuples(st.integers(0, N_AGENTS - 1), figures), max_size=80),
     n_pending=st.integers(0, 3),
     calls=st.lists(
@@ -107,6 +114,7 @@ def brute_force(
     seed=st.integers(0, 2**16),
     slack=st.sampled_from([0, 64]),
     skill_cap=st.sampled_from([1, 8]),
+    told=st.booleans(),
 )
 def test_pick_is_the_brute_force_answer_with_or_without_pending_agents(
     strategy: Strategy,
@@ -118,13 +126,14 @@ def test_pick_is_the_brute_force_answer_with_or_without_pending_agents(
     seed: int,
     slack: int,
     skill_cap: int,
+    told: bool,
 ) -> None:
     # small values sweep the lists as often as the rules allow: the main list's
     # tombstones give way to fresh keys of the same value, skill lists are rebuilt
     saved = strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP
     strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = slack, skill_cap
     try:
-        check_picks(strategy, queue_skills, skills, ops, n_pending, calls, seed)
+        check_picks(strategy, queue_skills, skills, ops, n_pending, calls, seed, told)
     finally:
         strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = saved
 
@@ -137,12 +146,15 @@ def check_picks(
     n_pending: int,
     calls: list[tuple[dict[str, int], int | None, int]],
     seed: int,
+    told: bool,
 ) -> None:
     q = QueueConfig("q", strategy=strategy, required_skills=queue_skills)
     agents = make_agents(skills)
     by_id = {a.id: a for a in agents}
     pos = {a.id: i for i, a in enumerate(agents)}
-    idx = ReadyIndex(q, pos)
+    # told: the index knows the members' skills (skills most have get no list)
+    member_skills = {a.id: a.cfg.skills for a in agents} if told else None
+    idx = ReadyIndex(q, pos, member_skills)
     # toggling agents in and out leaves tombstones in every list
     indexed: set[str] = set()
     for i, f in ops:
@@ -156,12 +168,14 @@ def check_picks(
             indexed.add(a.id)
     assert sorted(idx.agent_ids()) == sorted(indexed)
     for sl in idx._skills.values():  # tombstones stay bounded
-        assert len(sl.keys) == len(sl.levels) <= sl.cap
-        assert sl.ranks is None or len(sl.ranks) == len(sl.keys)
+        assert len(sl.keys) == len(sl.levels) == len(sl.firsts) <= sl.cap
+        order = sl.keys if sl.ranks is None else sl.ranks
+        assert len(order) == len(sl.keys) and order == sorted(order)
+        assert list(sl.firsts) == [float(o[0]) for o in order]
     out = [a for a in agents if a.id not in indexed]
     pending = out[:n_pending]
     # the same index with the pending agents inserted
-    ref = ReadyIndex(q, pos)
+    ref = ReadyIndex(q, pos, member_skills)
     for a in sorted((by_id[x] for x in indexed), key=lambda a: a.order):
         ref.add(a)
     for a in pending:
@@ -247,11 +261,14 @@ def test_a_rare_call_skill_is_found_without_walking_the_queue() -> None:
     assert len(looked) <= 2
 
 
-def test_best_skill_with_a_call_skill_adds_its_level_to_the_queue_score() -> None:
-    # a0: es 9 + de 1 = 10; a1: es 2 + de 9 = 11; a2: es 9, no de (not eligible)
+@pytest.mark.parametrize("told", [False, True])
+def test_best_skill_with_a_call_skill_adds_its_level_to_the_queue_score(told: bool) -> None:
+    # a0: es 9 + de 1 = 10; a1: es 2 + de 9 = 11; a2: es 9, no de (not eligible);
+    # most members speak de: its list is kept all the same (best_skill ranks by it)
     agents = make_agents([{"es": 9, "de": 1}, {"es": 2, "de": 9}, {"es": 9}])
     pos = {a.id: i for i, a in enumerate(agents)}
-    idx = ReadyIndex(QueueConfig("q", Strategy.BEST_SKILL, required_skills={"es": 1}), pos)
+    q = QueueConfig("q", Strategy.BEST_SKILL, required_skills={"es": 1})
+    idx = ReadyIndex(q, pos, {a.id: a.cfg.skills for a in agents} if told else None)
     for a in agents:
         idx.add(a)
     by_id = {a.id: a for a in agents}
@@ -289,3 +306,46 @@ def test_an_agent_back_with_the_same_key_after_a_sweep_is_found_by_skill() -> No
     needs = (("fr", 1),)
     caller = CallerRt("c", "q", 0, {"fr": 1}, None, 0.0, 1)
     assert idx.pick(caller, by_id, lambda a: fits(a, needs), random.Random(1), needs) == ["a0"]
+
+
+def test_a_skill_most_members_have_is_checked_on_the_main_list() -> None:
+    """ring_all needing en:5, everyone speaks en (no "en" list): only en >= 5 ring."""
+    agents = make_agents([{"en": 1 + i} for i in range(10)])
+    pos = {a.id: i for i, a in enumerate(agents)}
+    q = QueueConfig("q", Strategy.RING_ALL, required_skills={"en": 5})
+    idx = ReadyIndex(q, pos, {a.id: a.cfg.skills for a in agents})
+    for a in agents:
+        idx.add(a)
+    assert idx._skills["en"].common
+    by_id = {a.id: a for a in agents}
+    needs = (("en", 5),)
+    caller = CallerRt("c", "q", 0, {}, None, 0.0, 1)
+    got = idx.pick(caller, by_id, lambda a: fits(a, needs), random.Random(1), needs)
+    assert got == [f"a{i}" for i in range(4, 10)]
+
+
+def test_best_skill_with_two_call_skills_scores_every_candidate() -> None:
+    # score over es (queue) + de + fr (call): a0 and a3 = 9+1+1, a1 = 2+5+5, a2 lacks es;
+    # told, es is the rarest requirement and common: the candidates are the main list's
+    agents = make_agents(
+        [
+            {"es": 9, "de": 1, "fr": 1},
+            {"es": 2, "de": 5, "fr": 5},
+            {"de": 9, "fr": 9},
+            {"es": 9, "de": 1, "fr": 1},
+        ]
+    )
+    pos = {a.id: i for i, a in enumerate(agents)}
+    q = QueueConfig("q", Strategy.BEST_SKILL, required_skills={"es": 1})
+    needs = (("de", 1), ("es", 1), ("fr", 1))
+
+    def eligible(a: AgentRt) -> bool:
+        return fits(a, needs)
+
+    for told in (None, {a.id: a.cfg.skills for a in agents}):
+        idx = ReadyIndex(q, pos, told)
+        for a in agents:
+            idx.add(a)
+        by_id = {a.id: a for a in agents}
+        caller = CallerRt("c", "q", 0, {"de": 1, "fr": 1}, None, 0.0, 1)
+        assert idx.pick(caller, by_id, eligible, random.Random(1), needs) == ["a1"]

@@ -132,7 +132,7 @@ class Scheduler:
         for qname, q in config.queues.items():
             members = [m for m in config.queue_members(qname) if m in agents]
             pos = {m: i for i, m in enumerate(members)}
-            idx = ReadyIndex(q, pos)
+            idx = ReadyIndex(q, pos, {m: agents[m].cfg.skills for m in members})
             if qname in old_ready:
                 idx.last_rung = old_ready[qname].last_rung
             self._ready[qname] = idx
