@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +313,82 @@ def test_an_agent_paused_from_the_phone_is_still_paused_after_a_restart(
         assert cti.stop() == 0
     # first_available would pick 1001 if it were ready
     assert rung_agents(observer)[n:] == ["1002"]
+
+
+# ---------------------------------------------------------------- the agent's phone
+
+
+def ami_action(obs: Observer, action: dict[str, str]) -> Any:
+    async def send() -> Any:
+        return await obs.manager.send_action(action)
+
+    return obs.loop.run_until_complete(send())
+
+
+def dial_begin_to(obs: Observer, device: str, after: int, what: str) -> Any:
+    """The first DialBegin to ``device`` among the events after index ``after``."""
+    return obs.wait_for(lambda e: e.event == "DialBegin" and obs.events.index(e) >= after
+                        and e.DestChannel.startswith(device + "-"), 20, what)[0]
+
+
+def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    """1001 takes a queue call, then a second call on the same phone (a consultation). When
+    the queue call ends the phone is still in use, and Asterisk says nothing new about it:
+    the next caller must go to 1002 although first_available prefers 1001; once the second
+    call is over, 1001 is offered again."""
+    ids = ("1001", "1002")
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ids, strategy="first_available",
+                                                ring_timeout=5),
+                    agents=agents_toml(ids), rules=rules_yaml("q")).start()
+    calls = ThreadPoolExecutor(3)
+    try:
+        # the phones keep every call up until Asterisk ends it (AMI Hangup below)
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(60000, 60000)):
+            def call(number: str) -> Future[Any]:
+                return calls.submit(place_calls, tmp_path, "900100999",
+                                    callers=[(number, "Caller")], maxwait_ms=20000, timeout=90)
+
+            start = len(observer.events)
+            first = call("+34600000001")
+            ring_a = dial_begin_to(observer, "PJSIP/1001", start, "call A ringing 1001")
+            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
+                              and e.DestUniqueid == ring_a.DestUniqueid, 15, "1001 answering")
+            ami_action(observer, {"Action": "Originate", "Channel": "PJSIP/1001",
+                                  "Application": "Wait", "Data": "60", "Async": "true"})
+            private = observer.wait_for(
+                lambda e: e.event == "Newstate" and e.ChannelStateDesc == "Up"
+                and e.Channel.startswith("PJSIP/1001-") and e.Uniqueid != ring_a.DestUniqueid,
+                15, "the second call on 1001's phone answered")[0]
+            ami_action(observer, {"Action": "Hangup", "Channel": ring_a.Channel})
+            assert first.result().successful == 1
+            cti.wait_log(f"[{ring_a.Uniqueid}] caller hung up", 10)
+
+            start = len(observer.events)
+            second = call("+34600000002")
+            ring_b = observer.wait_for(lambda e: e.event == "DialBegin"
+                                       and observer.events.index(e) >= start, 20,
+                                       "call B ringing an agent")[0]
+            assert ring_b.DestChannel.startswith("PJSIP/1002-"), ring_b.DestChannel
+            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
+                              and e.DestUniqueid == ring_b.DestUniqueid, 15, "1002 answering")
+            ami_action(observer, {"Action": "Hangup", "Channel": ring_b.Channel})
+            assert second.result().successful == 1
+
+            start = len(observer.events)
+            ami_action(observer, {"Action": "Hangup", "Channel": private.Channel})
+            observer.wait_for(lambda e: e.event == "DeviceStateChange"
+                              and e.Device == "PJSIP/1001" and e.State == "NOT_INUSE"
+                              and observer.events.index(e) >= start, 15, "1001's phone free")
+            third = call("+34600000003")
+            ring_c = observer.wait_for(lambda e: e.event == "DialBegin"
+                                       and observer.events.index(e) >= start, 20,
+                                       "call C ringing an agent")[0]
+            assert ring_c.DestChannel.startswith("PJSIP/1001-"), ring_c.DestChannel
+            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
+                              and e.DestUniqueid == ring_c.DestUniqueid, 15, "1001 answering")
+            ami_action(observer, {"Action": "Hangup", "Channel": ring_c.Channel})
+            assert third.result().successful == 1
+    finally:
+        calls.shutdown(wait=False, cancel_futures=True)
+        assert cti.stop() == 0
