@@ -8,6 +8,13 @@ agent's phone ringing (DialBegin), and on answer (DialEnd ANSWER).
 
 A call's id is the caller channel's Uniqueid, which is also the Linkedid of every
 channel the call creates (the agents' legs), so it is stable for the pop.
+
+Agents' phones: besides translating, the adapter keeps the live channels of each agent
+device (Newchannel .. Hangup). Asterisk computes device states asynchronously, so its
+NOT_INUSE comes a few ms after an agent's leg hangs up; the adapter tells the engine at
+the hang-up itself whether the phone is free or still busy with another call (for which
+Asterisk would send no change at all), and drops the ringing / in-use reports that only
+echo our own call.
 """
 
 from __future__ import annotations
