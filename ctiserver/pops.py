@@ -313,11 +313,8 @@ class PopService:
         if state in PERSISTED_STATES or publish_nowait is None:
             self._spawn(self.agent_state(agent_id, state, reason, call_id))
             return
-        publish_nowait(
-            AGENT_STATE,
-            {"agent_id": agent_id, "state": state, "reason": reason, "call_id": call_id},
-            agent_id=agent_id,
-        )
+        publish_nowait(AGENT_STATE, _state_note(agent_id, state, reason, call_id),
+                       agent_id=agent_id)
 
     async def agent_state(
         self,
@@ -331,9 +328,7 @@ class PopService:
         if state == "logged_out":
             self._current.pop(agent_id, None)
         await self.notifier.publish(
-            AGENT_STATE,
-            {"agent_id": agent_id, "state": state, "reason": reason, "call_id": call_id},
-            agent_id=agent_id,
+            AGENT_STATE, _state_note(agent_id, state, reason, call_id), agent_id=agent_id
         )
         if state in PERSISTED_STATES:
             self._state_wanted[agent_id] = (state, reason)
@@ -564,6 +559,13 @@ def _history_item(rec: InteractionRecord) -> dict[str, Any]:
         "disposition": rec.disposition,
         "notes": rec.notes,
     }
+
+
+def _state_note(
+    agent_id: str, state: str, reason: str | None, call_id: str | None
+) -> dict[str, Any]:
+    """What an ``agent.state`` notification carries."""
+    return {"agent_id": agent_id, "state": state, "reason": reason, "call_id": call_id}
 
 
 def _round(value: float | None) -> float | None:
