@@ -83,6 +83,14 @@ def one_call(tmp_path: Path, obs: Observer, dnis: str = "900100999",
     obs.pump()
 
 
+def ami_action(obs: Observer, action: dict[str, str]) -> Any:
+    """Send an AMI action as the observer and wait for its response."""
+    async def send() -> Any:
+        return await obs.manager.send_action(action)
+
+    return obs.loop.run_until_complete(send())
+
+
 def answered(obs: Observer) -> int:
     assert obs.named("UserEvent", UserEvent="CtiFallback") == [], "a call fell back"
     return sum(1 for e in obs.events if e.event == "DialEnd" and e.DialStatus == "ANSWER")
@@ -292,13 +300,9 @@ def test_an_agent_paused_from_the_phone_is_still_paused_after_a_restart(
     try:
         with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)):
             # 1001 dials *73 (not ready) from their phone
-            async def dial_feature_code() -> None:
-                await observer.manager.send_action({
-                    "Action": "Originate", "Channel": "PJSIP/1001",
-                    "Context": "ctiserver-agents", "Exten": "*73", "Priority": "1",
-                    "Async": "true"})
-
-            observer.loop.run_until_complete(dial_feature_code())
+            ami_action(observer, {"Action": "Originate", "Channel": "PJSIP/1001",
+                                  "Context": "ctiserver-agents", "Exten": "*73",
+                                  "Priority": "1", "Async": "true"})
             cti.wait_log("agent 1001: pause from the phone", 15)
             cti.wait_log("agent 1001: not_ready", 5)
     finally:
@@ -318,17 +322,15 @@ def test_an_agent_paused_from_the_phone_is_still_paused_after_a_restart(
 # ---------------------------------------------------------------- the agent's phone
 
 
-def ami_action(obs: Observer, action: dict[str, str]) -> Any:
-    async def send() -> Any:
-        return await obs.manager.send_action(action)
+def ring_after(obs: Observer, after: int, what: str) -> Any:
+    """The first DialBegin among the events from index ``after`` on."""
+    return obs.wait_for(lambda e: e.event == "DialBegin" and obs.events.index(e) >= after,
+                        20, what)[0]
 
-    return obs.loop.run_until_complete(send())
 
-
-def dial_begin_to(obs: Observer, device: str, after: int, what: str) -> Any:
-    """The first DialBegin to ``device`` among the events after index ``after``."""
-    return obs.wait_for(lambda e: e.event == "DialBegin" and obs.events.index(e) >= after
-                        and e.DestChannel.startswith(device + "-"), 20, what)[0]
+def wait_answered(obs: Observer, ring: Any, what: str) -> None:
+    obs.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
+                 and e.DestUniqueid == ring.DestUniqueid, 15, what)
 
 
 def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
@@ -351,9 +353,9 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
 
             start = len(observer.events)
             first = call("+34600000001")
-            ring_a = dial_begin_to(observer, "PJSIP/1001", start, "call A ringing 1001")
-            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
-                              and e.DestUniqueid == ring_a.DestUniqueid, 15, "1001 answering")
+            ring_a = ring_after(observer, start, "call A ringing an agent")
+            assert ring_a.DestChannel.startswith("PJSIP/1001-"), ring_a.DestChannel
+            wait_answered(observer, ring_a, "1001 answering")
             ami_action(observer, {"Action": "Originate", "Channel": "PJSIP/1001",
                                   "Application": "Wait", "Data": "60", "Async": "true"})
             private = observer.wait_for(
@@ -366,12 +368,9 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
 
             start = len(observer.events)
             second = call("+34600000002")
-            ring_b = observer.wait_for(lambda e: e.event == "DialBegin"
-                                       and observer.events.index(e) >= start, 20,
-                                       "call B ringing an agent")[0]
+            ring_b = ring_after(observer, start, "call B ringing an agent")
             assert ring_b.DestChannel.startswith("PJSIP/1002-"), ring_b.DestChannel
-            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
-                              and e.DestUniqueid == ring_b.DestUniqueid, 15, "1002 answering")
+            wait_answered(observer, ring_b, "1002 answering")
             ami_action(observer, {"Action": "Hangup", "Channel": ring_b.Channel})
             assert second.result().successful == 1
 
@@ -381,12 +380,9 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
                               and e.Device == "PJSIP/1001" and e.State == "NOT_INUSE"
                               and observer.events.index(e) >= start, 15, "1001's phone free")
             third = call("+34600000003")
-            ring_c = observer.wait_for(lambda e: e.event == "DialBegin"
-                                       and observer.events.index(e) >= start, 20,
-                                       "call C ringing an agent")[0]
+            ring_c = ring_after(observer, start, "call C ringing an agent")
             assert ring_c.DestChannel.startswith("PJSIP/1001-"), ring_c.DestChannel
-            observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
-                              and e.DestUniqueid == ring_c.DestUniqueid, 15, "1001 answering")
+            wait_answered(observer, ring_c, "1001 answering")
             ami_action(observer, {"Action": "Hangup", "Channel": ring_c.Channel})
             assert third.result().successful == 1
     finally:

@@ -151,8 +151,7 @@ def test_device_state_of_an_agent_phone_reaches_the_engine() -> None:
         Device: PJSIP/1002
         State: INUSE"""))
     assert fed[-1] == ev.DeviceStateChanged("PJSIP/1002", "INUSE")
-    agents = {a["id"]: a for a in engine.snapshot(1000.0)["agents"]}
-    assert agents["1002"]["offerable"] is False  # a private call: not offered
+    assert offerable(engine, "1002") is False  # a private call: not offered
 
 
 def offerable(engine: Engine, agent: str) -> bool:
