@@ -32,14 +32,13 @@ class AmiConnection:
         self._delay = 0.5
         self._closing = False
         self.logins = 0
-        self.manager = Manager(
-            host=cfg.host, port=cfg.port, username=cfg.username, secret=cfg.secret,
+        self.manager = _Manager(
+            self._event, host=cfg.host, port=cfg.port, username=cfg.username, secret=cfg.secret,
             ping_delay=5, ping_interval=5, reconnect_timeout=1,
             on_login=self._logged_in, on_disconnect=self._disconnected,
             log=logging.getLogger("ctiserver.ami.panoramisk"), protocol_factory=EventProtocol,
         )
         logging.getLogger("ctiserver.ami.panoramisk").addFilter(_Redact(cfg.secret))
-        self.manager.register_event("*", self._event)
         # panoramisk retries at a fixed interval; wrap its connect for a backoff
         original_connection_made = self.manager.connection_made
 
@@ -86,7 +85,7 @@ class AmiConnection:
         self.manager.reconnect_timeout = self._delay  # type: ignore[assignment]
         self._delay = min(self._delay * 2, self.cfg.reconnect_max)
 
-    def _event(self, _manager: Any, event: Any) -> None:
+    def _event(self, event: Any) -> None:
         try:
             self._on_event(event)
         except Exception:
@@ -108,6 +107,24 @@ class AmiConnection:
         if fut is None:
             raise ConnectionError("AMI not connected")
         return await asyncio.wait_for(fut, timeout)
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager handing every event straight to one callback. Its own
+    ``dispatch`` matches each event name against fnmatch patterns and checks every
+    callback's return for a coroutine: a tenth of the event path, at several events per
+    call. panoramisk's own subscription (FullyBooted: send the actions held while
+    Asterisk was booting) still goes through it."""
+
+    def __init__(self, on_event: Callable[[Any], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_event = on_event
+
+    def dispatch(self, event: Any) -> list[str]:
+        self.on_event(event)
+        if event.event == "FullyBooted":
+            return super().dispatch(event)  # type: ignore[no-any-return]
+        return []
 
 
 class AmiEvent(dict[str, str]):

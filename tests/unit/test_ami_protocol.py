@@ -85,3 +85,20 @@ def test_the_greeting_is_read_whether_alone_split_or_glued_to_events() -> None:
             p.data_received(chunk)
         assert p.version == "11.0.0"
         assert [e.event for e in factory.events] == ["DialBegin"]
+
+
+async def test_every_event_reaches_the_callback_and_fully_booted_still_reaches_panoramisk(
+) -> None:
+    from ctiserver.asterisk.ami import _Manager
+
+    seen: list[str] = []
+    booted: list[str] = []
+    manager = _Manager(lambda e: seen.append(e.event), host="127.0.0.1", port=1)
+    # panoramisk subscribes to FullyBooted itself (to send actions held during boot)
+    manager.register_event("FullyBooted", lambda _m, e: booted.append(e.event))
+    manager.register_event("Dial*", lambda _m, e: booted.append(e.event))  # not ours: unused
+    for text in ("Event: DialBegin\r\nUniqueid: 1", "Event: FullyBooted\r\nStatus: up",
+                 "Event: Hangup\r\nUniqueid: 1"):
+        manager.dispatch(parse_event(text))
+    assert seen == ["DialBegin", "FullyBooted", "Hangup"]
+    assert booted == ["FullyBooted"]
