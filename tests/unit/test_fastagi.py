@@ -4,7 +4,11 @@ a real AGI environment reaches its route."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
+
+from ctiserver.asterisk import fastagi
 from ctiserver.asterisk.fastagi import FastAgiServer, agi_ok, agi_quote
 
 
@@ -53,6 +57,52 @@ async def test_garbage_and_early_close_are_dropped_not_spun_on() -> None:
     assert await asyncio.wait_for(reader.read(), 2) == b""
     assert seen == []
     await asyncio.wait_for(server.close(), 2)
+
+
+async def test_an_environment_cut_anywhere_and_a_trying_reply_are_read_whole() -> None:
+    server, seen = await serve()
+    env = (b"agi_network_script: route\r\nagi_uniqueid: 1795.2\r\nagi_callerid: 600\r\n"
+           b"\r\n")
+    for cut in (1, 20, len(env) - 2, len(env) - 1):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(env[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.01)  # let the first part arrive alone (not synchronisation)
+        writer.write(env[cut:])
+        assert await asyncio.wait_for(reader.readline(), 2) == b'SET VARIABLE CTI_ACTION "hold"\n'
+        writer.write(b"100 result=0 Trying...\n200 re")  # the reply itself cut too
+        await writer.drain()
+        writer.write(b"sult=1\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+    assert [s for s in seen if "agi_callerid" in s] == [
+        {"agi_network_script": "route", "agi_uniqueid": "1795.2", "agi_callerid": "600"}] * 4
+    assert [s for s in seen if "reply_ok" in s] == [{"reply_ok": "True"}] * 4
+    await server.close()
+
+
+async def test_silent_oversized_and_vanishing_clients_are_dropped(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fastagi, "HEADER_TIMEOUT", 0.2)
+    caplog.set_level(logging.INFO, "ctiserver.agi")
+    server, seen = await serve()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network_script: route\n")  # and then nothing
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_x: " + b"y" * (fastagi.MAX_HEADER_BYTES + 10))
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    # the route waits for a reply that never comes: Asterisk hangs up
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network_script: route\nagi_uniqueid: 1795.3\n\n")
+    assert await asyncio.wait_for(reader.readline(), 2) != b""
+    writer.close()
+    # the route ends on its own when the connection goes
+    await asyncio.wait_for(asyncio.gather(*server._tasks), 2)
+    await asyncio.wait_for(server.close(), 2)
+    assert seen == [{"agi_network_script": "route", "agi_uniqueid": "1795.3"}]
+    text = caplog.text
+    assert "dropped: timed out" in text and "dropped: AGI environment too large" in text
+    assert "[1795.3] FastAGI connection closed by Asterisk" in text
 
 
 def test_quoting_strips_what_would_break_the_command() -> None:
