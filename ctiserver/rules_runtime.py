@@ -337,10 +337,13 @@ class RulesRuntime:
         stop: asyncio.Event | None = None,
         on_reload: Callable[[ReloadResult], None] | None = None,
         debounce_ms: int = 300,
+        ready_ms: int = 5000,
     ) -> None:
         """Reload whenever a YAML file in the rule or flow directory changes.
 
-        ``self.watching`` is set once the OS watcher runs (after ~0.2 s).
+        ``self.watching`` is set once the OS watcher runs, at most ``ready_ms`` after the
+        start: the watcher's thread comes back to the event loop that often even with no
+        change (a thread round trip each time: 200 ms tripled the daemon's idle CPU).
         """
         from watchfiles import Change, awatch
 
@@ -353,7 +356,7 @@ class RulesRuntime:
             watch_filter=yaml_only,
             debounce=debounce_ms,
             stop_event=stop,
-            rust_timeout=200,
+            rust_timeout=ready_ms,
             yield_on_timeout=True,
         ):
             self.watching.set()

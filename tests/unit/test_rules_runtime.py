@@ -139,7 +139,8 @@ async def test_watch_reloads_on_change_and_refuses_broken_file(tmp_path):
     runtime.start()
     results: asyncio.Queue[ReloadResult] = asyncio.Queue()
     stop = asyncio.Event()
-    task = asyncio.create_task(runtime.watch(stop, results.put_nowait, debounce_ms=50))
+    task = asyncio.create_task(runtime.watch(stop, results.put_nowait, debounce_ms=50,
+                                             ready_ms=200))
     try:
         await asyncio.wait_for(runtime.watching.wait(), 10)
 
