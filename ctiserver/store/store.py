@@ -7,9 +7,12 @@ plain records, so callers never touch ORM objects across awaits.
 The per-call methods are the exception, for their cost: ``identify`` is two Core queries
 on one connection, and the writes made at call rate (``save_interaction``,
 ``save_agent_state``, ``record_pop_sent``, ``record_pop_ack``) are single Core statements
-(upserts) run by one ``BatchWriter``, many per transaction. On a SQLite file both run on
-plain ``sqlite3`` connections in threads of their own (one thread hop per lookup or batch;
-aiosqlite costs several per statement).
+(upserts) run by one ``BatchWriter``, many per transaction. On a SQLite file both skip
+SQLAlchemy at run time: the statements are compiled once to SQLite SQL and run by the
+stdlib ``sqlite3`` module (``rawsqlite``), ``identify`` on two ``store-reader`` threads and
+the batches on the ``store-writer`` thread, each thread with its own connection; one thread
+hop per lookup or batch (aiosqlite costs several per statement, and SQLAlchemy Core ~100 us
+of CPU per statement). PostgreSQL and a memory database run them on the async engine.
 """
 
 from __future__ import annotations
@@ -17,26 +20,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
-    Engine,
+    DateTime,
     Result,
     Row,
     Table,
     bindparam,
-    create_engine,
     event,
     func,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -48,6 +51,8 @@ from sqlalchemy.orm import selectinload
 from ctiserver.core.numbers import normalize
 from ctiserver.store import models as m
 from ctiserver.store.passwords import hash_password, verify_password
+from ctiserver.store.rawsqlite import Compiled, Worker, file_target, sqlite_pragmas
+from ctiserver.store.rawsqlite import connect as raw_connect
 from ctiserver.store.records import (
     AgentStateRecord,
     CustomerRecord,
@@ -56,10 +61,10 @@ from ctiserver.store.records import (
     PopDeliveryRecord,
     UserRecord,
 )
-from ctiserver.store.writer import BatchWriter
+from ctiserver.store.writer import BatchWriter, Statement
 
 log = logging.getLogger(__name__)
-# the same few numbers are normalised at each step of a call (phonenumbers is not cheap)
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite+aiosqlite:///ctiserver.db"
@@ -115,6 +120,21 @@ _INTERACTIONS = cast(Table, m.Interaction.__table__)
 _AGENT_STATES = cast(Table, m.AgentState.__table__)
 _DELIVERIES = cast(Table, m.PopDelivery.__table__)
 _INTERACTION_COLUMNS = [_INTERACTIONS.c.call_id, *(_INTERACTIONS.c[f] for f in _INTERACTION_FIELDS)]
+# a row of these columns is an InteractionRecord's fields, in order
+assert [c.name for c in _INTERACTION_COLUMNS] == [f.name for f in fields(InteractionRecord)]
+_INTERACTION_TIMES = tuple(
+    i for i, c in enumerate(_INTERACTION_COLUMNS) if isinstance(c.type, DateTime)
+)
+
+
+def _interaction_row(values: Sequence[Any]) -> InteractionRecord:
+    """From a ``sqlite3`` row of ``_INTERACTION_COLUMNS``, processed (``Compiled.row``)."""
+    values = list(values)
+    for i in _INTERACTION_TIMES:
+        values[i] = _aware(values[i])
+    return InteractionRecord(*values)
+
+
 # what a new interaction row holds in the columns an update leaves unset
 _INTERACTION_BLANK = {
     "caller_id": "", "dnis": "", "queue": "", "digits": "", "outcome": "", "disposition": "",
@@ -145,25 +165,26 @@ _HISTORY_QUERY = (
 )
 
 
-def _owners(rows: Iterable[Row[Any]]) -> list[CustomerRecord]:
+def _owners(rows: Iterable[Sequence[Any]]) -> list[CustomerRecord]:
+    """From the rows of ``_OWNERS_QUERY`` (SQLAlchemy's or ``sqlite3``'s: by position)."""
     customers: list[CustomerRecord] = []
     numbers: list[str] = []
-    last: Row[Any] | None = None
+    last: Sequence[Any] | None = None
     for row in rows:
-        if last is not None and row.id != last.id:
+        if last is not None and row[0] != last[0]:
             customers.append(_owner(last, numbers))
             numbers = []
-        numbers.append(row.e164)
+        numbers.append(row[6])
         last = row
     if last is not None:
         customers.append(_owner(last, numbers))
     return customers
 
 
-def _owner(row: Row[Any], numbers: list[str]) -> CustomerRecord:
+def _owner(row: Sequence[Any], numbers: list[str]) -> CustomerRecord:
     return CustomerRecord(
-        id=row.id, name=row.name, tier=row.tier, assigned_agent=row.assigned_agent,
-        notes=row.notes, email=row.email, numbers=tuple(numbers),
+        id=row[0], name=row[1], tier=row[2], assigned_agent=row[3], notes=row[4],
+        email=row[5], numbers=tuple(numbers),
     )
 
 
@@ -213,12 +234,22 @@ _DELIVERY_ACK = (
 )
 
 
-# what the writer reads back from each kind of write
+# what the writer reads back from each kind of write, from a SQLAlchemy result or from a
+# sqlite3 cursor (the same, row for row; ``one`` means exactly one, as Result.one())
 def _one_interaction(result: Result[Any]) -> InteractionRecord:
     return _interaction(result.one())
 
 
+def _one_interaction_raw(cursor: sqlite3.Cursor, raw: Compiled) -> InteractionRecord:
+    (row,) = cursor.fetchall()
+    return _interaction_row(raw.row(row))
+
+
 def _nothing(result: Result[Any]) -> None:
+    return None
+
+
+def _nothing_raw(cursor: sqlite3.Cursor, raw: Compiled) -> None:
     return None
 
 
@@ -226,36 +257,27 @@ def _scalar_int(result: Result[Any]) -> int:
     return int(result.scalar_one())
 
 
+def _scalar_int_raw(cursor: sqlite3.Cursor, raw: Compiled) -> int:
+    (row,) = cursor.fetchall()
+    return int(raw.row(row)[0])
+
+
 def _any_row(result: Result[Any]) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-def _sync_sqlite(url: str) -> Engine | None:
-    """A plain (pysqlite) engine on the same SQLite file, or None for a memory database
-    (another connection would see another database)."""
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if not database or database == ":memory:" or "mode=memory" in str(parsed):
-        return None
-    return create_engine(
-        parsed.set(drivername="sqlite+pysqlite"),
-        connect_args={"check_same_thread": False},
-    )
+def _any_row_raw(cursor: sqlite3.Cursor, raw: Compiled) -> bool:
+    return bool(cursor.rowcount)
+
+
+_POP_SENT = Statement(_DELIVERY_INSERT, _scalar_int, _scalar_int_raw)
+_POP_ACK = Statement(_DELIVERY_ACK, _any_row, _any_row_raw)
 
 
 def _user(row: m.User) -> UserRecord:
     return UserRecord(
         id=row.id, username=row.username, role=row.role, agent_id=row.agent_id, active=row.active
     )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL: the caller lookups (readers) do not wait for the interaction writes; commits
-    # stay durable (synchronous FULL, the default)
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
 
 
 class Store:
@@ -276,30 +298,39 @@ class Store:
             kwargs["connect_args"] = {"timeout": 3, "command_timeout": 10}
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._sync: Engine | None = None  # a SQLite file, for the per-call methods
-        self._readers: ThreadPoolExecutor | None = None
+        # a SQLite file: the per-call methods on raw sqlite3 connections (rawsqlite)
+        self._connect: Callable[[], sqlite3.Connection] | None = None
+        self._readers: Worker | None = None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            self._sync = _sync_sqlite(url)
-            if self._sync is not None:
-                event.listen(self._sync, "connect", _sqlite_pragmas)
-                self._readers = ThreadPoolExecutor(2, thread_name_prefix="store-reader")
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
+            target = file_target(url)
+            if target is not None:
+                self._connect = functools.partial(raw_connect, *target, echo=echo)
+                self._readers = Worker(self._connect, threads=2, name="store-reader")
+                self._owners_raw = Compiled.of(_OWNERS_QUERY)
+                self._history_raw = Compiled.of(_HISTORY_QUERY)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
         # INSERT ... ON CONFLICT DO UPDATE, where the dialect has it
         dialects: dict[str, Callable[[Table], Any]] = {
             "sqlite": sqlite.insert, "postgresql": postgresql.insert}
         self._upsert = dialects.get(self.engine.dialect.name)
+        # the per-call writes, each built (and for sqlite3 compiled) once
+        self._pop_sent = self._write_kind(_POP_SENT)
+        self._pop_ack = self._write_kind(_POP_ACK)
         if self._upsert is not None:
-            self._interaction_upsert = _interaction_upsert(self._upsert)
-            self._state_upsert = _state_upsert(self._upsert)
-        self.writer = BatchWriter(self.engine, sync_engine=self._sync, delay=write_delay)
+            self._interaction_upsert = self._write_kind(Statement(
+                _interaction_upsert(self._upsert), _one_interaction, _one_interaction_raw))
+            self._state_upsert = self._write_kind(
+                Statement(_state_upsert(self._upsert), _nothing, _nothing_raw))
+        self.writer = BatchWriter(self.engine, connect=self._connect, delay=write_delay)
+
+    def _write_kind(self, statement: Statement[T]) -> Statement[T]:
+        return statement.for_sqlite() if self._connect is not None else statement
 
     async def close(self) -> None:
         await self.writer.close()
         if self._readers is not None:
-            self._readers.shutdown(wait=True)
-        if self._sync is not None:
-            self._sync.dispose()
+            await self._readers.close()
         await self.engine.dispose()
 
     # ------------------------------------------------------------ migrations
@@ -386,15 +417,16 @@ class Store:
     async def identify(self, number: str, history: int = 5) -> Identification:
         """Customers owning the number and the first one's last ``history`` interactions,
         on one connection (the pop path bounds the whole of it by a timeout). Once per
-        call: two Core queries, no ORM objects."""
+        call: two Core queries, no ORM objects; on a SQLite file, compiled once and run by
+        ``sqlite3`` on a reader thread."""
         e164 = self.normalize(number)
         if not e164:
             return Identification(number=e164)
-        if self._sync is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._readers, self._identify_sync, e164, history
-            )
+        if self._readers is not None:
+            return await self._readers.run(self._identify_raw, e164, history)
+        return await self._identify_core(e164, history)
+
+    async def _identify_core(self, e164: str, history: int) -> Identification:
         async with self.engine.connect() as conn:
             customers = _owners(await conn.execute(_OWNERS_QUERY, {"e164": e164}))
             past: tuple[InteractionRecord, ...] = ()
@@ -403,14 +435,17 @@ class Store:
                 past = tuple(map(_interaction, await conn.execute(_HISTORY_QUERY, params)))
         return Identification(number=e164, customers=tuple(customers), history=past)
 
-    def _identify_sync(self, e164: str, history: int) -> Identification:
-        assert self._sync is not None
-        with self._sync.connect() as conn:
-            customers = _owners(conn.execute(_OWNERS_QUERY, {"e164": e164}))
-            past: tuple[InteractionRecord, ...] = ()
-            if customers and history > 0:
-                params = {"customer_id": customers[0].id, "limit": history}
-                past = tuple(map(_interaction, conn.execute(_HISTORY_QUERY, params)))
+    def _identify_raw(self, conn: sqlite3.Connection, e164: str, history: int) -> Identification:
+        """``identify`` on a reader thread's connection (no transaction: each query reads
+        the last commit, as the SQLAlchemy path does)."""
+        owners, recent = self._owners_raw, self._history_raw
+        rows = conn.execute(owners.sql, owners.params({"e164": e164})).fetchall()
+        customers = _owners(map(owners.row, rows))
+        past: tuple[InteractionRecord, ...] = ()
+        if customers and history > 0:
+            params = recent.params({"customer_id": customers[0].id, "limit": history})
+            rows = conn.execute(recent.sql, params).fetchall()
+            past = tuple(_interaction_row(recent.row(row)) for row in rows)
         return Identification(number=e164, customers=tuple(customers), history=past)
 
     async def recent_interactions(
@@ -457,7 +492,7 @@ class Store:
         params = {"call_id": record.call_id}
         for name in _INTERACTION_FIELDS:
             params[name] = getattr(record, name)
-        return await self.writer.write(self._interaction_upsert, params, _one_interaction)
+        return await self.writer.write(self._interaction_upsert, params)
 
     async def _save_interaction_orm(self, record: InteractionRecord) -> InteractionRecord:
         async with self._session.begin() as session:
@@ -563,7 +598,7 @@ class Store:
         if self._upsert is None:
             return await self._save_agent_state_orm(agent_id, state, reason)
         params = {"agent_id": agent_id, "state": state, "reason": reason, "updated_at": utcnow()}
-        await self.writer.write(self._state_upsert, params, _nothing)
+        await self.writer.write(self._state_upsert, params)
 
     async def _save_agent_state_orm(
         self, agent_id: str, state: str, reason: str | None = None
@@ -597,7 +632,7 @@ class Store:
     ) -> int:
         params = {"call_id": call_id, "agent_id": agent_id, "channel": channel,
                   "sent_at": sent_at or utcnow()}
-        return await self.writer.write(_DELIVERY_INSERT, params, _scalar_int)
+        return await self.writer.write(self._pop_sent, params)
 
     async def record_pop_ack(
         self, call_id: str, agent_id: str, acked_at: datetime | None = None
@@ -605,7 +640,7 @@ class Store:
         """Mark this agent's pop deliveries of the call acknowledged. False if none was sent.
         Written after every ``record_pop_sent`` submitted before it (one writer, in order)."""
         params = {"of_call": call_id, "by_agent": agent_id, "acked_at": acked_at or utcnow()}
-        return await self.writer.write(_DELIVERY_ACK, params, _any_row)
+        return await self.writer.write(self._pop_ack, params)
 
     async def pop_deliveries(self, call_id: str) -> list[PopDeliveryRecord]:
         async with self._session() as session:

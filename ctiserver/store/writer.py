@@ -6,9 +6,10 @@ SQLite). ``BatchWriter`` runs them from one task instead: whatever was submitted
 the previous transaction ran goes into the next one. Callers still await their own
 write and get its result or its error, so nothing changes for them but the cost.
 
-A write is a Core statement and a function that reads its (buffered) result, so the same
-write runs on the async engine or, for SQLite, on a plain ``sqlite3`` connection in the
-writer's own thread: one thread hop per batch instead of several per statement.
+A write is one kind of ``Statement`` (built once) and its parameters. On the async engine
+it runs as a Core statement; on a SQLite file, as the same statement compiled once for the
+stdlib ``sqlite3`` module, on the writer thread's own connection (``rawsqlite``): one
+thread hop per batch, no SQLAlchemy per statement.
 
 A batch that fails is replayed one write per transaction, so one bad write (a constraint)
 fails alone; when the database is down each write fails on its own, and its caller keeps
@@ -20,18 +21,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Executable, Result
+from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ctiserver.store.rawsqlite import Compiled, Worker
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Write = tuple[Executable, dict[str, Any] | None, Callable[[Result[Any]], Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement(Generic[T]):
+    """One kind of per-call write: a Core statement with bind parameters and how to read
+    its (buffered) result; for a SQLite file also ``raw``, the statement compiled for
+    ``sqlite3``, and ``read_raw(cursor, raw)``, the same reading of a ``sqlite3`` cursor."""
+
+    core: Executable
+    read: Callable[[Result[Any]], T]
+    read_raw: Callable[[sqlite3.Cursor, Compiled], T]
+    raw: Compiled | None = None
+
+    def for_sqlite(self) -> Statement[T]:
+        return replace(self, raw=Compiled.of(self.core))
+
+
+Write = tuple[Statement[Any], dict[str, Any]]
 
 
 class BatchWriter:
@@ -39,50 +60,45 @@ class BatchWriter:
         self,
         engine: AsyncEngine,
         *,
-        sync_engine: Engine | None = None,
+        connect: Callable[[], sqlite3.Connection] | None = None,
         max_batch: int = 200,
         delay: float = 0.0,
     ) -> None:
-        """``sync_engine``: run the batches on it, in a thread of the writer's own.
+        """``connect``: run the batches on a raw ``sqlite3`` connection it opens, in a
+        thread of the writer's own (every statement written must then be ``for_sqlite``).
         ``delay``: how long a write waits for others to share its transaction (a commit
         costs far more than a statement; the daemon sets it, tests keep 0)."""
         self.engine = engine
         self.delay = delay
-        self.sync_engine = sync_engine
         self.max_batch = max_batch
-        self._thread = (
-            ThreadPoolExecutor(1, thread_name_prefix="store-writer") if sync_engine else None
-        )
+        self._thread = Worker(connect, name="store-writer") if connect is not None else None
         self._queue: deque[tuple[Write, asyncio.Future[Any]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.writes = 0
 
-    async def write(
-        self,
-        stmt: Executable,
-        params: dict[str, Any] | None,
-        read: Callable[[Result[Any]], T],
-    ) -> T:
-        """Execute ``stmt`` with ``params`` in the next transaction; ``read(result)`` or the
-        error. A statement built once with bind parameters is compiled once."""
+    async def write(self, statement: Statement[T], params: dict[str, Any]) -> T:
+        """Execute ``statement`` with ``params`` in the next transaction; what it reads
+        from the result, or the error."""
+        if self._thread is not None and statement.raw is None:
+            raise ValueError("a statement for the SQLite writer thread must be for_sqlite()")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         future.add_done_callback(_retrieve)  # a caller gone (timeout) leaves no stray error
-        self._queue.append(((stmt, params, read), future))
+        self._queue.append(((statement, params), future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="store-writer")
         # shielded: a caller that stops waiting (timeout) does not undo a write under way
         return await asyncio.shield(future)
 
     async def close(self) -> None:
-        """Finish what was submitted, then stop."""
+        """Finish what was submitted, then stop (the writer thread closes its connection)."""
         task = self._task
         if task is not None and not task.done():
             with contextlib.suppress(Exception):
                 await task
         if self._thread is not None:
-            self._thread.shutdown(wait=True)
+            await self._thread.close()
 
     async def _run(self) -> None:
         while self._queue:
@@ -115,22 +131,39 @@ class BatchWriter:
                 _settle(future, result=result)
 
     def _transaction(self, writes: list[Write]) -> Awaitable[list[Any]]:
-        if self.sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            return loop.run_in_executor(self._thread, self._sync_transaction, writes)
+        if self._thread is not None:
+            return self._thread.run(self._raw_transaction, writes)
         return self._async_transaction(writes)
 
-    def _sync_transaction(self, writes: list[Write]) -> list[Any]:
-        assert self.sync_engine is not None
-        with self.sync_engine.begin() as conn:
-            results = [read(conn.execute(stmt, params)) for stmt, params, read in writes]
+    def _raw_transaction(self, conn: sqlite3.Connection, writes: list[Write]) -> list[Any]:
+        """On the writer thread: one transaction, taking the write lock at once."""
+        cursor = conn.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            results = []
+            for statement, params in writes:
+                raw = statement.raw
+                assert raw is not None
+                cursor.execute(raw.sql, raw.params(params))
+                results.append(statement.read_raw(cursor, raw))  # reads every row it returns
+            cursor.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the error that matters is raised
+                    conn.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()
         self.batches += 1
         self.writes += len(writes)
         return results
 
     async def _async_transaction(self, writes: list[Write]) -> list[Any]:
         async with self.engine.begin() as conn:
-            results = [read(await conn.execute(stmt, params)) for stmt, params, read in writes]
+            results = [
+                statement.read(await conn.execute(statement.core, params))
+                for statement, params in writes
+            ]
         self.batches += 1
         self.writes += len(writes)
         return results

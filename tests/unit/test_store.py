@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import sqlite3
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
 
-from ctiserver.store import InteractionRecord, Store, StoreError, utcnow
+from ctiserver.store import Identification, InteractionRecord, Store, StoreError, utcnow
 from ctiserver.store.demo import agent_password, load_demo
 from ctiserver.store.models import Base
 from ctiserver.store.passwords import hash_password, verify_password
+from ctiserver.store.rawsqlite import file_target
 
 
 @pytest.fixture
@@ -226,3 +230,203 @@ async def test_an_ack_submitted_right_after_the_sent_record_finds_it(store: Stor
     await asyncio.sleep(0)  # submitted, not yet written
     assert await store.record_pop_ack("call-2", "1001")
     assert isinstance(await sent, int)
+
+
+# ------------------------------------------------ the per-call path on sqlite3 (a file)
+
+
+def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str, tuple]]:
+    """Rows as SQLite holds them: each column's value and storage class (id left out)."""
+    conn = sqlite3.connect(path)
+    try:
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] != "id"]
+        select = ", ".join(f"{c}, typeof({c})" for c in cols)
+        rows = conn.execute(f"SELECT {select} FROM {table} WHERE {where}", args).fetchall()
+    finally:
+        conn.close()
+    return [{c: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(cols)} for row in rows]
+
+
+async def test_identify_on_sqlite3_returns_what_sqlalchemy_returns(store: Store) -> None:
+    assert store._readers is not None  # a file: identify runs on sqlite3
+    a = await store.create_customer("Ana", ["+34915550001", "600111222", "+34932220000"])
+    b = await store.create_customer("Bea", ["+34915550001"], tier="gold", email="b@x.es")
+    await store.upsert_agent("1001")
+    c = await store.create_customer(
+        "Ñoño", ["+34915550003"], assigned_agent="1001", notes="línea 1\nlínea 2"
+    )
+    t0 = utcnow().replace(microsecond=123456)
+    for i in range(8):
+        await store.save_interaction(
+            InteractionRecord(
+                call_id=f"h{i}", customer_id=a.id, caller_id="+34915550001", queue="q",
+                agent_id="1001" if i % 2 else None,
+                joined_at=t0 - timedelta(minutes=i % 4),  # ties: newest id first
+                answered_at=t0 if i % 3 else None,
+                wait_seconds=i if i % 2 else i + 0.25,  # an int is stored as a REAL
+                outcome="answered", notes="ñ" * i,
+            )
+        )
+    await store.save_interaction(InteractionRecord(call_id="undated", customer_id=a.id))
+    for number in ("+34915550001", "0034915550001", "600111222", "+34932220000",
+                   "+34915550003", "+34999999999", "1001", "anonymous"):
+        e164 = store.normalize(number)
+        for history in (0, 1, 3, 5, 50):
+            raw = await store.identify(number, history)
+            core = await store._identify_core(e164, history)
+            assert raw == core, (number, history)
+            for h in raw.history:
+                for t in (h.joined_at, h.answered_at):
+                    assert t is None or t.tzinfo is UTC
+    shared = await store.identify("+34915550001", 50)
+    assert [x.id for x in shared.customers] == [a.id, b.id]
+    assert shared.customers[0].numbers == ("+34915550001", "+34600111222", "+34932220000")
+    assert [h.call_id for h in shared.history][:5] == ["h4", "h0", "h5", "h1", "h6"]
+    assert shared.history[-1].call_id == "undated"  # NULL joined_at last
+    assert (await store.identify("+34915550003")).customers[0] == c
+    assert await store.identify("") == Identification(number="")
+    assert await store.identify("+34999999999") == Identification(number="+34999999999")
+
+
+async def test_writes_on_sqlite3_store_what_sqlalchemy_stores(store: Store) -> None:
+    """Each per-call write through the sqlite3 writer and the same through SQLAlchemy Core
+    (the writer's async path) on the same file: the same results, the same bytes stored."""
+    db = Path(store.engine.url.database or "")
+    writer = store.writer
+    assert writer._thread is not None  # a file: the writer runs on sqlite3
+
+    async def both(stmt, params: dict, key: str) -> tuple:
+        raw = await writer.write(stmt, {**params, key: f"{params[key]}-raw"})
+        (core,) = await writer._async_transaction([(stmt, {**params, key: f"{params[key]}-core"})])
+        return raw, core
+
+    joined = datetime(2026, 11, 23, 18, 46, 15, 123456, tzinfo=UTC)
+    full = {
+        "call_id": "full", "customer_id": None, "caller_id": "+34915550001", "dnis": "900",
+        "queue": "q", "agent_id": "1001", "digits": "12", "joined_at": joined,
+        "answered_at": joined.replace(microsecond=0),  # still written with .000000
+        # SQLAlchemy writes an aware time's own fields, dropping the offset: so does this
+        "ended_at": joined.replace(tzinfo=timezone(timedelta(hours=2))),
+        "wait_seconds": 3, "talk_seconds": 60.5, "outcome": "answered",
+        "disposition": None, "notes": "ñandú",
+    }
+    partial = dict.fromkeys(full) | {"call_id": "partial", "disposition": "sale"}
+    update = dict.fromkeys(full) | {"call_id": "full", "notes": "later", "ended_at": joined}
+    for params in (full, partial, update):
+        raw, core = await both(store._interaction_upsert, params, "call_id")
+        assert raw == replace(core, call_id=raw.call_id)
+        assert raw == await store.get_interaction(raw.call_id)  # as the ORM reads it
+        stored = _stored(db, "interactions", "call_id LIKE ?", f"{params['call_id']}-%")
+        assert len(stored) == 2
+        assert stored[0] | {"call_id": None} == stored[1] | {"call_id": None}
+
+    (row,) = _stored(db, "interactions", "call_id = 'full-raw'")
+    assert row["joined_at"] == ("2026-11-23 18:46:15.123456", "text")
+    assert row["answered_at"] == ("2026-11-23 18:46:15.000000", "text")
+    assert row["ended_at"] == ("2026-11-23 18:46:15.123456", "text")  # the update's
+    assert row["wait_seconds"] == (3.0, "real") and row["notes"] == ("later", "text")
+    got = await store.get_interaction("full-raw")
+    assert got is not None and got.joined_at == joined and got.joined_at.tzinfo is UTC
+    assert (got.queue, got.wait_seconds, got.answered_at) == ("q", 3.0, full["answered_at"])
+    # a new row from an update: blanks where the column is NOT NULL, NULL elsewhere
+    assert await store.get_interaction("partial-raw") == InteractionRecord(
+        call_id="partial-raw", caller_id="", dnis="", queue="", digits="", outcome="",
+        disposition="sale", notes="",
+    )
+
+    at = joined.replace(microsecond=7)
+    state = {"agent_id": "1001", "state": "ready", "reason": None, "updated_at": at}
+    assert await both(store._state_upsert, state, "agent_id") == (None, None)
+    rows = _stored(db, "agent_states", "agent_id LIKE '1001-%' ORDER BY agent_id")
+    assert rows[0] | {"agent_id": None} == rows[1] | {"agent_id": None}
+    assert rows[0]["updated_at"] == ("2026-11-23 18:46:15.000007", "text")
+    assert (await store.load_agent_states())["1001-raw"].updated_at == at
+
+    sent = {"call_id": "c", "agent_id": "1001", "channel": "ws", "sent_at": at}
+    ids = await both(store._pop_sent, sent, "call_id")
+    assert all(isinstance(i, int) for i in ids) and ids[0] != ids[1]
+    ack = {"of_call": "c", "by_agent": "1001", "acked_at": at}
+    assert await both(store._pop_ack, ack, "of_call") == (True, True)
+    assert await both(store._pop_ack, ack, "of_call") == (False, False)  # already
+    rows = _stored(db, "pop_deliveries", "call_id LIKE 'c-%' ORDER BY call_id")
+    assert rows[0] | {"call_id": None} == rows[1] | {"call_id": None}
+    (delivery,) = await store.pop_deliveries("c-raw")
+    assert (delivery.sent_at, delivery.acknowledged_at) == (at, at)
+
+
+async def test_a_bad_write_in_a_sqlite3_batch_fails_alone(store: Store) -> None:
+    base = store.writer.writes
+    results = await asyncio.gather(
+        store.save_interaction(InteractionRecord(call_id="ok1", queue="q")),
+        store.save_interaction(InteractionRecord(call_id="fk", customer_id=424242)),
+        store.record_pop_sent("ok1", None, "ws"),  # type: ignore[arg-type]  # NOT NULL
+        store.save_interaction(InteractionRecord(call_id="ok2", queue="q")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError) and "FOREIGN KEY" in str(results[1])
+    assert isinstance(results[2], sqlite3.IntegrityError) and "NOT NULL" in str(results[2])
+    assert [r.call_id for r in results[::3]] == ["ok1", "ok2"]  # type: ignore[union-attr]
+    assert await store.get_interaction("fk") is None
+    assert store.writer.writes == base + 2
+    # the writer's connection goes on
+    assert (await store.save_interaction(InteractionRecord(call_id="ok3"))).call_id == "ok3"
+
+
+async def test_a_dead_database_file_fails_the_caller_not_hangs(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'crm.db'}"
+    s = Store(url)
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+                await s.identify("915551234")
+            with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+                await s.save_interaction(InteractionRecord(call_id="x"))
+            with pytest.raises(sqlite3.OperationalError):
+                await s.record_pop_sent("x", "1001", "ws")
+            # once the file is there, the same store works (no connection was kept)
+            (tmp_path / "gone").mkdir()
+            await s.migrate()
+            assert (await s.save_interaction(InteractionRecord(call_id="x"))).call_id == "x"
+            assert (await s.identify("915551234")).customers == ()
+    finally:
+        await s.close()
+
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database " * 200)
+    s = Store(f"sqlite+aiosqlite:///{junk}")
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+                await s.identify("915551234")
+            with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+                await s.save_agent_state("1001", "ready")
+    finally:
+        await s.close()
+
+
+def _files(folder: Path) -> set[str]:
+    return {f.name for f in folder.iterdir()}
+
+
+async def test_close_ends_the_threads_and_their_connections(tmp_path: Path) -> None:
+    db = tmp_path / "crm.db"
+    s = Store(f"sqlite+aiosqlite:///{db}")
+    await s.migrate()
+    await asyncio.gather(s.identify("915551234"), s.identify("915551235"))
+    await s.save_agent_state("1001", "ready")
+    names = {t.name for t in threading.enumerate()}
+    assert {"store-reader-0", "store-reader-1", "store-writer-0"} <= names
+    await s.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("store-")]
+    # the last connection to a WAL database that closes removes its -wal file
+    assert _files(tmp_path) == {"crm.db"}
+    with pytest.raises(RuntimeError):
+        await s.identify("915551234")
+
+
+def test_only_a_sqlite_file_runs_on_sqlite3() -> None:
+    for url in ("sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:",
+                "sqlite+aiosqlite:///file:crm?mode=memory&uri=true"):
+        assert file_target(url) is None, url
+    args, kwargs = file_target("sqlite+aiosqlite:///crm.db")  # type: ignore[misc]
+    assert Path(args[0]).is_absolute() and args[0].endswith("crm.db")
