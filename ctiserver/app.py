@@ -91,8 +91,11 @@ class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        # per-call writes wait up to 50 ms to share a transaction (a commit is the cost)
-        self.store = Store(cfg.database_url, region=cfg.region, write_delay=0.05)
+        # per-call writes (interaction records, pop deliveries and acks, agent states) wait
+        # up to 200 ms to share a transaction: a commit (an fsync on SQLite) and its thread
+        # round trip cost more than the statements; nobody is kept waiting on them but an
+        # agent's "saved" on a disposition or an ack
+        self.store = Store(cfg.database_url, region=cfg.region, write_delay=0.2)
         self.hub = WebSocketHub(deliveries=self.store)
         channels: dict[str, Notifier] = {"websocket": self.hub}
         self.mqtt = None

@@ -131,15 +131,14 @@ class AmiEvent(dict[str, str]):
     """An AMI event: its headers under Asterisk's exact names; ``e.Uniqueid`` reads a
     header and is ``""`` when absent (as panoramisk's messages), ``e.event`` its name."""
 
-    __slots__ = ("manager",)
-
-    @property
-    def event(self) -> str:
-        return self.get("Event", "")
+    __slots__ = ("manager", "event")  # ``event`` set once by parse_event: read several times
+    event: str
 
     def __getattr__(self, name: str) -> str:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name == "event":  # built some other way than parse_event
+            return self.get("Event", "")
         return self.get(name, "")
 
 
@@ -151,6 +150,7 @@ def parse_event(text: str) -> AmiEvent:
         key, sep, value = line.partition(": ")
         if sep:
             event[key] = value
+    event.event = event.get("Event", "")
     return event
 
 
