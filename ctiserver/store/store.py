@@ -9,7 +9,7 @@ on one connection, and the writes made at call rate (``save_interaction``,
 ``save_agent_state``, ``record_pop_sent``, ``record_pop_ack``) are single Core statements
 (upserts) run by one ``BatchWriter``, many per transaction. On a SQLite file both skip
 SQLAlchemy at run time: the statements are compiled once to SQLite SQL and run by the
-stdlib ``sqlite3`` module (``rawsqlite``), ``identify`` on two ``store-reader`` threads and
+stdlib ``sqlite3`` module (``rawsqlite``), ``identify`` on a ``store-reader`` thread and
 the batches on the ``store-writer`` thread, each thread with its own connection; one thread
 hop per lookup or batch (aiosqlite costs several per statement, and SQLAlchemy Core ~100 us
 of CPU per statement). PostgreSQL and a memory database run them on the async engine.
@@ -306,7 +306,9 @@ class Store:
             target = file_target(url)
             if target is not None:
                 self._connect = functools.partial(raw_connect, *target, echo=echo)
-                self._readers = Worker(self._connect, threads=2, name="store-reader")
+                # one reader: a lookup takes tens of microseconds, and two threads waiting
+                # on one queue both wake for each job (a context switch pair per call)
+                self._readers = Worker(self._connect, threads=1, name="store-reader")
                 self._owners_raw = Compiled.of(_OWNERS_QUERY)
                 self._history_raw = Compiled.of(_HISTORY_QUERY)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
