@@ -64,7 +64,7 @@ class CallInfo:
 class PopStore(Protocol):
     """What the pop service needs from the CRM store (``ctiserver.store.Store``)."""
 
-    async def identify(self, number: str, history: int = 5) -> Identification: ...
+    def identify(self, number: str, history: int = 5) -> Awaitable[Identification]: ...
 
     async def save_interaction(self, record: InteractionRecord) -> Any: ...
 
@@ -113,7 +113,7 @@ class PopService:
         self._current: dict[str, _Active] = {}  # agent -> the call on their screen
         self._pending: dict[str, InteractionRecord] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lookups: dict[str, asyncio.Task[Identification]] = {}  # call id -> CRM lookup
+        self._lookups: dict[str, asyncio.Future[Identification]] = {}  # call id -> CRM lookup
         self._lookup_started: dict[str, float] = {}
         self.lookup_ttl = lookup_ttl
         self._spooled: set[str] = set()  # the call ids the spool file holds
@@ -144,18 +144,23 @@ class PopService:
         if call.caller_id:
             self._lookup(call.call_id, call.caller_id)
 
-    def _lookup(self, call_id: str, number: str) -> asyncio.Task[Identification]:
-        task = self._lookups.get(call_id)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            # none started, or it failed earlier: the database may be back, ask again
-            task = asyncio.get_running_loop().create_task(
-                self._identify(number), name=f"identify-{call_id}"
-            )
+    def _lookup(self, call_id: str, number: str) -> asyncio.Future[Identification]:
+        lookup = self._lookups.get(call_id)
+        if lookup is None or (
+            lookup.done() and (lookup.cancelled() or lookup.exception() is not None)
+        ):
+            # none started, or it failed earlier: the database may be back, ask again. The
+            # store's own future when it gives one (SQLite: the reader thread's), else a task
+            try:
+                lookup = asyncio.ensure_future(self.store.identify(number, self.history))
+            except Exception as exc:  # noqa: BLE001 - e.g. a store closed: as a failed lookup
+                lookup = asyncio.get_running_loop().create_future()
+                lookup.set_exception(exc)
             # a failure is reported by whoever waits; a caller who leaves first never asks
-            task.add_done_callback(_retrieve)
-            self._lookups[call_id] = task
+            lookup.add_done_callback(_retrieve)
+            self._lookups[call_id] = lookup
             self._lookup_started[call_id] = time.monotonic()
-        return task
+        return lookup
 
     async def offered(self, call: CallInfo, agent_id: str) -> None:
         offered_at = call.offered_at if call.offered_at is not None else self.clock()
@@ -470,11 +475,8 @@ class PopService:
 
     # ------------------------------------------------------------- the pop
 
-    async def _identify(self, number: str) -> Identification:
-        return await self.store.identify(number, self.history)
-
     def _result(
-        self, lookup: asyncio.Task[Identification], call: CallInfo
+        self, lookup: asyncio.Future[Identification], call: CallInfo
     ) -> Identification | None:
         exc = lookup.exception()
         if exc is not None:
@@ -483,7 +485,7 @@ class PopService:
         return lookup.result()
 
     async def _late_pop(
-        self, lookup: asyncio.Task[Identification], active: _Active, agent_id: str
+        self, lookup: asyncio.Future[Identification], active: _Active, agent_id: str
     ) -> None:
         """The CRM answered after the pop went out partial: send the full pop, if the
         call is still on that agent's screen."""
@@ -541,7 +543,7 @@ class PopService:
         return self.crm_url_template.format(e164=quote(e164, safe=""), number=quote(e164, safe=""))
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a background task's error as seen: whoever needs it reports it."""
     if not task.cancelled():
         task.exception()

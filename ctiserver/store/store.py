@@ -416,17 +416,20 @@ class Store:
         async with self._session() as session:
             return await self._by_number(session, e164)
 
-    async def identify(self, number: str, history: int = 5) -> Identification:
+    def identify(self, number: str, history: int = 5) -> asyncio.Future[Identification]:
         """Customers owning the number and the first one's last ``history`` interactions,
         on one connection (the pop path bounds the whole of it by a timeout). Once per
         call: two Core queries, no ORM objects; on a SQLite file, compiled once and run by
-        ``sqlite3`` on a reader thread."""
+        ``sqlite3`` on a reader thread. A future (await it): on SQLite the reader thread's
+        own, with no task around it."""
         e164 = self.normalize(number)
         if not e164:
-            return Identification(number=e164)
+            done: asyncio.Future[Identification] = asyncio.get_running_loop().create_future()
+            done.set_result(Identification(number=e164))
+            return done
         if self._readers is not None:
-            return await self._readers.run(self._identify_raw, e164, history)
-        return await self._identify_core(e164, history)
+            return self._readers.run(self._identify_raw, e164, history)
+        return asyncio.ensure_future(self._identify_core(e164, history))
 
     async def _identify_core(self, e164: str, history: int) -> Identification:
         async with self.engine.connect() as conn:

@@ -192,6 +192,21 @@ async def test_database_down_pop_partial_and_interaction_spooled_then_flushed(
     )
 
 
+async def test_a_store_that_refuses_at_once_gives_a_partial_pop_and_routing_goes_on(
+    tmp_path: Path,
+) -> None:
+    closed = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
+    await closed.migrate()
+    await closed.close()  # identify now raises at once, before any future exists
+    notes = RecordingNotifier()
+    pops = PopService(closed, notes)
+    with pytest.raises(RuntimeError):
+        await pops.lookup("1700000000.1", "+34915551234")  # routing: its own fallback
+    await pops.offered(ana_call(), "1001")
+    assert notes.of_kind("pop.offered")[0].data["partial"] is True
+    await pops.close()
+
+
 async def test_agent_state_is_published_and_persisted(store: Store) -> None:
     notes = RecordingNotifier()
     pops = PopService(store, notes)
