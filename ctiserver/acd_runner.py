@@ -52,6 +52,8 @@ class AcdRunner:
         # (event, when it happened, who waits for the engine's answer)
         self._queue: deque[tuple[Event, float | None, asyncio.Future[Any] | None]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the engine clock time it is set for
 
     def submit(self, event: Event, at: float | None = None) -> None:
         """Queue an event; ``at`` is when it happened (e.g. Asterisk's Timestamp)."""
@@ -72,31 +74,46 @@ class AcdRunner:
             self._wakeup.set_result(None)
 
     async def run(self) -> None:
-        # One future per sleep and one timer only while the engine has a deadline: this
-        # runs for every AMI event, so no wait_for (a task and a timer each time).
+        # One future per sleep and one timer for the engine's earliest deadline, kept
+        # across sleeps: this runs for every AMI event, so no wait_for (a task and a timer
+        # each time) and no timer made and cancelled per event. A timer that fires before
+        # the deadline it was set for (that one was met or moved) just wakes the loop,
+        # which sets the next one.
         loop = asyncio.get_running_loop()
         frozen = not self._freeze_at_start
-        while True:
-            while self._queue:  # everything already queued, without yielding in between
-                self._step(*self._queue.popleft())
-            if not frozen:  # the state built from the events queued at start
-                frozen = True
-                freeze_state()
-                log.info("ACD: start-up state frozen out of the garbage collector")
-            deadline = self.engine.next_deadline()
-            delay = None if deadline is None else deadline - self._clock()
-            if delay is not None and delay <= 0:
-                self._step(Tick(), None, None)
-                await asyncio.sleep(0)  # let the loop breathe between timer batches
-                continue
-            self._wakeup = loop.create_future()
-            timer = None if delay is None else loop.call_later(delay, self._wake)
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-                if timer is not None:
-                    timer.cancel()
+        try:
+            while True:
+                while self._queue:  # everything already queued, without yielding in between
+                    self._step(*self._queue.popleft())
+                if not frozen:  # the state built from the events queued at start
+                    frozen = True
+                    freeze_state()
+                    log.info("ACD: start-up state frozen out of the garbage collector")
+                deadline = self.engine.next_deadline()
+                if deadline is not None:
+                    delay = deadline - self._clock()
+                    if delay <= 0:
+                        self._step(Tick(), None, None)
+                        await asyncio.sleep(0)  # let the loop breathe between timer batches
+                        continue
+                    if self._timer is None or self._timer_at > deadline:
+                        if self._timer is not None:
+                            self._timer.cancel()
+                        self._timer = loop.call_later(delay, self._on_timer)
+                        self._timer_at = deadline
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None  # fired: the next sleep sets one for the next deadline
+        self._wake()
 
     def _step(self, event: Event, at: float | None, fut: asyncio.Future[Any] | None) -> None:
         # The engine's time is the moment it takes the event, not the event's own timestamp:

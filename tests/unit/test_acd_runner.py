@@ -88,3 +88,39 @@ async def test_the_state_built_from_the_start_up_events_is_frozen_out_of_the_gc(
     task.cancel()
     assert gc.get_freeze_count() > 0
     assert not any(o is state for o in gc.get_objects())  # not in a collected generation
+
+
+async def test_an_earlier_deadline_after_a_later_one_fires_first_and_the_later_one_still_fires(
+) -> None:
+    """The runner keeps one timer across sleeps: a deadline earlier than the one it is
+    set for must re-arm it, and the later one must not be forgotten once it fires."""
+    ready: list[str] = []
+    at: dict[str, float] = {}
+    both = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def sink(_event: ev.Event, effects: list[ev.Effect]) -> None:
+        for e in effects:
+            if isinstance(e, ev.AgentStateChanged) and e.state == "ready":
+                ready.append(e.agent_id)
+                at[e.agent_id] = loop.time()
+        if len(ready) == 4:  # each logged in, then each back from wrap-up
+            both.set()
+
+    eng = Engine(AcdConfig(
+        {"slow": QueueConfig("slow", wrapup=0.4), "fast": QueueConfig("fast", wrapup=0.05)},
+        {"a1": AgentConfig("a1", "a1", "PJSIP/a1", queues=("slow",)),
+         "a2": AgentConfig("a2", "a2", "PJSIP/a2", queues=("fast",))}))
+    runner = AcdRunner(eng, sink)
+    task = await run_with(runner)
+    for agent, queue in (("a1", "slow"), ("a2", "fast")):
+        await runner.request(ev.AgentLoggedIn(agent))
+        await runner.request(ev.CallerJoined(f"call-{agent}", queue))
+        await runner.request(ev.RingAnswered(f"call-{agent}", agent))
+    await runner.request(ev.CallEnded("call-a1"))  # a1 ready again in 0.4 s
+    await runner.request(ev.CallEnded("call-a2"))  # a2 in 0.05 s: sooner
+    ended = loop.time()
+    await asyncio.wait_for(both.wait(), 2)
+    task.cancel()
+    assert ready[2:] == ["a2", "a1"]
+    assert at["a2"] - ended < 0.25 < at["a1"] - ended  # not held until a1's deadline
