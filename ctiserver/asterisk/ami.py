@@ -3,12 +3,17 @@ loud-but-not-fatal behaviour while Asterisk is absent, and never a secret in a l
 
 Events are handed, in arrival order, to one synchronous callback; actions are sent
 without waiting for their responses (AMI processes one session's actions in order,
-so ``Setvar`` then ``Redirect`` is safe to pipeline).
+so ``Setvar`` then ``Redirect`` is safe to pipeline). The call adapter's actions
+(``send_nowait``) skip panoramisk altogether: written as text with our own ActionID
+(``cti-<n>``), their responses recognised in ``EventProtocol.data_received`` and only
+an error logged. Login, ping and the actions whose answer we read (``call``) go through
+panoramisk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +25,11 @@ from panoramisk.message import Message
 from ctiserver.config import AmiConfig
 
 log = logging.getLogger("ctiserver.ami")
+
+ACTION_ID_PREFIX = "cti-"
+MAX_PENDING = 4096  # actions sent by send_nowait awaiting their response, oldest dropped
+_action_ids = itertools.count(1)  # process-wide: an ID is never reused after a reconnect
+_OUR_ACTION_ID = "\r\nActionID: " + ACTION_ID_PREFIX  # in a response to send_nowait
 
 
 class AmiConnection:
@@ -102,6 +112,19 @@ class AmiConnection:
         fut.add_done_callback(_log_failure(action))
         return fut
 
+    def send_nowait(self, *actions: dict[str, str]) -> bool:
+        """Send actions whose only answer is Success or Error (Setvar, Redirect), in order
+        and in one write, without panoramisk's future and ActionID machinery: a failure is
+        logged when its response comes back. All or none: nothing is sent when not
+        connected or when a value would break the framing (CR/LF). Returns whether sent."""
+        protocol = self.manager.protocol
+        if not self.connected.is_set() or protocol is None or protocol.closed:
+            for action in actions:
+                log.warning("AMI not connected: %s %s not sent", action.get("Action"),
+                            action.get("Channel", ""))
+            return False
+        return protocol.send_nowait(actions)  # type: ignore[no-any-return]
+
     async def call(self, action: dict[str, str], timeout: float = 5.0) -> Any:
         fut = self.send(action)
         if fut is None:
@@ -157,8 +180,51 @@ def parse_event(text: str) -> AmiEvent:
 class EventProtocol(AMIProtocol):  # type: ignore[misc]
     """panoramisk's protocol with a lighter path for plain events, the bulk of the
     traffic (several per call): a dict instead of a case-insensitive message, about a
-    fifth of the parsing time. Responses and list events (with an ActionID) go through
-    panoramisk as before."""
+    fifth of the parsing time; and for the responses to ``send_nowait``'s actions (two per
+    offer), recognised by their ActionID. Other responses and list events (with an
+    ActionID) go through panoramisk as before."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # our ActionID -> (action, channel) for the log; a new connection starts empty
+        self.pending: dict[str, tuple[str, str]] = {}
+
+    def send_nowait(self, actions: tuple[dict[str, str], ...]) -> bool:
+        for action in actions:  # all or none: a Redirect without its Setvar is wrong
+            if any("\r" in text or "\n" in text for item in action.items() for text in item):
+                log.error("AMI %s on %r not sent%s: a header or value contains CR/LF, which "
+                          "would inject AMI headers", action.get("Action"),
+                          action.get("Channel", "-"),
+                          f" (nor the {len(actions) - 1} other actions with it)"
+                          if len(actions) > 1 else "")
+                return False
+        pending = self.pending
+        chunks = []
+        for action in actions:
+            action_id = f"{ACTION_ID_PREFIX}{next(_action_ids)}"
+            name = action.get("Action", "")
+            chunks.append(f"Action: {name}\r\nActionID: {action_id}\r\n")
+            chunks.extend(f"{k}: {v}\r\n" for k, v in action.items()
+                          if k != "Action" and k != "ActionID")
+            chunks.append("\r\n")
+            pending[action_id] = (name, action.get("Channel", "-"))
+            if len(pending) > MAX_PENDING:  # a response lost: do not grow for ever
+                del pending[next(iter(pending))]
+        self.transport.write("".join(chunks).encode("utf-8"))
+        return True
+
+    def _our_response(self, part: str) -> None:
+        """A response to an action of ``send_nowait``: forget it; an error is logged."""
+        start = part.index(_OUR_ACTION_ID) + 12  # at the prefix
+        end = part.find("\r\n", start)
+        action_id = part[start:] if end < 0 else part[start:end]
+        sent = self.pending.pop(action_id, None)
+        if part.startswith("Response: Success\r\n"):
+            return
+        response = parse_event(part)
+        name, channel = sent if sent is not None else ("action " + action_id, "-")
+        log.info("AMI %s on %s: %s", name, channel,
+                 response.get("Message") or response.get("Response") or "error")
 
     def data_received(self, data: bytes) -> None:
         text = data.decode("utf-8", "replace")
@@ -184,6 +250,8 @@ class EventProtocol(AMIProtocol):  # type: ignore[misc]
                 if event.event.lower() == "shutdown":
                     self.connection_lost(event)
                 self.factory.dispatch(event)
+            elif part.startswith("Response: ") and _OUR_ACTION_ID in part:
+                self._our_response(part)
             elif part:
                 message = Message.from_line(part)
                 if message is not None:

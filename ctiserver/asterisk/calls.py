@@ -3,8 +3,9 @@
 It translates and nothing more. One table (``HANDLERS``) maps AMI event names to
 handlers; one function (``carry_out``) turns engine effects into Setvar/Redirect
 actions on the caller's channel (see asterisk_conf/etc/extensions_ctiserver.conf for
-the contexts). Screen-pops are triggered here at the moment Asterisk reports the
-agent's phone ringing (DialBegin), and on answer (DialEnd ANSWER).
+the contexts; an offer is Setvar CTI_DIAL + Redirect to ctiserver-connect,<ring timeout>,1).
+Screen-pops are triggered here at the moment Asterisk reports the agent's phone ringing
+(DialBegin), and on answer (DialEnd ANSWER).
 
 A call's id is the caller channel's Uniqueid, which is also the Linkedid of every
 channel the call creates (the agents' legs), so it is stable for the pop.
@@ -258,13 +259,15 @@ class CallAdapter:
         if call is None or call.state == "gone":
             return
         call.state, call.ringing = "ringing", effect.agent_ids
-        variables = {"CTI_DIAL": "&".join(effect.devices),
-                     "CTI_RINGTIMEOUT": str(max(1, math.ceil(effect.timeout)))}
+        dial = "&".join(effect.devices)
+        timeout = str(max(1, math.ceil(effect.timeout)))  # digits: an extension below
         log.debug("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
         if call.agi_reply is not None and not call.agi_reply.done():
-            call.agi_reply.set_result(("connect", variables))
+            call.agi_reply.set_result(("connect", {"CTI_DIAL": dial, "CTI_RINGTIMEOUT": timeout}))
         else:
-            self._redirect(call, "ctiserver-connect", variables)
+            # the ring timeout travels as the extension (ctiserver-connect,<seconds>,1 sets
+            # CTI_RINGTIMEOUT from it): one Setvar less per offer
+            self._redirect(call, "ctiserver-connect", {"CTI_DIAL": dial}, exten=timeout)
 
     def _announce(self, effect: ev.Announce) -> None:
         call = self.calls.get(effect.call_id)
@@ -290,12 +293,15 @@ class CallAdapter:
         else:
             self._redirect(call, f"ctiserver-{action}", variables)
 
-    def _redirect(self, call: Call, context: str, variables: dict[str, str]) -> None:
-        for name, value in variables.items():
-            self.ami.send({"Action": "Setvar", "Channel": call.channel, "Variable": name,
-                           "Value": value})
-        self.ami.send({"Action": "Redirect", "Channel": call.channel, "Context": context,
-                       "Exten": "s", "Priority": "1"})
+    def _redirect(self, call: Call, context: str, variables: dict[str, str],
+                  exten: str = "s") -> None:
+        """Setvar each variable, then Redirect to context,exten,1: pipelined in one write
+        (AMI runs one session's actions in order), their responses not awaited."""
+        actions = [{"Action": "Setvar", "Channel": call.channel, "Variable": name,
+                    "Value": value} for name, value in variables.items()]
+        actions.append({"Action": "Redirect", "Channel": call.channel, "Context": context,
+                        "Exten": exten, "Priority": "1"})
+        self.ami.send_nowait(*actions)
 
     # ------------------------------------------------------------------ FastAGI side
 

@@ -4,6 +4,8 @@ comes from Asterisk's own AMI events (observer user) or the daemon's log."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import textwrap
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -264,6 +266,95 @@ def test_unanswered_ring_goes_to_the_next_agent_keeping_the_callers_place(
              and e.Channel.startswith("PJSIP/1001")][0]
     assert seq[2][2] - b_end < 0.5
     assert "agent 1005: not_ready (no answer)" in cti.log()
+
+
+def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # one agent, two callers: A is connected from FastAGI (ctiserver-connect,s), B waits and
+    # is offered by Setvar CTI_DIAL + Redirect to ctiserver-connect,120,1 (three digits)
+    cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=120),
+                    agents=agents_toml(("1001",)), rules=rules_yaml("q")).start()
+    try:
+        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(1000, 1000)):
+            result = place_calls(tmp_path, "900100999", calls=2, rate=10, maxwait_ms=20000,
+                                 callers=[("+34600000051", "A"), ("+34600000052", "B")],
+                                 timeout=40)
+            assert result.successful == 2, result.output
+    finally:
+        assert cti.stop() == 0
+    observer.pump()
+    first, second = [uid for uid, _a, _t in rings(observer)]
+
+    def connect(uid: str) -> list[tuple[str, str, str]]:
+        return [(e.Exten, e.Application, e.AppData) for e in observer.events
+                if e.event == "Newexten" and e.Uniqueid == uid
+                and e.Context == "ctiserver-connect"]
+
+    assert connect(first) == [("s", "Dial", "PJSIP/1001,120")]
+    # nothing runs before the Dial: CTI_RINGTIMEOUT is set from the extension on the way
+    assert connect(second) == [("120", "Dial", "PJSIP/1001,120")]
+    assert [e.Value for e in observer.events if e.event == "VarSet" and e.Uniqueid == second
+            and e.Variable == "CTI_RINGTIMEOUT"][-1:] == ["120"]
+    assert "AMI Setvar on" not in cti.log() and "AMI Redirect on" not in cti.log()
+
+
+def test_an_offer_by_extension_not_answered_goes_back_on_hold_after_its_ring_timeout(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # where a Redirect to ctiserver-connect,2,1 lands, without ctiserver: a Local channel
+    # stands for the caller (CTI_DIAL set as ctiserver's Setvar would), 1005 never answers
+    with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
+        ami_action(observer, {"Action": "Originate", "Channel": "Local/2@ctiserver-connect",
+                              "Application": "Wait", "Data": "10", "Timeout": "6000",
+                              "Async": "true", "Variable": "CTI_DIAL=PJSIP/1005"})
+        held = observer.wait_for(lambda e: e.event == "Newexten"
+                                 and e.Context == "ctiserver-hold", 10, "the caller on hold")
+        caller = held[0].Uniqueid
+        observer.wait_for(lambda e: e.event == "Hangup" and e.Uniqueid == caller, 15,
+                          "the originate to give up")
+    steps = [(e.Context, e.Exten, e.Application, e.AppData) for e in observer.events
+             if e.event == "Newexten" and e.Uniqueid == caller]
+    assert steps[:5] == [
+        ("ctiserver-connect", "2", "Dial", "PJSIP/1005,2"),
+        ("ctiserver-connect", "2", "Goto", "s,dialled"),
+        ("ctiserver-connect", "s", "GotoIf", "0?done"),  # DIALSTATUS is not ANSWER
+        ("ctiserver-connect", "s", "Goto", "ctiserver-hold,s,1"),
+        ("ctiserver-hold", "s", "MusicOnHold", "default,900")], steps
+    begin, end = [float(e.Timestamp) for e in observer.events
+                  if e.event in ("DialBegin", "DialEnd") and e.Uniqueid == caller]
+    assert 1.5 < end - begin < 3.0  # the 2 s of the extension
+
+
+async def test_fire_and_forget_actions_and_their_responses_on_the_real_ami(
+        asterisk: None, caplog: pytest.LogCaptureFixture) -> None:
+    # the daemon's own AMI connection: send_nowait's text is accepted, its responses are
+    # told apart from panoramisk's (a Ping in between) and an error names the channel
+    from ctiserver.asterisk.ami import AmiConnection
+    from ctiserver.config import AmiConfig
+
+    conn = AmiConnection(AmiConfig(secret="ctiserver-sandbox-secret"), lambda _e: None)
+    await conn.start()
+    try:
+        await asyncio.wait_for(conn.connected.wait(), 10)
+        protocol = conn.manager.protocol
+        nobody = "PJSIP/nobody-00000000"
+        with caplog.at_level(logging.INFO, logger="ctiserver.ami"):
+            assert conn.send_nowait(
+                {"Action": "Setvar", "Channel": nobody, "Variable": "CTI_DIAL", "Value": "x"},
+                {"Action": "Redirect", "Channel": nobody, "Context": "ctiserver-connect",
+                 "Exten": "15", "Priority": "1"})
+            pong = await conn.call({"Action": "Ping"})
+            assert pong.response == "Success"
+            for _ in range(100):
+                if not protocol.pending:
+                    break
+                await asyncio.sleep(0.02)
+        assert protocol.pending == {}
+        failures = [r.getMessage() for r in caplog.records
+                    if r.name == "ctiserver.ami" and " on " in r.getMessage()]
+        assert [m.split(":", 1)[0] for m in failures] == [
+            f"AMI Setvar on {nobody}", f"AMI Redirect on {nobody}"], failures
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------- abandon

@@ -22,13 +22,19 @@ def ami(text: str) -> AmiEvent:
 
 
 class Actions:
-    """Records the AMI actions the adapter sends."""
+    """Records the AMI actions the adapter sends, by either way of AmiConnection's."""
 
     def __init__(self) -> None:
         self.sent: list[dict[str, str]] = []
+        self.writes = 0  # send_nowait: each call is one write to the socket
 
     def send(self, action: dict[str, str]) -> None:
         self.sent.append(action)
+
+    def send_nowait(self, *actions: dict[str, str]) -> bool:
+        self.sent.extend(actions)
+        self.writes += 1
+        return True
 
 
 def setup() -> tuple[CallAdapter, Engine, Actions, list[ev.Event]]:
@@ -108,11 +114,30 @@ async def test_an_unanswered_offer_goes_to_the_next_agent_by_redirect() -> None:
         DestUniqueid: 1795.2
         DialStatus: NOANSWER"""))
     assert engine.agent_state("1001") == "not_ready"
-    # the caller keeps their place and is offered to 1002 at once: Setvar x2 + Redirect
-    assert [a["Action"] for a in actions.sent] == ["Setvar", "Setvar", "Redirect"]
-    assert actions.sent[0] == {"Action": "Setvar", "Channel": "PJSIP/trunk-00000001",
-                               "Variable": "CTI_DIAL", "Value": "PJSIP/1002"}
-    assert actions.sent[2]["Context"] == "ctiserver-connect"
+    # the caller keeps their place and is offered to 1002 at once: Setvar CTI_DIAL, then a
+    # Redirect whose extension is the ring timeout (no Setvar of CTI_RINGTIMEOUT), one write
+    assert actions.sent == [
+        {"Action": "Setvar", "Channel": "PJSIP/trunk-00000001", "Variable": "CTI_DIAL",
+         "Value": "PJSIP/1002"},
+        {"Action": "Redirect", "Channel": "PJSIP/trunk-00000001",
+         "Context": "ctiserver-connect", "Exten": "12", "Priority": "1"}]
+    assert actions.writes == 1
+
+
+async def test_a_caller_who_waited_is_offered_to_the_agent_who_frees_up() -> None:
+    adapter, engine, actions, fed = setup()
+    for a in ("1001", "1002"):
+        adapter.submit(ev.AgentPaused(a, "lunch"), None)
+    call = Call("1795.9", "PJSIP/trunk-00000009", CallInfo("1795.9", "+34600111222"))
+    assert (await adapter.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
+    assert actions.sent == []
+    adapter.submit(ev.AgentReady("1002"), None)
+    assert actions.sent == [
+        {"Action": "Setvar", "Channel": "PJSIP/trunk-00000009", "Variable": "CTI_DIAL",
+         "Value": "PJSIP/1002"},
+        {"Action": "Redirect", "Channel": "PJSIP/trunk-00000009",
+         "Context": "ctiserver-connect", "Exten": "12", "Priority": "1"}]
+    assert actions.writes == 1
 
 
 async def test_caller_hangup_while_waiting_is_an_abandon() -> None:
