@@ -179,6 +179,12 @@ class CallAdapter:
             call.agi_reply.set_result(("hangup", {}))
         log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
         if call.joined:
+            # the agent's leg of this call (ringing or answered) goes a few ms after the
+            # caller's: until its own Hangup the phone is busy, or the engine would offer it
+            # the next caller at once, on a phone still tearing down this call
+            for device, leg in self.device_legs.items():
+                if self.agent_legs.get(leg) == call.call_id:
+                    self._set_device(device, "INUSE", at)
             self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
                 outcome = "answered" if call.answered else "abandoned"

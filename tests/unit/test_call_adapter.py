@@ -183,9 +183,11 @@ def offerable(engine: Engine, agent: str) -> bool:
     return {a["id"]: a for a in engine.snapshot(1100.0)["agents"]}[agent]["offerable"]
 
 
-async def answered_call(adapter: CallAdapter, private: bool = False) -> None:
+async def answered_call(adapter: CallAdapter, private: bool = False,
+                        agent_hangs_up: bool = True) -> None:
     """1001 takes a call; its phone reports ringing and in use (with, optionally, a second
-    call of its own on the phone meanwhile: a consultation)."""
+    call of its own on the phone meanwhile: a consultation); the agent hangs up (or, with
+    ``agent_hangs_up=False``, nobody yet)."""
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     await adapter.join(call, ev.CallerJoined("1795.1", "support"))
     for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
@@ -199,7 +201,9 @@ async def answered_call(adapter: CallAdapter, private: bool = False) -> None:
     if private:
         adapter.on_ami_event(ami("Event: Newchannel\nChannel: PJSIP/1001-00000007\n"
                                  "Uniqueid: 1795.7"))
-    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2"))
+    if agent_hangs_up:
+        adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\n"
+                                 "Uniqueid: 1795.2"))
 
 
 async def test_an_agent_is_offerable_the_moment_its_call_hangs_up() -> None:
@@ -218,6 +222,31 @@ async def test_a_phone_still_busy_with_another_call_after_ours_is_not_offered() 
     assert engine.agent_state("1001") == "ready" and not offerable(engine, "1001")
     adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000007\nUniqueid: 1795.7"))
     adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"))
+    assert offerable(engine, "1001")
+
+
+async def test_when_the_caller_hangs_up_first_the_agent_waits_for_its_own_leg_to_end() -> None:
+    # Asterisk hangs up the agent's leg a few ms after the caller's: offering the agent the
+    # next caller before that would ring a phone still tearing down this call
+    adapter, engine, _actions, _fed = setup()
+    await answered_call(adapter, agent_hangs_up=False)
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1"))
+    assert engine.agent_state("1001") == "ready" and not offerable(engine, "1001")
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2"))
+    assert offerable(engine, "1001")
+
+
+async def test_a_caller_gone_while_the_phone_rings_frees_the_agent_when_the_ring_ends() -> None:
+    adapter, engine, _actions, _fed = setup()
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
+                 "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
+                 "DestUniqueid: 1795.2",
+                 "Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1"):
+        adapter.on_ami_event(ami(text))
+    assert not offerable(engine, "1001")  # its phone is still ringing for this call
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2"))
     assert offerable(engine, "1001")
 
 
