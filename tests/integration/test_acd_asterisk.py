@@ -5,6 +5,7 @@ comes from Asterisk's own AMI events (observer user) or the daemon's log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import textwrap
 from collections import defaultdict
@@ -82,6 +83,26 @@ def one_call(tmp_path: Path, obs: Observer, dnis: str = "900100999",
     result = place_calls(tmp_path, dnis, callers=[(number, "Caller")], maxwait_ms=maxwait_ms,
                          timeout=30)
     assert result.successful == 1, result.output
+    obs.pump()
+
+
+def queue_calls(cti: CtiServer, tmp_path: Path, obs: Observer,
+                callers: list[tuple[str, str]], talk_ms: tuple[int, int], *, rate: float = 10,
+                maxwait_ms: int = 20000, timeout: int = 40, never_answers: bool = False) -> None:
+    """Start ``cti``, place ``callers`` on 900100999 to phones answering after 100 ms (and,
+    with ``never_answers``, the phone that never does), stop it; every call must complete."""
+    cti.start()
+    try:
+        with contextlib.ExitStack() as phones:
+            phones.enter_context(AgentPhones(tmp_path, answer_ms=100, talk_ms=talk_ms))
+            if never_answers:
+                phones.enter_context(AgentPhones(tmp_path, port=NO_ANSWER_PHONE,
+                                                 answer_ms=3_600_000))
+            result = place_calls(tmp_path, "900100999", calls=len(callers), rate=rate,
+                                 maxwait_ms=maxwait_ms, callers=callers, timeout=timeout)
+            assert result.successful == len(callers), result.output
+    finally:
+        assert cti.stop() == 0
     obs.pump()
 
 
@@ -206,16 +227,9 @@ def test_position_announcements_play_while_waiting_and_stop_for_a_free_agent(
     cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=5,
                                                 announce_frequency=1.0,
                                                 announce_first_after=0.5),
-                    agents=agents_toml(("1001",)), rules=rules_yaml("q")).start()
-    try:
-        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)):
-            result = place_calls(tmp_path, "900100999", calls=2, rate=10, maxwait_ms=20000,
-                                 callers=[("+34600000031", "A"), ("+34600000032", "B")],
-                                 timeout=40)
-            assert result.successful == 2, result.output
-    finally:
-        assert cti.stop() == 0
-    observer.pump()
+                    agents=agents_toml(("1001",)), rules=rules_yaml("q"))
+    queue_calls(cti, tmp_path, observer, [("+34600000031", "A"), ("+34600000032", "B")],
+                talk_ms=(3000, 3000))
     first, second = [uid for uid, _a, _t in rings(observer)]
     marks = [e for e in observer.events if e.event == "UserEvent"
              and e.UserEvent == "CtiAnnounce" and e.CallId == second]
@@ -240,18 +254,11 @@ def test_unanswered_ring_goes_to_the_next_agent_keeping_the_callers_place(
     # first_available, members 1001 then 1005 (a phone that never answers)
     cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001", "1005"),
                                                 strategy="first_available", ring_timeout=2),
-                    agents=agents_toml(("1001", "1005")), rules=rules_yaml("q")).start()
-    try:
-        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(3000, 3000)), \
-                AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
-            # B takes 1001; A is offered to 1005, which rings out; C arrives after A
-            result = place_calls(tmp_path, "900100999", calls=3, rate=3, maxwait_ms=30000,
-                                 callers=[("+34600000041", "B"), ("+34600000042", "A"),
-                                          ("+34600000043", "C")], timeout=60)
-            assert result.successful == 3, result.output
-    finally:
-        assert cti.stop() == 0
-    observer.pump()
+                    agents=agents_toml(("1001", "1005")), rules=rules_yaml("q"))
+    # B takes 1001; A is offered to 1005, which rings out; C arrives after A
+    queue_calls(cti, tmp_path, observer, [("+34600000041", "B"), ("+34600000042", "A"),
+                                          ("+34600000043", "C")],
+                talk_ms=(3000, 3000), rate=3, maxwait_ms=30000, timeout=60, never_answers=True)
     who = caller_of(observer)
     seq = [(who[uid], agent, ts) for uid, agent, ts in rings(observer)]
     assert [(c, a) for c, a, _t in seq] == [
@@ -273,16 +280,9 @@ def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
     # one agent, two callers: A is connected from FastAGI (ctiserver-connect,s), B waits and
     # is offered by Setvar CTI_DIAL + Redirect to ctiserver-connect,120,1 (three digits)
     cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=120),
-                    agents=agents_toml(("1001",)), rules=rules_yaml("q")).start()
-    try:
-        with AgentPhones(tmp_path, answer_ms=100, talk_ms=(1000, 1000)):
-            result = place_calls(tmp_path, "900100999", calls=2, rate=10, maxwait_ms=20000,
-                                 callers=[("+34600000051", "A"), ("+34600000052", "B")],
-                                 timeout=40)
-            assert result.successful == 2, result.output
-    finally:
-        assert cti.stop() == 0
-    observer.pump()
+                    agents=agents_toml(("1001",)), rules=rules_yaml("q"))
+    queue_calls(cti, tmp_path, observer, [("+34600000051", "A"), ("+34600000052", "B")],
+                talk_ms=(1000, 1000))
     first, second = [uid for uid, _a, _t in rings(observer)]
 
     def connect(uid: str) -> list[tuple[str, str, str]]:
