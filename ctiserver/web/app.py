@@ -2,7 +2,8 @@
 
 Routes (JSON unless said otherwise):
 
-- ``POST /api/session {username, password}`` sign in (cookie + token), ``GET`` who am I,
+- ``POST /api/session {username, password}`` sign in (cookie + token; 429 with Retry-After
+  after repeated failures for a username or an address), ``GET`` who am I,
   ``DELETE`` sign out
 - ``POST /api/agent/login | logout | ready``, ``POST /api/agent/pause {reason}``
 - ``GET /api/agent/current`` the call and pop on the agent's screen (page reload)
@@ -26,7 +27,7 @@ from aiohttp.typedefs import Handler
 
 from ctiserver.pops import PopService
 from ctiserver.store.store import Store, StoreError
-from ctiserver.web.auth import COOKIE, Session, Sessions
+from ctiserver.web.auth import COOKIE, Session, Sessions, SignInThrottle
 from ctiserver.web.hub import SUPERVISING, WebSocketHub
 from ctiserver.web.ports import AgentControl, AgentControlError
 
@@ -41,6 +42,10 @@ CONTROL: web.AppKey[Any] = web.AppKey("control", object)
 HUB: web.AppKey[WebSocketHub] = web.AppKey("hub", WebSocketHub)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 SECURE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
+THROTTLE: web.AppKey[tuple[SignInThrottle, SignInThrottle]] = web.AppKey("throttle", tuple)
+# failed sign-ins before a lockout: per username, and per client address (higher: a call
+# center's agents often share one public address, and mistype their passwords)
+USER_FAILURES, ADDRESS_FAILURES = 5, 30
 
 
 def make_app(
@@ -57,6 +62,7 @@ def make_app(
     app[STORE], app[POPS], app[CONTROL], app[HUB] = store, pops, control, hub
     app[SESSIONS] = Sessions(session_ttl)
     app[SECURE] = secure_cookie
+    app[THROTTLE] = (SignInThrottle(USER_FAILURES), SignInThrottle(ADDRESS_FAILURES))
     static = static_dir or DEFAULT_STATIC
     r = app.router
     r.add_post("/api/session", sign_in)
@@ -160,10 +166,23 @@ def _text(body: dict[str, Any], key: str, limit: int, default: str = "") -> str:
 async def sign_in(request: web.Request) -> web.Response:
     body = await _json(request)
     username, password = _text(body, "username", 64), str(body.get("password") or "")
+    by_user, by_address = request.app[THROTTLE]
+    keys = ((by_user, username.lower()), (by_address, request.remote or "?"))
+    wait = max(throttle.retry_after(key) for throttle, key in keys)
+    if wait > 0:
+        return web.json_response(
+            {"error": "too many failed sign-ins: try again later"}, status=429,
+            headers={"Retry-After": str(int(wait) + 1)})
     user = await request.app[STORE].authenticate(username, password)
     if user is None:
         log.info("web: sign-in refused for %r from %s", username, request.remote)
+        for throttle, key in keys:
+            if throttle.failed(key):
+                log.warning("web: sign-in for %s locked for %.0f s after %d failures (%r from "
+                            "%s)", "this user" if throttle is by_user else "this address",
+                            throttle.lockout, throttle.limit, username, request.remote)
         return web.json_response({"error": "wrong username or password"}, status=401)
+    by_user.succeeded(username.lower())
     session = request.app[SESSIONS].open(user)
     log.info("web: %s (agent %s) signed in from %s", user.username, user.agent_id, request.remote)
     response = web.json_response({"user": user.to_dict(), "token": session.token})
