@@ -102,7 +102,8 @@ class Daemon:
         if cfg.mqtt_url:
             from ctiserver.mqtt.publisher import MqttNotifier
 
-            self.mqtt = MqttNotifier(cfg.mqtt_url, deliveries=self.store)
+            self.mqtt = MqttNotifier(cfg.mqtt_url, deliveries=self.store,
+                                     ca_file=cfg.mqtt_ca_file)
             channels["mqtt"] = self.mqtt
         self.notifier = FanOut(channels)
         self.pops = PopService(self.store, self.notifier, crm_url_template=cfg.crm_url_template,

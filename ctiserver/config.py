@@ -46,6 +46,7 @@ class Config:
     web_port: int
     database_url: str = field(repr=False)
     mqtt_url: str | None = field(default=None, repr=False)
+    mqtt_ca_file: str | None = None  # mqtts: the CA that signed the broker's certificate
     crm_url_template: str | None = None
     rules_dir: Path = Path("routing_rules")
     flows_dir: Path = Path("ivr_flows")
@@ -152,10 +153,17 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     if not (db_url.startswith("sqlite+aiosqlite://") or db_url.startswith("postgresql+asyncpg://")):
         r.problems.append("[database] url: use sqlite+aiosqlite:///PATH or "
                           "postgresql+asyncpg://USER:PASSWORD@HOST/DB")
-    r.unknown(sec["mqtt"], "[mqtt]", {"url"})
+    r.unknown(sec["mqtt"], "[mqtt]", {"url", "ca_file"})
     mqtt_url = env.get("CTISERVER_MQTT_URL") or r.get(sec["mqtt"], "[mqtt]", "url", str, None)
     if mqtt_url and urlsplit(mqtt_url).scheme not in ("mqtt", "mqtts"):
-        r.problems.append("[mqtt] url: use mqtt://[USER:PASSWORD@]HOST[:PORT]")
+        r.problems.append("[mqtt] url: use mqtt://[USER:PASSWORD@]HOST[:PORT] (mqtts:// for TLS)")
+    mqtt_ca = r.get(sec["mqtt"], "[mqtt]", "ca_file", str, None)
+    if mqtt_ca:
+        mqtt_ca = str(base / mqtt_ca)  # relative to the configuration file, as other paths
+    if mqtt_ca and not (mqtt_url and urlsplit(mqtt_url).scheme == "mqtts"):
+        r.problems.append("[mqtt] ca_file: only used with an mqtts:// url")
+    elif mqtt_ca and not Path(mqtt_ca).is_file():
+        r.problems.append(f"[mqtt] ca_file: no such file {mqtt_ca}")
     r.unknown(sec["crm"], "[crm]", {"url_template", "lookup_timeout", "lookup_tables"})
     crm_t = r.get(sec["crm"], "[crm]", "url_template", str, None)
     lookup_timeout = r.get(sec["crm"], "[crm]", "lookup_timeout", float, 0.2)
@@ -185,6 +193,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     return Config(
         path=path, ami=ami, agi_host=agi_host, agi_port=agi_port, web_host=web_host,
         web_port=web_port, database_url=db_url, mqtt_url=mqtt_url or None,
+        mqtt_ca_file=mqtt_ca or None,
         crm_url_template=crm_t, rules_dir=rules_dir, flows_dir=flows_dir, state_dir=state_dir,
         region=region, timezone=tz, lookup_timeout=lookup_timeout,
         lookup_tables=tuple(str(t) for t in tables), acd=acd,

@@ -128,21 +128,45 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _make_certificates(folder: Path) -> None:
+    """ca.pem (a throw-away CA) and server.pem / server.key for IP 127.0.0.1, with openssl."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for cmd in (
+        ["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=ctiserver test CA"],
+        ["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"],
+    ):
+        subprocess.run(cmd, cwd=folder, check=True, capture_output=True, timeout=30)
+    for name in ("server.key", "server.pem", "ca.pem"):
+        os.chmod(folder / name, 0o644)  # mosquitto may drop to another user
+
+
 class MosquittoServer:
     """mosquitto on 127.0.0.1:port with a temp config (anonymous, or ACL + passwords)."""
 
-    def __init__(self, *, acl_file: Path | None = None, passwords: dict[str, str] | None = None):
+    def __init__(self, *, acl_file: Path | None = None, passwords: dict[str, str] | None = None,
+                 tls: bool = False):
         if not MOSQUITTO.exists():
             raise RuntimeError(f"mosquitto not found at {MOSQUITTO}")
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ctiserver-mqtt-"))
         self.log = self.root / "mosquitto.log"
+        self.tls = tls
         lines = [
             f"listener {self.port} 127.0.0.1",
             "persistence false",
             f"log_dest file {self.log}",
             "log_type all",
         ]
+        if tls:  # a CA of its own and a certificate for 127.0.0.1 signed by it
+            self.ca_file = self.root / "ca.pem"
+            _make_certificates(self.root)
+            lines += [f"cafile {self.ca_file}", f"certfile {self.root / 'server.pem'}",
+                      f"keyfile {self.root / 'server.key'}"]
         if passwords:
             pwfile = self.root / "passwd"
             pwfile.touch()
@@ -166,7 +190,7 @@ class MosquittoServer:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -47,12 +48,20 @@ class MqttNotifier:
         queue_size: int = 1000,
         deliveries: DeliveryLog | None = None,
         backoff: tuple[float, float] = (0.2, 30.0),
+        ca_file: str | None = None,
     ) -> None:
+        """``mqtts://`` connects over TLS (port 8883 by default), checking the broker's
+        certificate and host name against the system's CAs, or ``ca_file`` when given."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp", ""):
-            raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} (mqtt://)")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", ""):
+            raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} (mqtt://, mqtts://)")
+        self.tls: ssl.SSLContext | None = None
+        if parts.scheme == "mqtts":
+            self.tls = ssl.create_default_context(cafile=ca_file)
+        elif ca_file:
+            raise ValueError("an MQTT CA file needs an mqtts:// URL")
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 1883
+        self.port = parts.port or (8883 if self.tls else 1883)
         self.username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
         self.prefix = prefix
@@ -68,7 +77,8 @@ class MqttNotifier:
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:  # never the password
-        return f"MqttNotifier({self.host}:{self.port}, user={self.username!r})"
+        tls = ", TLS" if self.tls else ""
+        return f"MqttNotifier({self.host}:{self.port}{tls}, user={self.username!r})"
 
     async def publish(
         self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
@@ -105,6 +115,7 @@ class MqttNotifier:
                     password=self._password,
                     identifier=self.client_id,
                     timeout=5,
+                    tls_context=self.tls,
                 ) as client:
                     log.info("mqtt: connected to %s:%s", self.host, self.port)
                     self.connected.set()

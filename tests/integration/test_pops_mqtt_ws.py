@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,46 @@ async def test_database_down_pop_arrives_partial_within_300ms(
                 assert await stack.pops.flush() == 0
                 rec = await stack.store.get_interaction("call-down")
                 assert rec is not None and rec.outcome == "answered" and rec.agent_id == "1001"
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` when a log record contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_pops_over_tls_reach_the_broker_and_an_unknown_certificate_is_refused() -> None:
+    from ctiserver.mqtt.publisher import MqttNotifier
+
+    with MosquittoServer(tls=True) as broker:
+        tls = ssl.create_default_context(cafile=str(broker.ca_file))
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="tls-sub",
+                                  tls_context=tls) as sub:
+            await sub.subscribe("ctiserver/#", qos=1)
+            pub = MqttNotifier(broker.url, ca_file=str(broker.ca_file), client_id="tls-pub")
+            assert broker.url.startswith("mqtts://")
+            await pub.publish("pop.offered", {"call_id": "tls-1"}, agent_id="1001")
+            async with asyncio.timeout(5):
+                message = await anext(aiter(sub.messages))
+            await pub.close()
+        assert str(message.topic) == "ctiserver/agents/1001/pops"
+        assert json.loads(message.payload)["data"]["call_id"] == "tls-1"
+
+        # the system's CAs do not know this broker's: no connection, a warning, retries
+        refused = _Seen("certificate verify failed")
+        logging.getLogger("ctiserver.mqtt.publisher").addHandler(refused)
+        try:
+            doubtful = MqttNotifier(broker.url, client_id="tls-doubtful", backoff=(0.1, 0.2))
+            await doubtful.publish("pop.offered", {"call_id": "tls-2"}, agent_id="1001")
+            await asyncio.wait_for(refused.event.wait(), 5)
+        finally:
+            logging.getLogger("ctiserver.mqtt.publisher").removeHandler(refused)
+        assert not doubtful.connected.is_set() and doubtful.published == 0
+        assert doubtful._task is not None and not doubtful._task.done()  # still retrying
+        await doubtful.close()

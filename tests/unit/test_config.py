@@ -115,6 +115,17 @@ def test_bad_database_and_mqtt_urls(tmp_path: Path) -> None:
     assert any(p.startswith("[mqtt] url:") for p in found)
 
 
+def test_mqtt_over_tls_with_a_ca_file_next_to_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "broker-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = load(write(tmp_path, GOOD + '\n[mqtt]\nurl = "mqtts://broker.example"\n'
+                                      'ca_file = "broker-ca.pem"\n'), env={})
+    assert cfg.mqtt_ca_file == str(tmp_path / "broker-ca.pem")
+    found = problems(tmp_path, GOOD + '\n[mqtt]\nurl = "mqtt://broker"\nca_file = "x.pem"\n')
+    assert found == ["[mqtt] ca_file: only used with an mqtts:// url"]
+    found = problems(tmp_path, GOOD + '\n[mqtt]\nurl = "mqtts://broker"\nca_file = "x.pem"\n')
+    assert found == [f"[mqtt] ca_file: no such file {tmp_path / 'x.pem'}"]
+
+
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--config", str(write(tmp_path, GOOD))]) == 0
     assert "OK" in capsys.readouterr().out
