@@ -134,3 +134,14 @@ class PopDelivery(Base):
     channel: Mapped[str] = mapped_column(String(8))  # ws | mqtt
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in page, kept so that a restart of ctiserver does not sign everyone out.
+    Only a hash of the token is stored: the database does not hold usable credentials."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

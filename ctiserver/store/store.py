@@ -33,6 +33,7 @@ from sqlalchemy import (
     Row,
     Table,
     bindparam,
+    delete,
     event,
     func,
     select,
@@ -596,6 +597,32 @@ class Store:
         if row is None or not ok or not row.active:
             return None
         return _user(row)
+
+    # ----------------------------------------------------------- web sessions
+
+    async def save_web_session(self, token_hash: str, user_id: int, expires_at: datetime) -> None:
+        async with self._session.begin() as session:
+            session.add(m.WebSession(token_hash=token_hash, user_id=user_id,
+                                     expires_at=expires_at))
+
+    async def delete_web_session(self, token_hash: str) -> None:
+        async with self._session.begin() as session:
+            await session.execute(delete(m.WebSession).where(m.WebSession.token_hash == token_hash))
+
+    async def live_web_sessions(self, now: datetime) -> list[tuple[str, UserRecord, datetime]]:
+        """(token hash, user, expiry) of the sessions not expired, of active users; the
+        others are deleted (a user made active again signs in again)."""
+        async with self._session.begin() as session:
+            inactive = select(m.User.id).where(m.User.active.is_(False))
+            await session.execute(delete(m.WebSession).where(
+                (m.WebSession.expires_at <= now) | m.WebSession.user_id.in_(inactive)))
+            rows = await session.execute(
+                select(m.WebSession, m.User)
+                .join(m.User, m.User.id == m.WebSession.user_id)
+                .where(m.User.active.is_(True))
+            )
+            return [(ws.token_hash, _user(user), cast(datetime, _aware(ws.expires_at)))
+                    for ws, user in rows]
 
     # ----------------------------------------------------------- agent state
 

@@ -60,7 +60,7 @@ def make_app(
 ) -> web.Application:
     app = web.Application(middlewares=[_same_origin, _errors], client_max_size=64 * 1024)
     app[STORE], app[POPS], app[CONTROL], app[HUB] = store, pops, control, hub
-    app[SESSIONS] = Sessions(session_ttl)
+    app[SESSIONS] = Sessions(session_ttl, store=store)
     app[SECURE] = secure_cookie
     app[THROTTLE] = (SignInThrottle(USER_FAILURES), SignInThrottle(ADDRESS_FAILURES))
     static = static_dir or DEFAULT_STATIC
@@ -80,8 +80,15 @@ def make_app(
     r.add_get("/supervisor", _file(static / "supervisor.html"))
     r.add_static("/static/", static, show_index=False)
 
+    async def restore_sessions(app: web.Application) -> None:
+        restored = await app[SESSIONS].restore()
+        if restored:
+            log.info("web: %d signed-in page(s) kept from before the restart", restored)
+
     async def on_shutdown(_: web.Application) -> None:
         await hub.close()
+
+    app.on_startup.append(restore_sessions)
 
     app.on_shutdown.append(on_shutdown)
     return app
@@ -183,7 +190,7 @@ async def sign_in(request: web.Request) -> web.Response:
                             throttle.lockout, throttle.limit, username, request.remote)
         return web.json_response({"error": "wrong username or password"}, status=401)
     by_user.succeeded(username.lower())
-    session = request.app[SESSIONS].open(user)
+    session = await request.app[SESSIONS].open(user)
     log.info("web: %s (agent %s) signed in from %s", user.username, user.agent_id, request.remote)
     response = web.json_response({"user": user.to_dict(), "token": session.token})
     response.set_cookie(
@@ -205,7 +212,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def sign_out(request: web.Request) -> web.Response:
     session = request.app[SESSIONS].from_request(request)
     if session is not None:
-        request.app[SESSIONS].close(session.token)
+        await request.app[SESSIONS].close(session)
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
     return response

@@ -3,47 +3,102 @@ and the sign-in throttle, against password guessing."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
 
 from aiohttp import web
 
 from ctiserver.store.records import UserRecord
 
 COOKIE = "ctiserver_session"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Session:
-    token: str
+    key: str  # the token's SHA-256: what is kept, in memory and in the database
     user: UserRecord
     expires: float
+    token: str = ""  # the token itself: only known to the sign-in that made it
+
+
+def token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionStore(Protocol):
+    """Where sessions outlive the process (``ctiserver.store.Store``)."""
+
+    async def save_web_session(self, token_hash: str, user_id: int,
+                               expires_at: datetime) -> None: ...
+
+    async def delete_web_session(self, token_hash: str) -> None: ...
+
+    async def live_web_sessions(
+        self, now: datetime) -> list[tuple[str, UserRecord, datetime]]: ...
 
 
 class Sessions:
-    def __init__(self, ttl: float = 12 * 3600, clock: Callable[[], float] = time.time) -> None:
-        self.ttl, self.clock = ttl, clock
-        self._by_token: dict[str, Session] = {}
+    """Signed-in pages, looked up in memory on every request; with a ``store``, also kept in
+    the database (hashed), so that a restart of ctiserver signs nobody out. A database that
+    is down costs that: sessions then live in memory only, with a warning."""
 
-    def open(self, user: UserRecord) -> Session:
+    def __init__(self, ttl: float = 12 * 3600, clock: Callable[[], float] = time.time,
+                 store: SessionStore | None = None) -> None:
+        self.ttl, self.clock, self.store = ttl, clock, store
+        self._by_key: dict[str, Session] = {}
+
+    async def open(self, user: UserRecord) -> Session:
         now = self.clock()
-        for token, s in list(self._by_token.items()):
+        for key, s in list(self._by_key.items()):
             if s.expires <= now:
-                del self._by_token[token]
-        session = Session(secrets.token_urlsafe(32), user, now + self.ttl)
-        self._by_token[session.token] = session
+                del self._by_key[key]
+        token = secrets.token_urlsafe(32)
+        session = Session(token_key(token), user, now + self.ttl, token)
+        self._by_key[session.key] = session
+        if self.store is not None:
+            try:
+                await self.store.save_web_session(
+                    session.key, user.id, datetime.fromtimestamp(session.expires, UTC))
+            except Exception as exc:  # noqa: BLE001 - the page works; only a restart forgets it
+                log.warning("web: session of %s not saved (%r): a restart will sign it out",
+                            user.username, exc)
         return session
 
-    def close(self, token: str) -> None:
-        self._by_token.pop(token, None)
+    async def close(self, session: Session) -> None:
+        self._by_key.pop(session.key, None)
+        if self.store is not None:
+            try:
+                await self.store.delete_web_session(session.key)
+            except Exception as exc:  # noqa: BLE001 - gone from memory: refused from now on
+                log.warning("web: session of %s not deleted from the database (%r): it "
+                            "would come back after a restart until it expires",
+                            session.user.username, exc)
+
+    async def restore(self) -> int:
+        """Load the sessions that are still valid (at start); how many."""
+        if self.store is None:
+            return 0
+        try:
+            live = await self.store.live_web_sessions(datetime.fromtimestamp(self.clock(), UTC))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("web: sessions not restored (%r): pages must sign in again", exc)
+            return 0
+        for key, user, expires in live:
+            self._by_key[key] = Session(key, user, expires.timestamp())
+        return len(live)
 
     def lookup(self, token: str | None) -> Session | None:
         if not token:
             return None
-        session = self._by_token.get(token)
+        session = self._by_key.get(token_key(token))
         if session is None or session.expires <= self.clock():
             return None
         return session

@@ -27,11 +27,11 @@ async def store(postgres: PostgresServer):
 
 
 async def test_migrations_apply_and_revert(store: Store) -> None:
-    assert await store.current_revision() == "0001"
+    assert await store.current_revision() == "0002"
     await store.downgrade("base")
     assert await store.current_revision() is None
     await store.migrate()
-    assert await store.current_revision() == "0001"
+    assert await store.current_revision() == "0002"
 
 
 async def test_demo_and_caller_lookup(store: Store) -> None:

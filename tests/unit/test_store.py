@@ -28,7 +28,7 @@ async def store(tmp_path: Path):
 
 
 async def test_migrations_create_the_models_tables_and_indexes(store: Store) -> None:
-    assert await store.current_revision() == "0001"
+    assert await store.current_revision() == "0002"
 
     def describe(conn):
         insp = inspect(conn)
@@ -59,7 +59,7 @@ async def test_migrate_twice_and_downgrade(store: Store) -> None:
     await store.downgrade("base")
     assert await store.current_revision() is None
     await store.migrate()
-    assert await store.current_revision() == "0001"
+    assert await store.current_revision() == "0002"
 
 
 async def test_caller_found_by_any_number_in_any_spelling(store: Store) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from ctiserver.web.app import ADDRESS_FAILURES, THROTTLE, USER_FAILURES
-from ctiserver.web.auth import SignInThrottle
+from ctiserver.web.auth import SignInThrottle, token_key
 from tests.fixtures_services import WebStack
 
 
@@ -78,3 +78,56 @@ async def test_spraying_many_usernames_from_one_address_gets_that_address_locked
         for i in range(ADDRESS_FAILURES):
             assert (await sign_in(http, stack.base, f"user{i}", "guess"))[0] == 401
         assert (await sign_in(http, stack.base, "admin", "demo-admin"))[0] == 429
+
+
+async def whoami(http: aiohttp.ClientSession, base: str, token: str) -> int:
+    async with http.get(f"{base}/api/session",
+                        headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status
+
+
+async def signed_in(http: aiohttp.ClientSession, base: str, username: str,
+                    password: str) -> str:
+    async with http.post(f"{base}/api/session",
+                         json={"username": username, "password": password}) as r:
+        assert r.status == 200
+        return str((await r.json())["token"])
+
+
+async def test_signed_in_pages_survive_a_restart_but_not_a_sign_out(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}"
+    async with WebStack(db) as stack, aiohttp.ClientSession() as http:
+        kept = await signed_in(http, stack.base, "supervisor", "demo-super")
+        gone = await signed_in(http, stack.base, "admin", "demo-admin")
+        async with http.delete(f"{stack.base}/api/session",
+                               headers={"Authorization": f"Bearer {gone}"}) as r:
+            assert r.status == 200
+        assert await whoami(http, stack.base, gone) == 401
+        # no token in the database, only its hash
+        async with stack.store.engine.connect() as conn:
+            stored = [row[0] for row in await conn.exec_driver_sql(
+                "SELECT token_hash FROM web_sessions")]
+        assert stored == [token_key(kept)]
+    # ctiserver restarted on the same database
+    async with WebStack(db, demo=False) as stack, aiohttp.ClientSession() as http:
+        assert await whoami(http, stack.base, kept) == 200
+        assert await whoami(http, stack.base, gone) == 401
+
+
+async def test_expired_sessions_and_deactivated_users_are_not_restored(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}"
+    async with WebStack(db) as stack, aiohttp.ClientSession() as http:
+        expired = await signed_in(http, stack.base, "supervisor", "demo-super")
+        blocked = await signed_in(http, stack.base, "admin", "demo-admin")
+        async with stack.store.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "UPDATE web_sessions SET expires_at = '2000-01-01 00:00:00.000000' "
+                "WHERE token_hash = ?", (token_key(expired),))
+            await conn.exec_driver_sql("UPDATE users SET active = 0 WHERE username = 'admin'")
+    async with WebStack(db, demo=False) as stack, aiohttp.ClientSession() as http:
+        assert await whoami(http, stack.base, expired) == 401
+        assert await whoami(http, stack.base, blocked) == 401
+        async with stack.store.engine.connect() as conn:
+            left = [row[0] for row in await conn.exec_driver_sql(
+                "SELECT token_hash FROM web_sessions")]
+        assert left == []  # both deleted at the start
