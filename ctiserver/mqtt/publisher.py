@@ -14,7 +14,6 @@ bounded queue (oldest dropped when full) that one task sends, reconnecting with 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -98,11 +97,18 @@ class MqttNotifier:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mqtt-publisher")
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def close(self, within: float = 5.0) -> None:
+        """Stop sending; bounded (a broker that never acknowledges the disconnect must not
+        hold up the daemon's shutdown)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=within)
+        if not task.done():
+            log.warning("mqtt: publisher did not stop within %.0f s; left behind", within)
+        elif not task.cancelled():
+            task.exception()  # retrieved: the reason is in the log already
 
     async def _run(self) -> None:
         delay = self.backoff[0]
@@ -123,6 +129,10 @@ class MqttNotifier:
                     await self._send_all(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # closing: aiomqtt reports a cancelled connect or disconnect as an error
+                    raise asyncio.CancelledError from exc
                 log.warning(
                     "mqtt: %s:%s unavailable (%s); retry in %.1fs", self.host, self.port, exc, delay
                 )

@@ -303,7 +303,7 @@ async def test_pops_over_tls_reach_the_broker_and_an_unknown_certificate_is_refu
     with MosquittoServer(tls=True) as broker:
         tls = ssl.create_default_context(cafile=str(broker.ca_file))
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="tls-sub",
-                                  tls_context=tls) as sub:
+                                  tls_context=tls, timeout=5) as sub:
             await sub.subscribe("ctiserver/#", qos=1)
             pub = MqttNotifier(broker.url, ca_file=str(broker.ca_file), client_id="tls-pub")
             assert broker.url.startswith("mqtts://")
