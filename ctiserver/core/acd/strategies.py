@@ -94,6 +94,15 @@ def _discard(lst: list[IndexKey], k: IndexKey) -> None:
         del lst[i]
 
 
+def _dead_prefix(lst: list[IndexKey], live: dict[str, IndexKey]) -> int:
+    """How many keys at the front of ``lst`` are tombstones: no longer their agent's live
+    key in ``live``."""
+    i, n = 0, len(lst)
+    while i < n and live.get(lst[i][3]) is not lst[i]:
+        i += 1
+    return i
+
+
 class SkillList:
     """The available agents of one queue having one skill: ``keys`` in key order (may
     hold tombstones, see above), ``levels[i]`` the skill's level of ``keys[i]``'s
@@ -154,10 +163,7 @@ class SkillList:
 
     def drop_dead_front(self, live: dict[str, IndexKey]) -> None:
         keys = self.keys
-        i = 0
-        n = len(keys)
-        while i < n and live.get(keys[i][3]) is not keys[i]:
-            i += 1
+        i = _dead_prefix(keys, live)
         if i:
             del keys[:i]
             del self.levels[:i]
@@ -318,11 +324,7 @@ class ReadyIndex:
         """``_sl`` with the tombstones at its front dropped."""
         sl = self._sl
         if self._dead:
-            keys = self._keys
-            i = 0
-            n = len(sl)
-            while i < n and keys.get(sl[i][3]) is not sl[i]:
-                i += 1
+            i = _dead_prefix(sl, self._keys)
             if i:
                 del sl[:i]
                 self._dead -= i
