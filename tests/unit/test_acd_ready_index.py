@@ -4,7 +4,9 @@ weigh exactly as if they had been inserted first (same agent, same random draws)
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -95,6 +97,17 @@ def brute_force(
     return [min(ok, key=rank).id]
 
 
+@contextlib.contextmanager
+def sweep_limits(slack: int, skill_cap: int) -> Iterator[None]:
+    """The ready index's sweep thresholds set for one example, restored after."""
+    saved = strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP
+    strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = slack, skill_cap
+    try:
+        yield
+    finally:
+        strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = saved
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     strategy=st.sampled_from(list(Strategy)),
@@ -130,73 +143,56 @@ def test_pick_is_the_brute_force_answer_with_or_without_pending_agents(
 ) -> None:
     # small values sweep the lists as often as the rules allow: the main list's
     # tombstones give way to fresh keys of the same value, skill lists are rebuilt
-    saved = strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP
-    strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = slack, skill_cap
-    try:
-        check_picks(strategy, queue_skills, skills, ops, n_pending, calls, seed, told)
-    finally:
-        strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = saved
+    with sweep_limits(slack, skill_cap):
+        q = QueueConfig("q", strategy=strategy, required_skills=queue_skills)
+        agents = make_agents(skills)
+        by_id = {a.id: a for a in agents}
+        pos = {a.id: i for i, a in enumerate(agents)}
+        # told: the index knows the members' skills (skills most have get no list)
+        member_skills = {a.id: a.cfg.skills for a in agents} if told else None
+        idx = ReadyIndex(q, pos, member_skills)
+        # toggling agents in and out leaves tombstones in every list
+        indexed: set[str] = set()
+        for i, f in ops:
+            a = agents[i]
+            if a.id in indexed:
+                idx.remove(a)
+                indexed.discard(a.id)
+            else:
+                set_figures(a, f)
+                idx.add(a)
+                indexed.add(a.id)
+        assert sorted(idx.agent_ids()) == sorted(indexed)
+        for sl in idx._skills.values():  # tombstones stay bounded
+            assert len(sl.keys) == len(sl.levels) == len(sl.firsts) <= sl.cap
+            order = sl.keys if sl.ranks is None else sl.ranks
+            assert len(order) == len(sl.keys) and order == sorted(order)
+            assert list(sl.firsts) == [float(o[0]) for o in order]
+        out = [a for a in agents if a.id not in indexed]
+        pending = out[:n_pending]
+        # the same index with the pending agents inserted
+        ref = ReadyIndex(q, pos, member_skills)
+        for a in sorted((by_id[x] for x in indexed), key=lambda a: a.order):
+            ref.add(a)
+        for a in pending:
+            ref.add(a)
+        for n, (call_skills, cap, last_rung) in enumerate(calls):
+            caller = CallerRt(f"c{n}", "q", 0, call_skills, None, 0.0, n)
+            needs = caller_needs(queue_skills, call_skills, cap)
 
+            def eligible(a: AgentRt, needs: tuple[tuple[str, int], ...] = needs) -> bool:
+                return fits(a, needs)
 
-def check_picks(
-    strategy: Strategy,
-    queue_skills: dict[str, int],
-    skills: list[dict[str, int]],
-    ops: list[tuple[int, tuple[int, int, int, int]]],
-    n_pending: int,
-    calls: list[tuple[dict[str, int], int | None, int]],
-    seed: int,
-    told: bool,
-) -> None:
-    q = QueueConfig("q", strategy=strategy, required_skills=queue_skills)
-    agents = make_agents(skills)
-    by_id = {a.id: a for a in agents}
-    pos = {a.id: i for i, a in enumerate(agents)}
-    # told: the index knows the members' skills (skills most have get no list)
-    member_skills = {a.id: a.cfg.skills for a in agents} if told else None
-    idx = ReadyIndex(q, pos, member_skills)
-    # toggling agents in and out leaves tombstones in every list
-    indexed: set[str] = set()
-    for i, f in ops:
-        a = agents[i]
-        if a.id in indexed:
-            idx.remove(a)
-            indexed.discard(a.id)
-        else:
-            set_figures(a, f)
-            idx.add(a)
-            indexed.add(a.id)
-    assert sorted(idx.agent_ids()) == sorted(indexed)
-    for sl in idx._skills.values():  # tombstones stay bounded
-        assert len(sl.keys) == len(sl.levels) == len(sl.firsts) <= sl.cap
-        order = sl.keys if sl.ranks is None else sl.ranks
-        assert len(order) == len(sl.keys) and order == sorted(order)
-        assert list(sl.firsts) == [float(o[0]) for o in order]
-    out = [a for a in agents if a.id not in indexed]
-    pending = out[:n_pending]
-    # the same index with the pending agents inserted
-    ref = ReadyIndex(q, pos, member_skills)
-    for a in sorted((by_id[x] for x in indexed), key=lambda a: a.order):
-        ref.add(a)
-    for a in pending:
-        ref.add(a)
-    for n, (call_skills, cap, last_rung) in enumerate(calls):
-        caller = CallerRt(f"c{n}", "q", 0, call_skills, None, 0.0, n)
-        needs = caller_needs(queue_skills, call_skills, cap)
-
-        def eligible(a: AgentRt, needs: tuple[tuple[str, int], ...] = needs) -> bool:
-            return fits(a, needs)
-
-        idx.last_rung = ref.last_rung = last_rung
-        r1, r2 = random.Random(seed + n), random.Random(seed + n)
-        got = idx.pick(caller, by_id, eligible, r1, needs, pending)
-        assert got == ref.pick(caller, by_id, eligible, r2, needs, ())
-        assert r1.getstate() == r2.getstate()  # the same draws
-        if strategy != Strategy.RANDOM:
-            pool = [by_id[x] for x in indexed] + pending
-            assert got == brute_force(idx, pool, caller, needs)
-        else:
-            assert all(fits(by_id[x], needs) for x in got)
+            idx.last_rung = ref.last_rung = last_rung
+            r1, r2 = random.Random(seed + n), random.Random(seed + n)
+            got = idx.pick(caller, by_id, eligible, r1, needs, pending)
+            assert got == ref.pick(caller, by_id, eligible, r2, needs, ())
+            assert r1.getstate() == r2.getstate()  # the same draws
+            if strategy != Strategy.RANDOM:
+                pool = [by_id[x] for x in indexed] + pending
+                assert got == brute_force(idx, pool, caller, needs)
+            else:
+                assert all(fits(by_id[x], needs) for x in got)
 
 
 @pytest.mark.parametrize("n_pending", [1, 4])
