@@ -438,15 +438,18 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
     try:
         # the phones keep every call up until Asterisk ends it (AMI Hangup below)
         with AgentPhones(tmp_path, answer_ms=100, talk_ms=(60000, 60000)):
-            def call(number: str) -> Future[Any]:
-                return calls.submit(place_calls, tmp_path, "900100999",
-                                    callers=[(number, "Caller")], maxwait_ms=20000, timeout=90)
+            def answered_by(agent: str, number: str, start: int) -> tuple[Future[Any], Any]:
+                """Call ``number``; the first agent rung after event ``start`` is ``agent``,
+                who answers. The placed call and its DialBegin."""
+                placed = calls.submit(place_calls, tmp_path, "900100999",
+                                      callers=[(number, "Caller")], maxwait_ms=20000,
+                                      timeout=90)
+                ring = ring_after(observer, start, f"{number} ringing an agent")
+                assert ring.DestChannel.startswith(f"PJSIP/{agent}-"), ring.DestChannel
+                wait_answered(observer, ring, f"{agent} answering")
+                return placed, ring
 
-            start = len(observer.events)
-            first = call("+34600000001")
-            ring_a = ring_after(observer, start, "call A ringing an agent")
-            assert ring_a.DestChannel.startswith("PJSIP/1001-"), ring_a.DestChannel
-            wait_answered(observer, ring_a, "1001 answering")
+            first, ring_a = answered_by("1001", "+34600000001", len(observer.events))
             ami_action(observer, {"Action": "Originate", "Channel": "PJSIP/1001",
                                   "Application": "Wait", "Data": "60", "Async": "true"})
             private = observer.wait_for(
@@ -457,11 +460,7 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
             assert first.result().successful == 1
             cti.wait_log(f"[{ring_a.Uniqueid}] caller hung up", 10)
 
-            start = len(observer.events)
-            second = call("+34600000002")
-            ring_b = ring_after(observer, start, "call B ringing an agent")
-            assert ring_b.DestChannel.startswith("PJSIP/1002-"), ring_b.DestChannel
-            wait_answered(observer, ring_b, "1002 answering")
+            second, ring_b = answered_by("1002", "+34600000002", len(observer.events))
             ami_action(observer, {"Action": "Hangup", "Channel": ring_b.Channel})
             assert second.result().successful == 1
 
@@ -470,10 +469,7 @@ def test_a_phone_still_busy_after_a_queue_call_is_offered_only_once_free(
             observer.wait_for(lambda e: e.event == "DeviceStateChange"
                               and e.Device == "PJSIP/1001" and e.State == "NOT_INUSE"
                               and observer.events.index(e) >= start, 15, "1001's phone free")
-            third = call("+34600000003")
-            ring_c = ring_after(observer, start, "call C ringing an agent")
-            assert ring_c.DestChannel.startswith("PJSIP/1001-"), ring_c.DestChannel
-            wait_answered(observer, ring_c, "1001 answering")
+            third, ring_c = answered_by("1001", "+34600000003", start)
             ami_action(observer, {"Action": "Hangup", "Channel": ring_c.Channel})
             assert third.result().successful == 1
     finally:
