@@ -215,7 +215,7 @@ class EventProtocol(AMIProtocol):  # type: ignore[misc]
 
     def _our_response(self, part: str) -> None:
         """A response to an action of ``send_nowait``: forget it; an error is logged."""
-        start = part.index(_OUR_ACTION_ID) + 12  # at the prefix
+        start = part.index(_OUR_ACTION_ID) + len(_OUR_ACTION_ID) - len(ACTION_ID_PREFIX)
         end = part.find("\r\n", start)
         action_id = part[start:] if end < 0 else part[start:end]
         sent = self.pending.pop(action_id, None)
