@@ -11,11 +11,18 @@ A call's id is the caller channel's Uniqueid, which is also the Linkedid of ever
 channel the call creates (the agents' legs), so it is stable for the pop.
 
 Agents' phones: besides translating, the adapter keeps the live channels of each agent
-device (Newchannel .. Hangup). Asterisk computes device states asynchronously, so its
-NOT_INUSE comes a few ms after an agent's leg hangs up; the adapter tells the engine at
-the hang-up itself whether the phone is free or still busy with another call (for which
-Asterisk would send no change at all), and drops the ringing / in-use reports that only
-echo our own call.
+device (Newchannel .. Hangup). A channel on an agent's phone that is not part of one of
+our calls (its Linkedid is no call of ours: a private call, a call from the app_queue
+fallback) makes the phone in use at its Newchannel, so Asterisk's RINGING / INUSE device
+states say nothing new and manager_ctiserver.conf filters them out (two events less per
+call); should they come anyway, those that only echo our own call are dropped. Asterisk
+computes device states asynchronously, so its NOT_INUSE comes a few ms after an agent's
+leg hangs up; the adapter tells the engine at the hang-up itself whether the phone is
+free or still busy with another call (for which Asterisk would send no change at all).
+
+Log: one INFO line when the call is routed (routes.py) and one when the caller hangs up,
+which says who answered, the wait and the talk time; ringing and answering are DEBUG, a
+ring that fails is INFO.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class Call:
     agent_id: str | None = None
     agent_uid: str | None = None
     answered: bool = False
+    answered_at: float | None = None
     joined: bool = False  # entered an ACD queue (not routed elsewhere)
 
 
@@ -108,7 +116,7 @@ class CallAdapter:
         self.agent_legs[e.DestUniqueid] = call.call_id
         self.device_legs[device_of(e.DestChannel)] = e.DestUniqueid
         at = _ts(e)
-        log.info("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
+        log.debug("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
         self.submit(ev.RingStarted(call.call_id, agent), at)
         if self.pops is not None:
             call.info.offered_at = at or self.clock()
@@ -123,8 +131,8 @@ class CallAdapter:
         at = _ts(e)
         if status == "ANSWER":
             call.state, call.agent_id, call.agent_uid = "connected", agent, e.DestUniqueid
-            call.answered = True
-            log.info("[%s] answered by agent %s", call.call_id, agent)
+            call.answered, call.answered_at = True, at if at is not None else self.clock()
+            log.debug("[%s] answered by agent %s", call.call_id, agent)
             self.submit(ev.RingAnswered(call.call_id, agent), at)
             if self.pops is not None:
                 self._spawn(self.pops.answered(call.call_id, agent))
@@ -142,6 +150,8 @@ class CallAdapter:
         device = device_of(e.Channel)
         if device in self.agent_by_device:
             self.device_channels.setdefault(device, set()).add(e.Uniqueid)
+            if e.Linkedid not in self.calls:  # not our call: the phone is busy from now
+                self._set_device(device, "INUSE", _ts(e))
 
     def _hangup(self, e: Any) -> None:
         uid = e.Uniqueid
@@ -177,7 +187,15 @@ class CallAdapter:
         call.state = "gone"
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("hangup", {}))
-        log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
+        if call.answered:
+            joined, answered = call.info.joined_at, call.answered_at or 0.0
+            ended = at if at is not None else self.clock()
+            log.info("[%s] caller hung up (%s): answered by agent %s, waited %.1f s, "
+                     "talked %.1f s", call.call_id, cause or "normal", call.agent_id,
+                     max(0.0, answered - joined) if joined else 0.0,
+                     max(0.0, ended - answered))
+        else:
+            log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
         if call.joined:
             # the agent's leg of this call (ringing or answered) goes a few ms after the
             # caller's: until its own Hangup the phone is busy, or the engine would offer it

@@ -357,6 +357,41 @@ async def test_fire_and_forget_actions_and_their_responses_on_the_real_ami(
         conn.close()
 
 
+async def test_the_shipped_event_filter_gives_ctiserver_only_what_it_acts_on(
+        asterisk: None, tmp_path: Path) -> None:
+    # manager_ctiserver.conf as installed: a call (here through the app_queue fallback,
+    # ctiserver being down) reaches the ctiserver user as channel, dial and hangup events
+    # and the phone's NOT_INUSE, without the RINGING / INUSE the Newchannel already told
+    from ctiserver.asterisk.ami import AmiConnection
+    from ctiserver.config import AmiConfig
+
+    seen: list[Any] = []
+    conn = AmiConnection(AmiConfig(secret="ctiserver-sandbox-secret"), seen.append)
+    await conn.start()
+    try:
+        await asyncio.wait_for(conn.connected.wait(), 10)
+
+        def one_call() -> None:
+            with AgentPhones(tmp_path, talk_ms=(300, 400)):
+                result = place_calls(tmp_path, "900100999", maxwait_ms=30000, timeout=40)
+            assert result.successful == 1, result.output
+
+        await asyncio.to_thread(one_call)
+        for _ in range(250):  # the agent's NOT_INUSE comes a little after its hang-up
+            if any(e.event == "DeviceStateChange" and e.State == "NOT_INUSE" for e in seen):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        conn.close()
+    names = {e.event for e in seen}
+    assert {"Newchannel", "DialBegin", "DialEnd", "Hangup", "UserEvent"} <= names, names
+    assert names <= {"Newchannel", "DialBegin", "DialEnd", "Hangup", "UserEvent",
+                     "DeviceStateChange", "FullyBooted"}, names
+    agent = next(e.DestChannel for e in seen if e.event == "DialBegin").rsplit("-", 1)[0]
+    states = [e.State for e in seen if e.event == "DeviceStateChange" and e.Device == agent]
+    assert states and set(states) == {"NOT_INUSE"}, states
+
+
 # ---------------------------------------------------------------- abandon
 
 

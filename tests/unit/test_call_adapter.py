@@ -184,23 +184,26 @@ def offerable(engine: Engine, agent: str) -> bool:
 
 
 async def answered_call(adapter: CallAdapter, private: bool = False,
-                        agent_hangs_up: bool = True) -> None:
+                        agent_hangs_up: bool = True, device_events: bool = True) -> None:
     """1001 takes a call; its phone reports ringing and in use (with, optionally, a second
     call of its own on the phone meanwhile: a consultation); the agent hangs up (or, with
-    ``agent_hangs_up=False``, nobody yet)."""
+    ``agent_hangs_up=False``, nobody yet). ``device_events=False``: Asterisk's RINGING /
+    INUSE are filtered out, as manager_ctiserver.conf does."""
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     await adapter.join(call, ev.CallerJoined("1795.1", "support"))
-    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
+    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2\n"
+                 "Linkedid: 1795.1",
                  "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
                  "DestUniqueid: 1795.2",
                  "Event: DeviceStateChange\nDevice: PJSIP/1001\nState: RINGING",
                  "Event: DialEnd\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
                  "DestUniqueid: 1795.2\nDialStatus: ANSWER",
                  "Event: DeviceStateChange\nDevice: PJSIP/1001\nState: INUSE"):
-        adapter.on_ami_event(ami(text))
+        if device_events or "DeviceStateChange" not in text:
+            adapter.on_ami_event(ami(text))
     if private:
         adapter.on_ami_event(ami("Event: Newchannel\nChannel: PJSIP/1001-00000007\n"
-                                 "Uniqueid: 1795.7"))
+                                 "Uniqueid: 1795.7\nLinkedid: 1795.7"))
     if agent_hangs_up:
         adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\n"
                                  "Uniqueid: 1795.2"))
@@ -225,6 +228,23 @@ async def test_a_phone_still_busy_with_another_call_after_ours_is_not_offered() 
     assert offerable(engine, "1001")
 
 
+async def test_without_ringing_and_in_use_events_our_leg_does_not_block_and_a_private_call_does(
+        ) -> None:
+    # manager_ctiserver.conf filters RINGING / INUSE out: the Newchannel of a channel that
+    # is no call of ours is what makes the phone busy
+    adapter, engine, _actions, fed = setup()
+    await answered_call(adapter, device_events=False)
+    assert ev.DeviceStateChanged("PJSIP/1001", "INUSE") not in fed
+    assert engine.agent_state("1001") == "ready" and offerable(engine, "1001")
+    adapter.on_ami_event(ami("Event: Newchannel\nChannel: PJSIP/1001-00000009\n"
+                             "Uniqueid: 1795.9\nLinkedid: 1795.9"))  # the agent dials out
+    assert fed[-1] == ev.DeviceStateChanged("PJSIP/1001", "INUSE")
+    assert not offerable(engine, "1001")
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000009\nUniqueid: 1795.9"))
+    adapter.on_ami_event(ami("Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"))
+    assert offerable(engine, "1001")
+
+
 async def test_when_the_caller_hangs_up_first_the_agent_waits_for_its_own_leg_to_end() -> None:
     # Asterisk hangs up the agent's leg a few ms after the caller's: offering the agent the
     # next caller before that would ring a phone still tearing down this call
@@ -240,7 +260,8 @@ async def test_a_caller_gone_while_the_phone_rings_frees_the_agent_when_the_ring
     adapter, engine, _actions, _fed = setup()
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     await adapter.join(call, ev.CallerJoined("1795.1", "support"))
-    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
+    for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2\n"
+                 "Linkedid: 1795.1",
                  "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
                  "DestUniqueid: 1795.2",
                  "Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1"):
