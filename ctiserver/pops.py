@@ -127,9 +127,14 @@ class PopService:
 
     def lookup(self, call_id: str, number: str) -> Awaitable[Identification]:
         """The CRM lookup of this call, started now or already under way. Routing asks
-        first; the pop uses the same answer. Shielded: a caller that stops waiting (its
-        own timeout) leaves the lookup running for the pop."""
+        first; the pop uses the same answer. Shielded: a caller that stops waiting by
+        cancelling leaves the lookup running for the pop (routing waits without
+        cancelling, on ``lookup_future``)."""
         return asyncio.shield(self._lookup(call_id, number))
+
+    def lookup_future(self, call_id: str, number: str) -> asyncio.Future[Identification]:
+        """``lookup`` unshielded, for a caller that waits without cancelling it."""
+        return self._lookup(call_id, number)
 
     def forget(self, call_id: str) -> None:
         """The call will not be queued (routed elsewhere, caller gone): drop its lookup."""
@@ -163,20 +168,47 @@ class PopService:
         return lookup
 
     async def offered(self, call: CallInfo, agent_id: str) -> None:
-        offered_at = call.offered_at if call.offered_at is not None else self.clock()
-        call = replace(call, offered_at=offered_at)
+        active, lookup = self._offer(call, agent_id)
+        await self._offer_when_known(active, agent_id, lookup)
+
+    def offered_nowait(self, call: CallInfo, agent_id: str) -> None:
+        """``offered`` for synchronous callers (the call adapter, at the ring): the pop goes
+        out at once when the CRM lookup is done (the usual case: routing asked when the
+        call came in) and the notifier takes notes without waiting; else as a task."""
+        active, lookup = self._offer(call, agent_id)
+        publish_nowait = getattr(self.notifier, "publish_nowait", None)
+        if publish_nowait is None or not lookup.done():
+            self._spawn(self._offer_when_known(active, agent_id, lookup))
+            return
+        self._show(active, agent_id, lookup)
+        publish_nowait(POP_OFFERED, active.pop, agent_id=agent_id)
+
+    def _offer(self, call: CallInfo,
+               agent_id: str) -> tuple[_Active, asyncio.Future[Identification]]:
+        if call.offered_at is None:
+            call = replace(call, offered_at=self.clock())
         active = self._calls.get(call.call_id)
         if active is None:
             active = self._calls[call.call_id] = _Active(info=call)
         else:
             active.info = call
         active.agent_id = agent_id
-        lookup = self._lookup(call.call_id, call.caller_id)
+        return active, self._lookup(call.call_id, call.caller_id)
+
+    async def _offer_when_known(self, active: _Active, agent_id: str,
+                                lookup: asyncio.Future[Identification]) -> None:
         if not lookup.done():  # usually done: routing asked the CRM when the call came in
             await asyncio.wait({lookup}, timeout=self.lookup_timeout)
+        self._show(active, agent_id, lookup)
+        await self.notifier.publish(POP_OFFERED, active.pop, agent_id=agent_id)
+
+    def _show(self, active: _Active, agent_id: str,
+              lookup: asyncio.Future[Identification]) -> None:
+        """The pop on this agent's screen: full when the CRM has answered, else partial
+        (and the full one follows when it does)."""
         ident: Identification | None = None
         if lookup.done():
-            ident = self._result(lookup, call)
+            ident = self._result(lookup, active.info)
         else:
             self._spawn(self._late_pop(lookup, active, agent_id))
         active.pop = self._pop(active, ident)
@@ -186,18 +218,32 @@ class PopService:
         log.log(
             logging.INFO if active.pop["partial"] else logging.DEBUG,
             "pop call=%s agent=%s known=%s partial=%s",
-            call.call_id,
+            active.info.call_id,
             agent_id,
             active.pop["known"],
             active.pop["partial"],
         )
-        await self.notifier.publish(POP_OFFERED, active.pop, agent_id=agent_id)
 
     async def answered(self, call_id: str, agent_id: str) -> None:
+        note = self._answer(call_id, agent_id)
+        if note is not None:
+            await self.notifier.publish(POP_ANSWERED, note, agent_id=agent_id)
+
+    def answered_nowait(self, call_id: str, agent_id: str) -> None:
+        """``answered`` for synchronous callers (the call adapter)."""
+        publish_nowait = getattr(self.notifier, "publish_nowait", None)
+        if publish_nowait is None:
+            self._spawn(self.answered(call_id, agent_id))
+            return
+        note = self._answer(call_id, agent_id)
+        if note is not None:
+            publish_nowait(POP_ANSWERED, note, agent_id=agent_id)
+
+    def _answer(self, call_id: str, agent_id: str) -> dict[str, Any] | None:
         active = self._calls.get(call_id)
         if active is None:
             log.warning("answered call=%s agent=%s: no pop for this call", call_id, agent_id)
-            return
+            return None
         active.answered_at = self.clock()
         active.agent_id = agent_id
         active.pop["stage"] = "answered"
@@ -208,11 +254,7 @@ class PopService:
             if shown is active and other != agent_id:
                 del self._current[other]
         waited = active.answered_at - active.info.joined_at if active.info.joined_at else None
-        await self.notifier.publish(
-            POP_ANSWERED,
-            {"call_id": call_id, "answered_at": active.answered_at, "waited": _round(waited)},
-            agent_id=agent_id,
-        )
+        return {"call_id": call_id, "answered_at": active.answered_at, "waited": _round(waited)}
 
     async def ended(
         self,

@@ -120,7 +120,7 @@ class CallAdapter:
         self.submit(ev.RingStarted(call.call_id, agent), at)
         if self.pops is not None:
             call.info.offered_at = at or self.clock()
-            self._spawn(self.pops.offered(call.info, agent))
+            self.pops.offered_nowait(call.info, agent)
 
     def _dial_end(self, e: Any) -> None:
         call = self.calls.get(e.Uniqueid)
@@ -135,7 +135,7 @@ class CallAdapter:
             log.debug("[%s] answered by agent %s", call.call_id, agent)
             self.submit(ev.RingAnswered(call.call_id, agent), at)
             if self.pops is not None:
-                self._spawn(self.pops.answered(call.call_id, agent))
+                self.pops.answered_nowait(call.call_id, agent)
         else:
             self.agent_legs.pop(e.DestUniqueid, None)
             reason = DIAL_FAILURES.get(status, "noanswer")
@@ -340,12 +340,19 @@ class CallAdapter:
         if self.pops is not None:
             self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
         self.submit(joined, None)
+        # one timer, no asyncio.timeout + shield: once it fires, the caller holds and the
+        # engine's later offer is a Redirect as for any waiting caller
+        timer = loop.call_later(timeout, self._join_unanswered, call, timeout)
         try:
-            async with asyncio.timeout(timeout):  # a timer, not a task (once per call)
-                return await asyncio.shield(call.agi_reply)
-        except TimeoutError:
+            return await call.agi_reply
+        finally:
+            timer.cancel()
+
+    def _join_unanswered(self, call: Call, timeout: float) -> None:
+        if call.agi_reply is not None and not call.agi_reply.done():
             log.error("[%s] ACD did not answer within %.1f s: holding", call.call_id, timeout)
-            return "hold", {}
+            call.state = "waiting"
+            call.agi_reply.set_result(("hold", {}))
 
     # ------------------------------------------------------------------ resync
 

@@ -134,12 +134,15 @@ class Routes:
         if self.identify is None or not caller:
             return None
         try:
-            async with asyncio.timeout(self.lookup_timeout):  # a timer, not a task
-                ident = await self.identify(uid, caller)
-        except TimeoutError:
-            log.warning("[%s] CRM lookup slower than %.0f ms: routing without customer data",
-                        uid, self.lookup_timeout * 1000)
-            return None
+            # waiting never cancels the lookup: the pop uses its answer when it comes
+            lookup = asyncio.ensure_future(self.identify(uid, caller))
+            if not lookup.done():
+                await asyncio.wait((lookup,), timeout=self.lookup_timeout)
+            if not lookup.done():
+                log.warning("[%s] CRM lookup slower than %.0f ms: routing without customer "
+                            "data", uid, self.lookup_timeout * 1000)
+                return None
+            ident = lookup.result()
         except Exception as exc:
             log.warning("[%s] CRM unavailable (%s): routing without customer data", uid,
                         type(exc).__name__)

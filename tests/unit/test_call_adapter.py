@@ -287,3 +287,18 @@ def test_an_unreachable_phone_stays_blocked_after_its_leg_hangs_up() -> None:
                  "Event: Hangup\nChannel: PJSIP/1002-00000003\nUniqueid: 1795.3"):
         adapter.on_ami_event(ami(text))
     assert not offerable(engine, "1002")
+
+
+async def test_an_engine_that_does_not_answer_the_join_leaves_the_caller_holding() -> None:
+    # the engine's answer comes too late (here: only when the test hands it over): the
+    # dialplan is told to hold after the timeout, and the late offer is then a Redirect
+    adapter, engine, actions, _fed = setup()
+    held: list[ev.Event] = []
+    adapter.submit = lambda event, at: held.append(event)  # type: ignore[method-assign]
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    reply = await asyncio.wait_for(
+        adapter.join(call, ev.CallerJoined("1795.1", "support"), timeout=0.05), 2)
+    assert reply == ("hold", {})
+    adapter.carry_out(held[0], engine.handle(held[0], 1000.0))
+    assert [(a["Action"], a.get("Context")) for a in actions.sent] == [
+        ("Setvar", None), ("Redirect", "ctiserver-connect")]

@@ -371,3 +371,38 @@ async def test_agent_states_saved_when_they_change_and_again_after_an_outage(
     states = await store.load_agent_states()
     assert (states["1001"].state, states["1001"].reason) == ("not_ready", "lunch")
     await pops.close()
+
+
+async def test_the_ring_pop_and_the_answer_go_out_before_the_adapter_returns(
+    store: Store,
+) -> None:
+    # the call adapter's synchronous entry points: with the lookup done (routing asked when
+    # the call came in) and a notifier that queues at once, nothing waits for a task
+    class Hub:  # queues at once, as the WebSocket hub
+        def __init__(self) -> None:
+            self.got: list[tuple[str, object]] = []
+
+        def publish_nowait(self, kind, data, *, agent_id=None):
+            self.got.append((kind, data))
+
+    hub = Hub()
+    pops = PopService(store, FanOut({"hub": hub}))
+    call = ana_call()
+    await pops.lookup(call.call_id, call.caller_id)
+    pops.offered_nowait(call, "1001")
+    pops.answered_nowait(call.call_id, "1001")
+    assert [kind for kind, _ in hub.got] == ["pop.offered", "pop.answered"]
+    assert pops.current("1001")["customer"]["name"] == "Ana López"
+    # a lookup still under way: the pop waits for it (up to lookup_timeout) in a task
+    slow = SlowStore(store)
+    pops = PopService(slow, FanOut({"hub": hub}), lookup_timeout=5)
+    pops.offered_nowait(ana_call("c2"), "1002")
+    assert len(hub.got) == 2
+    slow.gate.set()
+    for _ in range(250):
+        if len(hub.got) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert pops.current("1002")["customer"]["name"] == "Ana López"
+    assert not pops.current("1002")["partial"]
+    await pops.close()
