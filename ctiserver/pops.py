@@ -354,12 +354,17 @@ class PopService:
         self, agent_id: str, state: str, reason: str | None = None, call_id: str | None = None
     ) -> None:
         """``agent_state`` for synchronous callers (the call adapter, for every engine
-        effect): the transient states (offered, on call, wrap-up) are only published, at
+        effect): the transient states (offered, on call, wrap-up), and a persisted state
+        the database already has (ready again after each call), are only published, at
         once when the notifier can take them without waiting; the rest runs as a task."""
         publish_nowait = getattr(self.notifier, "publish_nowait", None)
-        if state in PERSISTED_STATES or publish_nowait is None:
+        if publish_nowait is None or state in PERSISTED_STATES and (
+                self._state_saved.get(agent_id) != (state, reason)
+                or state == "logged_out"):
             self._spawn(self.agent_state(agent_id, state, reason, call_id))
             return
+        if state in PERSISTED_STATES:  # the database has it (ready again after a call)
+            self._state_wanted[agent_id] = (state, reason)  # a writer under way rechecks
         publish_nowait(AGENT_STATE, _state_note(agent_id, state, reason, call_id),
                        agent_id=agent_id)
 

@@ -158,11 +158,15 @@ class AmiEvent(dict[str, str]):
     event: str
 
     def __getattr__(self, name: str) -> str:
+        try:  # a header: the common case first (several per event)
+            return self[name]
+        except KeyError:
+            pass
         if name.startswith("__"):
-            raise AttributeError(name)
+            raise AttributeError(name) from None
         if name == "event":  # built some other way than parse_event
             return self.get("Event", "")
-        return self.get(name, "")
+        return ""
 
 
 def parse_event(text: str) -> AmiEvent:

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ctiserver.asterisk.ami import AmiConnection
@@ -60,6 +60,7 @@ class Call:
     state: str = "routing"  # routing | waiting | ringing | connected | gone
     agi_reply: asyncio.Future[tuple[str, dict[str, str]]] | None = None
     ringing: tuple[str, ...] = ()
+    legs: dict[str, str] = field(default_factory=dict)  # agents' legs: uniqueid -> device
     agent_id: str | None = None
     agent_uid: str | None = None
     answered: bool = False
@@ -95,11 +96,15 @@ class CallAdapter:
         # agent device -> every live channel on it (ours, private calls), Newchannel..Hangup
         self.device_channels: dict[str, set[str]] = {}
         self.device_states: dict[str, str] = {}  # agent device -> state the engine has
+        # devices whose ring failed busy / unavailable since their last state: the engine
+        # blocks them on its own, so their next state counts even if it is the same
+        self.device_blocked: set[str] = set()
         self.set_config(acd)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def set_config(self, acd: AcdConfig) -> None:
         self.agent_by_device = {a.device: a.id for a in acd.agents.values()}
+        self.device_states = {}  # agents rebuilt by the engine start over: tell them again
 
     # ------------------------------------------------------------------ AMI events in
 
@@ -113,8 +118,10 @@ class CallAdapter:
         agent = self.agent_by_device.get(device_of(e.DestChannel))
         if call is None or agent is None:
             return
+        device = device_of(e.DestChannel)
         self.agent_legs[e.DestUniqueid] = call.call_id
-        self.device_legs[device_of(e.DestChannel)] = e.DestUniqueid
+        self.device_legs[device] = e.DestUniqueid
+        call.legs[e.DestUniqueid] = device
         at = _ts(e)
         log.debug("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
         self.submit(ev.RingStarted(call.call_id, agent), at)
@@ -139,6 +146,8 @@ class CallAdapter:
         else:
             self.agent_legs.pop(e.DestUniqueid, None)
             reason = DIAL_FAILURES.get(status, "noanswer")
+            if reason in ("busy", "unavailable"):
+                self.device_blocked.add(device_of(e.DestChannel))
             log.info("[%s] agent %s did not take the call: %s", call.call_id, agent, status)
             if call.state == "ringing" and agent in call.ringing:
                 call.ringing = tuple(a for a in call.ringing if a != agent)
@@ -200,16 +209,17 @@ class CallAdapter:
             # the agent's leg of this call (ringing or answered) goes a few ms after the
             # caller's: until its own Hangup the phone is busy, or the engine would offer it
             # the next caller at once, on a phone still tearing down this call
-            for device, leg in self.device_legs.items():
-                if self.agent_legs.get(leg) == call.call_id:
+            for leg, device in call.legs.items():
+                if self.device_legs.get(device) == leg and self.agent_legs.get(leg) == call.call_id:
                     self._set_device(device, "INUSE", at)
             self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
                 outcome = "answered" if call.answered else "abandoned"
                 self._spawn(self.pops.ended(call.call_id, call.agent_id, call=call.info,
                                             at=at, outcome=outcome))
-        for uid in [u for u, c in self.agent_legs.items() if c == call.call_id]:
-            del self.agent_legs[uid]
+        for leg in call.legs:
+            if self.agent_legs.get(leg) == call.call_id:
+                del self.agent_legs[leg]
 
     def _device_state(self, e: Any) -> None:
         # Ringing / in use caused by our own call (the only channel on the phone) say
@@ -221,10 +231,14 @@ class CallAdapter:
                 self.device_channels.get(e.Device, set()) <= {leg}:
             return
         if e.Device in self.agent_by_device:
-            self._set_device(e.Device, (e.State or "UNKNOWN").upper(), _ts(e))
+            state = (e.State or "UNKNOWN").upper()
+            # the NOT_INUSE after each of our calls: the engine heard it at the hang-up
+            if self.device_states.get(e.Device) != state or e.Device in self.device_blocked:
+                self._set_device(e.Device, state, _ts(e))
 
     def _set_device(self, device: str, state: str, at: float | None) -> None:
         self.device_states[device] = state
+        self.device_blocked.discard(device)
         self.submit(ev.DeviceStateChanged(device, state), at)
 
     def _user_event(self, e: Any) -> None:

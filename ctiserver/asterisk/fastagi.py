@@ -108,7 +108,6 @@ class _AgiProtocol(asyncio.Protocol):
         self.server = server
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.peer: Any = None
         self.buffer = b""
         self.started = False  # the environment was read and the route started
         self.lines: deque[str] = deque()
@@ -118,8 +117,12 @@ class _AgiProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.peer = self.transport.get_extra_info("peername")
         self.timer = self.loop.call_later(HEADER_TIMEOUT, self._drop, "timed out")
+
+    @property
+    def peer(self) -> Any:
+        """Who connected (for the log only: asked when needed, not per connection)."""
+        return self.transport.get_extra_info("peername") if self.transport else None
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data

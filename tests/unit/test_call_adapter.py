@@ -302,3 +302,32 @@ async def test_an_engine_that_does_not_answer_the_join_leaves_the_caller_holding
     adapter.carry_out(held[0], engine.handle(held[0], 1000.0))
     assert [(a["Action"], a.get("Context")) for a in actions.sent] == [
         ("Setvar", None), ("Redirect", "ctiserver-connect")]
+
+
+async def test_the_not_inuse_after_our_call_is_not_told_twice_but_after_a_busy_ring_it_is(
+        ) -> None:
+    adapter, engine, _actions, fed = setup()
+    not_inuse = "Event: DeviceStateChange\nDevice: PJSIP/1001\nState: NOT_INUSE"
+    await answered_call(adapter, device_events=False)
+    adapter.on_ami_event(ami(not_inuse))  # the first one the engine hears
+    told = [e for e in fed if isinstance(e, ev.DeviceStateChanged)]
+    assert told == [ev.DeviceStateChanged("PJSIP/1001", "NOT_INUSE")]
+    adapter.on_ami_event(ami(not_inuse))  # after the next call: nothing new
+    assert [e for e in fed if isinstance(e, ev.DeviceStateChanged)] == told
+    # a ring that fails busy: the engine blocks the phone on its own, so Asterisk's next
+    # NOT_INUSE (the same state as the engine was last told) must reach it
+    adapter.on_ami_event(ami(not_inuse.replace("1001", "1002")))
+    call = Call("1795.5", "PJSIP/trunk-00000005", CallInfo("1795.5", "+34915550000"))
+    await adapter.join(call, ev.CallerJoined("1795.5", "support"))
+    ringing = next(e for e in reversed(fed) if isinstance(e, ev.CallerJoined))
+    assert ringing.call_id == "1795.5"
+    agent = call.ringing[0]
+    for text in (f"Event: DialBegin\nUniqueid: 1795.5\nDestChannel: PJSIP/{agent}-00000006\n"
+                 "DestUniqueid: 1795.6",
+                 f"Event: DialEnd\nUniqueid: 1795.5\nDestChannel: PJSIP/{agent}-00000006\n"
+                 "DestUniqueid: 1795.6\nDialStatus: BUSY"):
+        adapter.on_ami_event(ami(text))
+    assert not offerable(engine, agent)
+    adapter.on_ami_event(ami(f"Event: DeviceStateChange\nDevice: PJSIP/{agent}\n"
+                             "State: NOT_INUSE"))
+    assert offerable(engine, agent)

@@ -406,3 +406,30 @@ async def test_the_ring_pop_and_the_answer_go_out_before_the_adapter_returns(
     assert pops.current("1002")["customer"]["name"] == "Ana López"
     assert not pops.current("1002")["partial"]
     await pops.close()
+
+
+async def test_ready_again_after_a_call_is_published_at_once_and_not_written_again(
+    store: Store,
+) -> None:
+    class Hub:
+        def __init__(self) -> None:
+            self.got: list[tuple[str, object]] = []
+
+        def publish_nowait(self, kind, data, *, agent_id=None):
+            self.got.append((kind, data["state"]))
+
+    counting, hub = CountingStore(store), Hub()
+    pops = PopService(counting, FanOut({"hub": hub}))
+    await pops.agent_state("1001", "ready")
+    for state in ("offered", "on_call", "wrap_up", "ready"):
+        pops.agent_state_changed("1001", state)
+    assert hub.got[-4:] == [("agent.state", s) for s in ("offered", "on_call", "wrap_up",
+                                                         "ready")]
+    pops.agent_state_changed("1001", "not_ready", "lunch")  # a change: saved by a task
+    await asyncio.sleep(0)
+    for _ in range(250):
+        if len(counting.state_saves) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert counting.state_saves == [("1001", "ready", None), ("1001", "not_ready", "lunch")]
+    await pops.close()

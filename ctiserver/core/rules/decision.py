@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,8 +41,12 @@ class Decision:
             raise ValueError(f"unknown action {self.action!r}")
 
     def explained(self, rule: str | None, trace: tuple[str, ...]) -> Decision:
-        """A copy carrying the deciding rule and the trace."""
-        return dataclasses.replace(self, rule=rule, trace=trace)
+        """A copy carrying the deciding rule and the trace (not validated again: once per
+        call, ``dataclasses.replace`` would run ``__init__`` and the checks)."""
+        decision = copy.copy(self)
+        object.__setattr__(decision, "rule", rule)
+        object.__setattr__(decision, "trace", trace)
+        return decision
 
     def describe(self) -> str:
         """One line for people: ``queue sales (priority 5, skills spanish>=3)``."""
