@@ -190,18 +190,21 @@ class Routes:
     async def _answer(self, request: Any, uid: str, action: str,
                       variables: dict[str, str]) -> None:
         """Hand the decision to the dialplan. Plain values (the usual case) go in one
-        ``EXEC MSet`` round trip; anything else one ``SET VARIABLE`` each."""
+        ``EXEC MSet``; anything else one ``SET VARIABLE`` each. The last command ends the
+        AGI (``send_last``): CTI_ACTION is set last, and the dialplan goes on from there."""
         values = {**variables, "CTI_ACTION": action}
         if all(_PLAIN.fullmatch(v) for v in values.values()):
             pairs = ",".join(f"{k}={v}" for k, v in values.items())
             commands = [f'EXEC MSet "{pairs}"']
         else:
             commands = [f"SET VARIABLE {k} {agi_quote(v)}" for k, v in values.items()]
-        for command in commands:
+        *first, last = commands
+        for command in first:
             reply = await request.send_command(command)
             if not agi_ok(reply):
                 log.info("[%s] channel left while answering the dialplan", uid)
                 return
+        request.send_last(last)
 
     # ---------------------------------------------------------------- agents' phones
 

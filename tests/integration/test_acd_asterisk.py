@@ -361,7 +361,8 @@ async def test_the_shipped_event_filter_gives_ctiserver_only_what_it_acts_on(
         asterisk: None, tmp_path: Path) -> None:
     # manager_ctiserver.conf as installed: a call (here through the app_queue fallback,
     # ctiserver being down) reaches the ctiserver user as channel, dial and hangup events
-    # and the phone's NOT_INUSE, without the RINGING / INUSE the Newchannel already told
+    # and the phone's NOT_INUSE, without the RINGING / INUSE the Newchannel already told,
+    # nor the inbound channel's Newchannel
     from ctiserver.asterisk.ami import AmiConnection
     from ctiserver.config import AmiConfig
 
@@ -387,7 +388,11 @@ async def test_the_shipped_event_filter_gives_ctiserver_only_what_it_acts_on(
     assert {"Newchannel", "DialBegin", "DialEnd", "Hangup", "UserEvent"} <= names, names
     assert names <= {"Newchannel", "DialBegin", "DialEnd", "Hangup", "UserEvent",
                      "DeviceStateChange", "FullyBooted"}, names
+    # the caller's own Newchannel (in ctiserver-inbound) is left out, the agent leg's is not
+    created = [e.Channel.rsplit("-", 1)[0] for e in seen if e.event == "Newchannel"]
     agent = next(e.DestChannel for e in seen if e.event == "DialBegin").rsplit("-", 1)[0]
+    assert agent in created and "PJSIP/trunk" not in created, created
+    assert any(e.event == "Hangup" and e.Channel.startswith("PJSIP/trunk-") for e in seen)
     states = [e.State for e in seen if e.event == "DeviceStateChange" and e.Device == agent]
     assert states and set(states) == {"NOT_INUSE"}, states
 

@@ -43,6 +43,24 @@ async def test_a_real_request_reaches_its_route() -> None:
     await server.close()
 
 
+async def test_the_last_command_ends_the_conversation_without_waiting_for_its_reply() -> None:
+    server = FastAgiServer("127.0.0.1", 0)
+    server.add_route("route", lambda request: _last(request))
+    await server.start()
+    assert server._server is not None
+    port = server._server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"agi_network_script: route\nagi_uniqueid: 1795.1\n\n")
+    # Asterisk's side: the command, then the end of the stream, before it has replied
+    assert await asyncio.wait_for(reader.read(), 2) == b'EXEC MSet "CTI_ACTION=hold"\n'
+    writer.close()
+    await asyncio.wait_for(server.close(), 2)
+
+
+async def _last(request: object) -> None:
+    request.send_last('EXEC MSet "CTI_ACTION=hold"')  # type: ignore[attr-defined]
+
+
 async def test_garbage_and_early_close_are_dropped_not_spun_on() -> None:
     server, seen = await serve()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -113,14 +131,22 @@ def test_quoting_strips_what_would_break_the_command() -> None:
 
 
 class Channel:
-    """The AGI side of one call: records the commands, answers each with ``200 result=0``."""
+    """The AGI side of one call: records the commands, answers each with ``200 result=0``;
+    ``closed``: the last command ended the conversation."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
+        self.closed = False
 
     async def send_command(self, command: str) -> dict[str, object]:
+        assert not self.closed
         self.commands.append(command)
         return {"status_code": 200, "result": ("0", "")}
+
+    def send_last(self, command: str) -> None:
+        assert not self.closed
+        self.commands.append(command)
+        self.closed = True
 
 
 async def test_the_decision_reaches_the_dialplan_in_one_round_trip_when_values_are_plain() -> None:
@@ -132,9 +158,11 @@ async def test_the_decision_reaches_the_dialplan_in_one_round_trip_when_values_a
                  {"CTI_DIAL": "PJSIP/1001&PJSIP/1002", "CTI_RINGTIMEOUT": "15"})
     assert chan.commands == [
         'EXEC MSet "CTI_DIAL=PJSIP/1001&PJSIP/1002,CTI_RINGTIMEOUT=15,CTI_ACTION=connect"']
+    assert chan.closed
     # a value MSet would split or unquote: one SET VARIABLE each, quoted
     chan = Channel()
     await answer(None, chan, "1795.2", "message",  # type: ignore[arg-type]
                  {"CTI_MESSAGE": 'closed,"x" ${EVIL}'})
     assert chan.commands == ['SET VARIABLE CTI_MESSAGE "closed,x ${EVIL}"',
                              'SET VARIABLE CTI_ACTION "message"']
+    assert chan.closed
