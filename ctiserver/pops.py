@@ -117,6 +117,7 @@ class PopService:
         self._lookup_started: dict[str, float] = {}
         self.lookup_ttl = lookup_ttl
         self._spooled: set[str] = set()  # the call ids the spool file holds
+        self._overdue: set[str] = set()  # saves reported late (ended_nowait), still running
         # agent states: the last one asked for, the last one the database took, the writer
         self._state_wanted: dict[str, tuple[str, str | None]] = {}
         self._state_saved: dict[str, tuple[str, str | None]] = {}
@@ -267,6 +268,43 @@ class PopService:
     ) -> None:
         """The call is over. ``call`` describes calls that were never offered (abandoned in
         the queue); ``outcome`` defaults to answered / abandoned."""
+        record, note = self._end(call_id, agent_id, call, at, outcome)
+        if note is not None:
+            await self.notifier.publish(CALL_ENDED, note, agent_id=record.agent_id)
+        await self._save(record)
+
+    def ended_nowait(
+        self,
+        call_id: str,
+        agent_id: str | None = None,
+        *,
+        call: CallInfo | None = None,
+        at: float | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """``ended`` for synchronous callers (the call adapter, at the caller's hang-up):
+        the note goes out at once and the record to the store's writer, whose answer is
+        taken by a callback (no task per call) when the notifier and the store allow."""
+        publish_nowait = getattr(self.notifier, "publish_nowait", None)
+        save_nowait = getattr(self.store, "save_interaction_nowait", None)
+        if publish_nowait is None or save_nowait is None:
+            self._spawn(self.ended(call_id, agent_id, call=call, at=at, outcome=outcome))
+            return
+        record, note = self._end(call_id, agent_id, call, at, outcome)
+        if note is not None:
+            publish_nowait(CALL_ENDED, note, agent_id=record.agent_id)
+        self._save_nowait(record, save_nowait)
+
+    def _end(
+        self,
+        call_id: str,
+        agent_id: str | None,
+        call: CallInfo | None,
+        at: float | None,
+        outcome: str | None,
+    ) -> tuple[InteractionRecord, dict[str, Any] | None]:
+        """The record of the ended call, and the ``call.ended`` note for the agent who
+        talked (None if nobody did)."""
         ended_at = at if at is not None else self.clock()
         self._lookups.pop(call_id, None)
         self._lookup_started.pop(call_id, None)
@@ -301,21 +339,17 @@ class PopService:
         for other, shown in list(self._current.items()):
             if shown is active and (answered_at is None or other != agent_id):
                 del self._current[other]
-        if answered_at is not None and agent_id:
-            active.pop["stage"] = "ended"
-            active.pop["ended_at"] = ended_at
-            active.pop["talk"] = _round(talk)
-            await self.notifier.publish(
-                CALL_ENDED,
-                {
-                    "call_id": call_id,
-                    "ended_at": ended_at,
-                    "talk": _round(talk),
-                    "waited": _round(wait),
-                },
-                agent_id=agent_id,
-            )
-        await self._save(record)
+        if answered_at is None or not agent_id:
+            return record, None
+        active.pop["stage"] = "ended"
+        active.pop["ended_at"] = ended_at
+        active.pop["talk"] = _round(talk)
+        return record, {
+            "call_id": call_id,
+            "ended_at": ended_at,
+            "talk": _round(talk),
+            "waited": _round(wait),
+        }
 
     # ------------------------------------------------------- from the page
 
@@ -476,6 +510,48 @@ class PopService:
             self._write_spool()
         return ok
 
+    def _save_nowait(
+        self,
+        record: InteractionRecord,
+        save: Callable[[InteractionRecord], asyncio.Future[Any]],
+    ) -> None:
+        """``_save`` with callbacks: the pending record is handed to the store; an error or
+        no answer within ``save_timeout`` keeps it for retry and spools it, as ``_save``."""
+        call_id = record.call_id
+        previous = self._pending.get(call_id)
+        pending = self._pending[call_id] = previous.merged(record) if previous else record
+        try:
+            future = save(pending)
+        except Exception as exc:  # noqa: BLE001 - e.g. a store closed: kept for retry
+            self._not_saved(call_id, exc)
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self.save_timeout, self._save_overdue, call_id, future)
+        future.add_done_callback(lambda f: self._saved(call_id, pending, f, timer))
+
+    def _saved(self, call_id: str, record: InteractionRecord, future: asyncio.Future[Any],
+               timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        overdue = call_id in self._overdue  # reported already
+        self._overdue.discard(call_id)
+        if future.cancelled() or future.exception() is not None:
+            if not overdue:
+                self._not_saved(call_id, None if future.cancelled() else future.exception())
+            return
+        if self._pending.get(call_id) is record:
+            del self._pending[call_id]
+        if call_id in self._spooled:  # an older version there must not come back
+            self._write_spool()
+
+    def _save_overdue(self, call_id: str, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            self._overdue.add(call_id)
+            self._not_saved(call_id, TimeoutError())
+
+    def _not_saved(self, call_id: str, exc: BaseException | None) -> None:
+        log.warning("call=%s interaction kept for retry: %r", call_id, exc)
+        self._write_spool()
+
     async def _store_one(self, call_id: str) -> bool:
         record = self._pending.get(call_id)
         if record is None:
@@ -557,7 +633,12 @@ class PopService:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pop task failed: %r", task.exception())
 
     def _pop(self, active: _Active, ident: Identification | None) -> dict[str, Any]:
         info = active.info

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ class Call:
     agent_uid: str | None = None
     answered: bool = False
     answered_at: float | None = None
+    ended: bool = False  # the answering agent hung up (CallEnded told)
     joined: bool = False  # entered an ACD queue (not routed elsewhere)
 
 
@@ -100,7 +101,6 @@ class CallAdapter:
         # blocks them on its own, so their next state counts even if it is the same
         self.device_blocked: set[str] = set()
         self.set_config(acd)
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def set_config(self, acd: AcdConfig) -> None:
         self.agent_by_device = {a.device: a.id for a in acd.agents.values()}
@@ -124,7 +124,8 @@ class CallAdapter:
         call.legs[e.DestUniqueid] = device
         at = _ts(e)
         log.debug("[%s] ringing agent %s (%s)", call.call_id, agent, e.DestChannel)
-        self.submit(ev.RingStarted(call.call_id, agent), at)
+        # nothing for the engine (RingStarted would be a no-op step): it counted the offer
+        # from its own Ring effect; the ring is the pop's moment
         if self.pops is not None:
             call.info.offered_at = at or self.clock()
             self.pops.offered_nowait(call.info, agent)
@@ -190,6 +191,7 @@ class CallAdapter:
             call = self.calls.get(call_id)
             if call is not None and call.agent_uid == uid:
                 log.debug("[%s] agent %s hung up", call_id, call.agent_id)
+                call.ended = True
                 self.submit(ev.CallEnded(call_id), at)
 
     def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
@@ -212,11 +214,12 @@ class CallAdapter:
             for leg, device in call.legs.items():
                 if self.device_legs.get(device) == leg and self.agent_legs.get(leg) == call.call_id:
                     self._set_device(device, "INUSE", at)
-            self.submit(ev.CallerLeft(call.call_id), at)
+            if not call.ended:  # the agent hung up first: the engine has ended the call
+                self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
                 outcome = "answered" if call.answered else "abandoned"
-                self._spawn(self.pops.ended(call.call_id, call.agent_id, call=call.info,
-                                            at=at, outcome=outcome))
+                self.pops.ended_nowait(call.call_id, call.agent_id, call=call.info, at=at,
+                                       outcome=outcome)
         for leg in call.legs:
             if self.agent_legs.get(leg) == call.call_id:
                 del self.agent_legs[leg]
@@ -391,16 +394,6 @@ class CallAdapter:
                     self._device_state(m)
         except (ConnectionError, TimeoutError) as exc:
             log.warning("resync after AMI login failed: %s", exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %r", task.exception())
 
 
 def destination(kind: str, arg: str) -> tuple[str, dict[str, str]]:

@@ -193,6 +193,13 @@ def _param(table: Table, name: str) -> Any:
     return bindparam(name, type_=table.c[name].type)
 
 
+def _interaction_params(record: InteractionRecord) -> dict[str, Any]:
+    params: dict[str, Any] = {"call_id": record.call_id}
+    for name in _INTERACTION_FIELDS:
+        params[name] = getattr(record, name)
+    return params
+
+
 def _interaction_upsert(insert: Callable[[Table], Any]) -> Any:
     """Insert the interaction :call_id, or update it with the parameters that are not
     NULL (an update leaves the others as they are); built once, compiled once."""
@@ -495,10 +502,14 @@ class Store:
         """Insert or update the interaction ``record.call_id``; ``None`` fields are kept."""
         if self._upsert is None:
             return await self._save_interaction_orm(record)
-        params = {"call_id": record.call_id}
-        for name in _INTERACTION_FIELDS:
-            params[name] = getattr(record, name)
-        return await self.writer.write(self._interaction_upsert, params)
+        return await self.writer.write(self._interaction_upsert, _interaction_params(record))
+
+    def save_interaction_nowait(self, record: InteractionRecord) -> asyncio.Future[Any]:
+        """``save_interaction`` for synchronous callers: the future of its outcome (the
+        writer's own, on the batched path: no task per record)."""
+        if self._upsert is None:
+            return asyncio.ensure_future(self._save_interaction_orm(record))
+        return self.writer.submit(self._interaction_upsert, _interaction_params(record))
 
     async def _save_interaction_orm(self, record: InteractionRecord) -> InteractionRecord:
         async with self._session.begin() as session:

@@ -80,6 +80,12 @@ class BatchWriter:
     async def write(self, statement: Statement[T], params: dict[str, Any]) -> T:
         """Execute ``statement`` with ``params`` in the next transaction; what it reads
         from the result, or the error."""
+        # shielded: a caller that stops waiting (timeout) does not undo a write under way
+        return await asyncio.shield(self.submit(statement, params))
+
+    def submit(self, statement: Statement[T], params: dict[str, Any]) -> asyncio.Future[T]:
+        """``write`` for synchronous callers: the future of its outcome (a caller that
+        stops waiting does not undo the write)."""
         if self._thread is not None and statement.raw is None:
             raise ValueError("a statement for the SQLite writer thread must be for_sqlite()")
         loop = asyncio.get_running_loop()
@@ -88,8 +94,7 @@ class BatchWriter:
         self._queue.append(((statement, params), future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="store-writer")
-        # shielded: a caller that stops waiting (timeout) does not undo a write under way
-        return await asyncio.shield(future)
+        return future
 
     async def close(self) -> None:
         """Finish what was submitted, then stop (the writer thread closes its connection)."""

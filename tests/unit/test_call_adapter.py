@@ -331,3 +331,16 @@ async def test_the_not_inuse_after_our_call_is_not_told_twice_but_after_a_busy_r
     adapter.on_ami_event(ami(f"Event: DeviceStateChange\nDevice: PJSIP/{agent}\n"
                              "State: NOT_INUSE"))
     assert offerable(engine, agent)
+
+
+async def test_each_call_costs_the_engine_only_the_steps_that_change_it() -> None:
+    # joined, answered, ended: the ring (DialBegin) and the caller's hang-up after the
+    # agent's are no-ops for the engine and are not handed to it
+    adapter, engine, _actions, fed = setup()
+    before = len(fed)
+    await answered_call(adapter, device_events=False)
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1"))
+    assert [type(e).__name__ for e in fed[before:]] == [
+        "CallerJoined", "RingAnswered", "CallEnded"]
+    assert engine.agent_state("1001") == "ready" and offerable(engine, "1001")
+    assert engine.snapshot(1100.0)["queues"][0]["abandoned"] == 0

@@ -433,3 +433,58 @@ async def test_ready_again_after_a_call_is_published_at_once_and_not_written_aga
         await asyncio.sleep(0.02)
     assert counting.state_saves == [("1001", "ready", None), ("1001", "not_ready", "lunch")]
     await pops.close()
+
+
+class NowaitStore(CountingStore):
+    """The real store's synchronous save (``save_interaction_nowait``), which can be made
+    to refuse at once or to hang."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.hang: asyncio.Future[object] | None = None
+
+    def save_interaction_nowait(self, record):
+        if self.down:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("database down"))
+            return failed
+        if self.hang is not None:
+            return self.hang
+        return self.store.save_interaction_nowait(record)
+
+
+async def until(predicate, what: str) -> None:
+    for _ in range(250):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_end_of_a_call_is_stored_without_a_task_and_kept_when_the_database_fails(
+    store: Store, tmp_path: Path
+) -> None:
+    nowait, spool = NowaitStore(store), tmp_path / "spool.jsonl"
+    notes = RecordingNotifier()
+    pops = PopService(nowait, FanOut({"hub": notes}), spool_path=spool, save_timeout=0.2)
+    tasks = len(asyncio.all_tasks())
+    pops.ended_nowait("ok", call=CallInfo("ok", "+34915551234", joined_at=time.time()))
+    assert len(asyncio.all_tasks()) - tasks <= 1  # at most the writer's batch task
+    await until(lambda: not pops.pending, "the record stored")
+    rec = await store.get_interaction("ok")
+    assert rec is not None and rec.outcome == "abandoned"
+
+    nowait.down = True  # refused at once: kept and spooled
+    pops.ended_nowait("refused", call=CallInfo("refused", "+34915551234"))
+    await until(lambda: spool.exists(), "the spool")
+    assert list(pops.pending) == ["refused"]
+    nowait.down = False
+
+    nowait.hang = asyncio.get_running_loop().create_future()  # no answer: spooled in time
+    pops.ended_nowait("slow", call=CallInfo("slow", "+34915551234"))
+    await until(lambda: "slow" in spool.read_text(), "the late record in the spool")
+    nowait.hang.set_result(None)  # the database answers after all: out of pending and spool
+    await until(lambda: "slow" not in pops.pending, "the late answer")
+    assert "slow" not in spool.read_text() and list(pops.pending) == ["refused"]
+    assert await pops.flush() == 0 and not spool.exists()
+    await pops.close()
