@@ -415,7 +415,8 @@ async def test_close_ends_the_threads_and_their_connections(tmp_path: Path) -> N
     await asyncio.gather(s.identify("915551234"), s.identify("915551235"))
     await s.save_agent_state("1001", "ready")
     names = {t.name for t in threading.enumerate()}
-    assert {"store-reader-0", "store-writer-0"} <= names
+    assert "store-writer-0" in names
+    assert "store-reader-0" not in names  # lookups read on the event loop
     await s.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("store-")]
     # the last connection to a WAL database that closes removes its -wal file
@@ -430,3 +431,31 @@ def test_only_a_sqlite_file_runs_on_sqlite3() -> None:
         assert file_target(url) is None, url
     args, kwargs = file_target("sqlite+aiosqlite:///crm.db")  # type: ignore[misc]
     assert Path(args[0]).is_absolute() and args[0].endswith("crm.db")
+
+
+async def test_lookups_read_on_the_loop_and_go_to_the_reader_thread_when_that_fails_or_is_slow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import ctiserver.store.store as store_module
+
+    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
+    await s.migrate()
+    await load_demo(s)
+    first = s.identify("915551234")
+    assert first.done()  # answered on the loop: no thread hop
+    assert (await first).customers[0].name == "Ana López"
+    # the loop's connection fails (here: closed under it): the reader thread answers
+    assert s._inline is not None
+    s._inline.close()
+    fallback = s.identify("915551234")
+    assert not fallback.done()
+    assert (await fallback).customers[0].name == "Ana López"
+    assert "store-reader-0" in {t.name for t in threading.enumerate()}
+    # a slow lookup on the loop: every later one goes to the thread, with a warning
+    s._inline = None
+    monkeypatch.setattr(store_module, "INLINE_SLOW", -1.0)
+    assert (await s.identify("915551234")).customers
+    assert "lookups move to the reader thread" in caplog.text
+    later = s.identify("915551234")
+    assert not later.done() and (await later).customers[0].name == "Ana López"
+    await s.close()
