@@ -67,6 +67,7 @@ class Call:
     answered_at: float | None = None
     ended: bool = False  # the answering agent hung up (CallEnded told)
     joined: bool = False  # entered an ACD queue (not routed elsewhere)
+    route: str = ""  # the routing decision, for the hang-up line
 
 
 def device_of(channel: str) -> str:
@@ -184,7 +185,7 @@ class CallAdapter:
                 self._set_device(device, "NOT_INUSE", at)
         call = self.calls.pop(uid, None)
         if call is not None:
-            self._caller_gone(call, at, e.Cause_txt or e.Cause)
+            self._caller_gone(call, at, e.get("Cause-txt") or e.Cause)
             return
         call_id = self.agent_legs.pop(uid, None)
         if call_id is not None:
@@ -198,15 +199,18 @@ class CallAdapter:
         call.state = "gone"
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("hangup", {}))
+        info, ended = call.info, at if at is not None else self.clock()
         if call.answered:
-            joined, answered = call.info.joined_at, call.answered_at or 0.0
-            ended = at if at is not None else self.clock()
-            log.info("[%s] caller hung up (%s): answered by agent %s, waited %.1f s, "
-                     "talked %.1f s", call.call_id, cause or "normal", call.agent_id,
-                     max(0.0, answered - joined) if joined else 0.0,
-                     max(0.0, ended - answered))
+            answered = call.answered_at or ended
+            outcome = (f"answered by agent {call.agent_id}, waited "
+                       f"{max(0.0, answered - info.joined_at) if info.joined_at else 0.0:.1f} s, "
+                       f"talked {max(0.0, ended - answered):.1f} s")
         else:
-            log.info("[%s] caller hung up (%s)", call.call_id, cause or "normal")
+            outcome = (f"no agent, after {max(0.0, ended - info.joined_at):.1f} s"
+                       if info.joined_at else "no agent")
+        log.info("[%s] caller hung up (%s): %s (%s) -> %s, %s, %s", call.call_id,
+                 cause or "normal", info.caller_id or "unknown", info.caller_name or "-",
+                 info.dnis, call.route or "-", outcome)
         if call.joined:
             # the agent's leg of this call (ringing or answered) goes a few ms after the
             # caller's: until its own Hangup the phone is busy, or the engine would offer it

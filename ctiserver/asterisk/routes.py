@@ -107,14 +107,19 @@ class Routes:
             answers.update({k: str(v) for k, v in result["answers"].items()})
             decision = result["decision"] or await self._decide(caller, name, dnis, answers,
                                                                 customer)
-        log.info("[%s] decision: %s (rule %s) for %s (%s) -> %s on %s", uid,
-                 decision.describe(), decision.rule or "-", caller or "unknown", name or "-",
-                 dnis, channel)
+        # a queued call's decision is repeated in its hang-up line (calls.py), which says
+        # how it ended: one INFO line per queued call; the others end here
+        queued = decision.action in ("queue", "agent")
+        log.log(logging.DEBUG if queued else logging.INFO,
+                "[%s] decision: %s (rule %s) for %s (%s) -> %s on %s", uid,
+                decision.describe(), decision.rule or "-", caller or "unknown", name or "-",
+                dnis, channel)
         info = CallInfo(call_id=uid, caller_id=caller, caller_name=name, dnis=dnis,
                         digits=answers.get("digits", "") or "".join(
                             v for v in answers.values() if v.isdigit()),
                         answers=dict(answers), joined_at=time.time())
-        call = Call(call_id=uid, channel=channel, info=info)
+        call = Call(call_id=uid, channel=channel, info=info,
+                    route=f"{decision.describe()} (rule {decision.rule or '-'})")
         action, variables = await self._carry_out(call, decision, customer)
         await self._answer(request, uid, action, variables)
         return call.joined

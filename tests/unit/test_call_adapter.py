@@ -344,3 +344,25 @@ async def test_each_call_costs_the_engine_only_the_steps_that_change_it() -> Non
         "CallerJoined", "RingAnswered", "CallEnded"]
     assert engine.agent_state("1001") == "ready" and offerable(engine, "1001")
     assert engine.snapshot(1100.0)["queues"][0]["abandoned"] == 0
+
+
+async def test_the_hang_up_line_tells_the_whole_call(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    adapter, _engine, _actions, _fed = setup()
+    call = Call("1795.1", "PJSIP/trunk-00000001",
+                CallInfo("1795.1", "+34915551234", "Ana", "900100200", joined_at=1000.0),
+                route="queue support (rule vip line)")
+    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    with caplog.at_level(logging.INFO, logger="ctiserver.calls"):
+        for text in ("Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
+                     "DestUniqueid: 1795.2\nTimestamp: 1001.0",
+                     "Event: DialEnd\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
+                     "DestUniqueid: 1795.2\nDialStatus: ANSWER\nTimestamp: 1002.5",
+                     "Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1\n"
+                     "Cause-txt: Normal Clearing\nTimestamp: 1062.5"):
+            adapter.on_ami_event(ami(text))
+    lines = [r.getMessage() for r in caplog.records if r.name == "ctiserver.calls"]
+    assert lines == ["[1795.1] caller hung up (Normal Clearing): +34915551234 (Ana) -> 900100200, "
+                     "queue support (rule vip line), answered by agent 1001, waited 2.5 s, "
+                     "talked 60.0 s"]
