@@ -20,9 +20,9 @@ computes device states asynchronously, so its NOT_INUSE comes a few ms after an 
 leg hangs up; the adapter tells the engine at the hang-up itself whether the phone is
 free or still busy with another call (for which Asterisk would send no change at all).
 
-Log: one INFO line when the call is routed (routes.py) and one when the caller hangs up,
-which says who answered, the wait and the talk time; ringing and answering are DEBUG, a
-ring that fails is INFO.
+Log: one INFO line per queued call, when the caller hangs up: the caller, the number,
+the routing decision (routes.py logs it at DEBUG for queued calls), who answered, the wait
+and the talk time; ringing and answering are DEBUG, a ring that fails is INFO.
 """
 
 from __future__ import annotations
