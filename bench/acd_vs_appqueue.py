@@ -15,7 +15,10 @@ AMI event Timestamps, read by the ``observer`` AMI user:
 - a pick is the true longest-idle one when no agent idle longer was left idle: the rung
   agent was the longest idle, or each agent idle longer was rung within
   ``DISPATCH_WINDOW`` (one dispatch, DialBegins in either order); the strict count, by
-  DialBegin order alone, is printed too.
+  DialBegin order alone, is printed too. For ctiserver a third count times each pick where
+  the agent's Dial starts (the caller entering ``ctiserver-connect``): under overload
+  Asterisk takes 1-17 ms from there to DialBegin, differently per call, which can reorder
+  the DialBegins of picks made in the right order. The target is judged on DialBegin.
 
 Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
 
@@ -144,6 +147,9 @@ class Result:
     picks: int = 0
     exact_picks: int = 0  # the rung agent was the longest idle at its DialBegin
     exact_dispatch: int = 0  # ... or every agent idle longer was rung within DISPATCH_WINDOW
+    # the same count with each pick timed where the agent's Dial starts (ctiserver: the
+    # caller entering ctiserver-connect), not at DialBegin: informative, not a target
+    exact_dial_start: tuple[int, int] | None = None
     cpu_asterisk: float = 0.0
     cpu_ctiserver: float | None = None
     sipp_failed: int = 0
@@ -248,7 +254,50 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
             waiting.pop(uid, None)
     per = [counts.get(a, 0) for a in AGENTS]
     r.per_agent = (min(per), max(per))
+    r.exact_dial_start = picks_by_dial_start(events, callers, timeline, t0)
     return r
+
+
+def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
+                        callers: dict[str, dict[str, Any]],
+                        timeline: list[tuple[float, int, str, str, str]],
+                        t0: float) -> tuple[int, int] | None:
+    """(exact, picks) as ``analyse`` counts them, each ring moved back to the start of its
+    Dial (the caller's last Newexten at priority 1 of ctiserver-connect before DialBegin).
+    Under overload Asterisk takes 1-17 ms from there to DialBegin, differently for each
+    call, which reorders DialBegins of picks made in the right order. None for app_queue
+    (no dialplan step before its DialBegin)."""
+    starts: dict[str, list[float]] = defaultdict(list)
+    for ev, d in events:
+        if ev == "Newexten" and d.get("Context") == "ctiserver-connect" and \
+                d.get("Priority") == "1" and d.get("Uniqueid") in callers:
+            starts[d["Uniqueid"]].append(float(d["Timestamp"]))
+    if not starts:
+        return None
+    moved = []
+    for ts, order, kind, agent, uid in timeline:
+        if kind == "ring":
+            before = [t for t in starts.get(uid, ()) if t <= ts]
+            ts = before[-1] if before else ts
+        moved.append((ts, order, kind, agent, uid))
+    moved.sort()
+    rings_of: dict[str, list[float]] = defaultdict(list)
+    for ts, _o, kind, agent, _uid in moved:
+        if kind == "ring":
+            rings_of[agent].append(ts)
+    idle_since: dict[str, float] = {a: t0 for a in AGENTS}
+    picks = exact = 0
+    for ts, _o, kind, agent, _uid in moved:
+        if kind == "free":
+            idle_since[agent] = ts
+        elif kind == "ring" and agent in idle_since:
+            picks += 1
+            older = [o for o, since in idle_since.items() if since < idle_since[agent] - 0.001]
+            if all(any(ts <= t <= ts + DISPATCH_WINDOW for t in rings_of.get(o, ()))
+                   for o in older):
+                exact += 1
+            del idle_since[agent]
+    return exact, picks
 
 
 # ---------------------------------------------------------------- running
@@ -329,6 +378,9 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         print(f"   true longest-idle picks: {r.exact_dispatch}/{r.picks} ({batch:.1f}%) "
               f"counting one dispatch of several agents as one pick; strictly in DialBegin "
               f"order {r.exact_picks}/{r.picks} ({share:.1f}%)")
+        if r.exact_dial_start is not None:
+            print(f"     (timed where each agent's Dial starts instead of at DialBegin: "
+                  f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
         print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}")
     p99c, p99a = pct(cti.ring_latency, 99), pct(aq.ring_latency, 99)
