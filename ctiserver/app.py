@@ -121,7 +121,7 @@ class Daemon:
                            if cfg.lookup_tables else None)
         # one CRM lookup per call: routing starts it, the pop uses its answer
         self.routes = Routes(self.calls, self.rules, lambda: self.cfg.acd, self.runner.request,
-                             self.pops.lookup_future, forget=self.pops.forget, region=cfg.region,
+                             self.pops.lookup, forget=self.pops.forget, region=cfg.region,
                              timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
                              lookup=self.sql_lookup)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)

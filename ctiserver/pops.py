@@ -128,14 +128,10 @@ class PopService:
 
     def lookup(self, call_id: str, number: str) -> Awaitable[Identification]:
         """The CRM lookup of this call, started now or already under way. Routing asks
-        first; the pop uses the same answer. Shielded: a caller that stops waiting by
-        cancelling leaves the lookup running for the pop (routing waits without
-        cancelling, on ``lookup_future``)."""
+        first; the pop uses the same answer. Shielded: a caller that stops waiting (its
+        own timeout) leaves the lookup running for the pop; a lookup already done (the
+        usual case on SQLite) is returned as it is."""
         return asyncio.shield(self._lookup(call_id, number))
-
-    def lookup_future(self, call_id: str, number: str) -> asyncio.Future[Identification]:
-        """``lookup`` unshielded, for a caller that waits without cancelling it."""
-        return self._lookup(call_id, number)
 
     def forget(self, call_id: str) -> None:
         """The call will not be queued (routed elsewhere, caller gone): drop its lookup."""
@@ -500,9 +496,14 @@ class PopService:
         if self._pending or self._spooled:
             self._write_spool()
 
-    async def _save(self, record: InteractionRecord) -> bool:
+    def _pend(self, record: InteractionRecord) -> InteractionRecord:
+        """Add ``record`` to the pending one of its call (merged), which is returned."""
         previous = self._pending.get(record.call_id)
-        self._pending[record.call_id] = previous.merged(record) if previous else record
+        pending = self._pending[record.call_id] = previous.merged(record) if previous else record
+        return pending
+
+    async def _save(self, record: InteractionRecord) -> bool:
+        self._pend(record)
         ok = await self._store_one(record.call_id)
         # the spool (an fsync) only when the database refused, or when the spool holds an
         # older version of this record, which must not come back after a restart
@@ -518,8 +519,7 @@ class PopService:
         """``_save`` with callbacks: the pending record is handed to the store; an error or
         no answer within ``save_timeout`` keeps it for retry and spools it, as ``_save``."""
         call_id = record.call_id
-        previous = self._pending.get(call_id)
-        pending = self._pending[call_id] = previous.merged(record) if previous else record
+        pending = self._pend(record)
         try:
             future = save(pending)
         except Exception as exc:  # noqa: BLE001 - e.g. a store closed: kept for retry
@@ -590,9 +590,7 @@ class PopService:
             return
         for line in self.spool_path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                record = InteractionRecord.from_dict(json.loads(line))
-                previous = self._pending.get(record.call_id)
-                self._pending[record.call_id] = previous.merged(record) if previous else record
+                self._pend(InteractionRecord.from_dict(json.loads(line)))
         self._spooled = set(self._pending)
         log.info("interaction spool: %d records to store", len(self._pending))
 
