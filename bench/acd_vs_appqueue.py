@@ -10,7 +10,7 @@ AMI event Timestamps, read by the ``observer`` AMI user:
 - join: app_queue ``QueueCallerJoin``; ctiserver: the caller leaving the FastAGI route into
   the queue (first ``Newexten`` into ``ctiserver-hold`` or ``ctiserver-connect``). Printed
   too, for ctiserver: ring latency counted from the *start* of the AGI route (``Newexten``
-  of ``AGI`` in ``ctiserver-route``), i.e. with rules, CRM lookup and FastAGI round trips.
+  of ``AGI`` in ``ctiserver-inbound``), i.e. with rules, CRM lookup and FastAGI round trips.
 - ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
 - a pick is the true longest-idle one when no agent idle longer was left idle: the rung
   agent was the longest idle, or each agent idle longer was rung within
@@ -173,7 +173,7 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         ts = float(d["Timestamp"])
         if ev == "QueueCallerJoin" and c["join"] is None:
             c["join"] = ts
-        elif ev == "Newexten" and d.get("Context") == "ctiserver-route" and d.get(
+        elif ev == "Newexten" and d.get("Context") == "ctiserver-inbound" and d.get(
                 "Application") == "AGI" and c["route"] is None:
             c["route"] = ts
         elif ev == "Newexten" and d.get("Context") in ("ctiserver-hold", "ctiserver-connect") \

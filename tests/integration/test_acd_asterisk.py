@@ -291,10 +291,8 @@ def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
                 and e.Context == "ctiserver-connect"]
 
     assert connect(first) == [("s", "Dial", "PJSIP/1001,120")]
-    # nothing runs before the Dial: CTI_RINGTIMEOUT is set from the extension on the way
+    # nothing runs before the Dial: the ring timeout is the extension itself
     assert connect(second) == [("120", "Dial", "PJSIP/1001,120")]
-    assert [e.Value for e in observer.events if e.event == "VarSet" and e.Uniqueid == second
-            and e.Variable == "CTI_RINGTIMEOUT"][-1:] == ["120"]
     assert "AMI Setvar on" not in cti.log() and "AMI Redirect on" not in cti.log()
 
 
@@ -316,7 +314,7 @@ def test_an_offer_by_extension_not_answered_goes_back_on_hold_after_its_ring_tim
     assert steps[:5] == [
         ("ctiserver-connect", "2", "Dial", "PJSIP/1005,2"),
         ("ctiserver-connect", "2", "Goto", "s,dialled"),
-        ("ctiserver-connect", "s", "GotoIf", "0?done"),  # DIALSTATUS is not ANSWER
+        ("ctiserver-connect", "s", "ExecIf", "0?Hangup()"),  # DIALSTATUS is not ANSWER
         ("ctiserver-connect", "s", "Goto", "ctiserver-hold,s,1"),
         ("ctiserver-hold", "s", "MusicOnHold", "default,900")], steps
     begin, end = [float(e.Timestamp) for e in observer.events

@@ -121,6 +121,27 @@ def test_dtmf_through_the_menu_reaches_the_queue_the_rules_choose(
     assert observer.named("UserEvent", UserEvent="CtiFallback") == []
 
 
+def test_a_caller_who_hangs_up_in_the_menu_is_let_go_cleanly(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # "2" in the first menu, then the caller hangs up while the second menu plays: Asterisk
+    # answers ctiserver's AGI command with a "HANGUP" line (the shipped dialplan leaves
+    # AGISIGHUP at its default) and ctiserver lets the call go; no agent rings, the app_queue
+    # fallback is not used, nothing is logged as an error
+    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
+    try:
+        with AgentPhones(tmp_path, talk_ms=(300, 400)):
+            place_dtmf_call(tmp_path, "900100200", ["2"], gap_ms=2000, maxwait_ms=1500)
+            wait_calls_done(observer, 1)
+            cti.wait_log("caller left during the IVR", 10)
+    finally:
+        assert cti.stop() == 0
+    assert [e.Digit for e in observer.named("DTMFEnd", Direction="Received")] == ["2"]
+    assert dialed_agents(observer) == []
+    assert observer.named("UserEvent", UserEvent="CtiFallback") == []
+    log = cti.log()
+    assert " ERROR " not in log and "Traceback" not in log, log
+
+
 def test_a_call_at_a_closed_hour_hears_the_closed_message_and_rings_nobody(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
     cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
