@@ -310,8 +310,8 @@ class CallAdapter:
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("connect", {"CTI_DIAL": dial, "CTI_RINGTIMEOUT": timeout}))
         else:
-            # the ring timeout travels as the extension (ctiserver-connect,<seconds>,1 sets
-            # CTI_RINGTIMEOUT from it): one Setvar less per offer
+            # the ring timeout travels as the extension (the Dial of ctiserver-connect,
+            # <seconds>,1 reads it from there): one Setvar less per offer
             self._redirect(call, "ctiserver-connect", {"CTI_DIAL": dial}, exten=timeout)
 
     def _announce(self, effect: ev.Announce) -> None:
