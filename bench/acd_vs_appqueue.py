@@ -5,7 +5,8 @@ same sipp callers, at 5, 20 and 50 calls/s (the last one above the agents' capac
 60 / ~1.2 s). Each rate runs once through ctiserver (trunk ``sipp`` -> rule -> queue
 ``bench``, longest_idle, the 60 agents auto-logged-in) and once through app_queue (trunk
 ``appqueue`` -> queue ``bench-appqueue``, leastrecent). Every time comes from Asterisk's own
-AMI event Timestamps, read by the ``observer`` AMI user:
+AMI event Timestamps, read by the ``benchobserver`` AMI user (sandbox manager.conf: only the
+event classes and dialplan steps timed here, so that watching costs both systems little):
 
 - join: app_queue ``QueueCallerJoin``; ctiserver: the caller leaving the FastAGI route into
   the queue (first ``Newexten`` into ``ctiserver-hold`` or ``ctiserver-connect``). Printed
@@ -20,6 +21,10 @@ AMI event Timestamps, read by the ``observer`` AMI user:
   Asterisk takes 1-17 ms from there to DialBegin, differently per call, which can reorder
   the DialBegins of picks made in the right order. The target is judged on DialBegin.
 
+The AMI events of each run are kept in the work directory it prints
+(``events-<system>-<rate>cps-<calls>.json``: [name, headers] pairs), to look at a miss
+afterwards.
+
 Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
 
     flock /tmp/cti-integration.lock /tmp/setup/venv/bin/python bench/acd_vs_appqueue.py
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -150,6 +156,7 @@ class Result:
     # the same count with each pick timed where the agent's Dial starts (ctiserver: the
     # caller entering ctiserver-connect), not at DialBegin: informative, not a target
     exact_dial_start: tuple[int, int] | None = None
+    misses: list[str] = field(default_factory=list)  # each non-longest-idle pick, explained
     cpu_asterisk: float = 0.0
     cpu_ctiserver: float | None = None
     sipp_failed: int = 0
@@ -239,6 +246,8 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
                 elif all(rung_within(o, ts, DISPATCH_WINDOW) for o, since in idle_since.items()
                          if since < idle_since[agent] - 0.001):
                     r.exact_dispatch += 1  # the older agents went to callers of the same batch
+                else:
+                    r.misses.append(explain_miss(events, agent, uid, ts, idle_since, rings_of))
                 freed = idle_since[agent]
                 joined = c["join"]
                 if uid not in first_ring and joined is not None:
@@ -256,6 +265,30 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
     r.per_agent = (min(per), max(per))
     r.exact_dial_start = picks_by_dial_start(events, callers, timeline, t0)
     return r
+
+
+def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str, ts: float,
+                 idle_since: dict[str, float], rings_of: dict[str, list[float]]) -> str:
+    """One line on a pick that was not the longest-idle agent, times in ms from its
+    DialBegin: when the rung agent and each agent idle longer freed up, and when those were
+    rung next; with the picked caller's Dial start (ctiserver: Newexten into
+    ctiserver-connect), which tells a late pick from a slow Dial."""
+    dial_start = [float(d["Timestamp"]) for ev, d in events if ev == "Newexten"
+                  and d.get("Uniqueid") == uid and d.get("Context") == "ctiserver-connect"
+                  and d.get("Priority") == "1" and float(d["Timestamp"]) <= ts]
+
+    def ms(t: float) -> str:
+        return f"{(t - ts) * 1000:+.1f}"
+
+    older = sorted((since, o) for o, since in idle_since.items()
+                   if since < idle_since[agent] - 0.001)
+    parts = [f"rang {agent} (free {ms(idle_since[agent])}"
+             + (f", its caller's Dial started {ms(dial_start[-1])})" if dial_start else ")")]
+    for since, o in older[:3]:
+        nxt = [t for t in rings_of.get(o, ()) if t >= ts]
+        parts.append(f"{o} idle longer (free {ms(since)}, rung "
+                     + (f"{ms(nxt[0])})" if nxt else "never)"))
+    return "; ".join(parts)
 
 
 def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
@@ -337,7 +370,10 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
     cpu_c = (cpu_seconds(cti.proc.pid) - cpu_c0 if cti is not None and cti.proc
              and cpu_c0 is not None else None)
     prefix = "PJSIP/trunk-appqueue-" if trunk == "appqueue" else "PJSIP/trunk-"
-    r = analyse(name, watcher.events[start:], prefix, t0)
+    events = watcher.events[start:]
+    # every event of the run, to look at a miss afterwards
+    (workdir / f"events-{name}-{rate:g}cps-{calls}.json").write_text(json.dumps(events))
+    r = analyse(name, events, prefix, t0)
     r.cpu_asterisk, r.cpu_ctiserver, r.sipp_failed = cpu_a, cpu_c, failed
     return r
 
@@ -378,6 +414,8 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         print(f"   true longest-idle picks: {r.exact_dispatch}/{r.picks} ({batch:.1f}%) "
               f"counting one dispatch of several agents as one pick; strictly in DialBegin "
               f"order {r.exact_picks}/{r.picks} ({share:.1f}%)")
+        for n, line in enumerate(r.misses[:3], start=1):
+            print(f"     miss {n} of {len(r.misses)}: {line}")
         if r.exact_dial_start is not None:
             print(f"     (timed where each agent's Dial starts instead of at DialBegin: "
                   f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
