@@ -21,6 +21,10 @@ event classes and dialplan steps timed here, so that watching costs both systems
   Asterisk takes 1-17 ms from there to DialBegin, differently per call, which can reorder
   the DialBegins of picks made in the right order. The target is judged on DialBegin.
 
+Each run also prints the CPU time the hypervisor took from this machine meanwhile (steal, from
+/proc/stat): on a shared VM, bursts of it stall Asterisk's threads for milliseconds, which
+shows up as a handful of slow Dials, the p99, in whichever system was running then.
+
 The AMI events of each run are kept in the work directory it prints
 (``events-<system>-<rate>cps-<calls>.json``: [name, headers] pairs), to look at a miss
 afterwards.
@@ -127,6 +131,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (the
+    "steal" column of /proc/stat, all CPUs): on a shared VM, Asterisk's threads can lose the
+    CPU for milliseconds in a burst of it, whichever system is being measured."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def asterisk_pid() -> int:
     return int((SANDBOX_ROOT / "run/asterisk/asterisk.pid").read_text().strip())
 
@@ -160,6 +172,8 @@ class Result:
     cpu_asterisk: float = 0.0
     cpu_ctiserver: float | None = None
     sipp_failed: int = 0
+    stolen: float = 0.0  # CPU seconds the hypervisor took from this machine during the run
+    seconds: float = 0.0  # how long the run took
 
 
 def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: str,
@@ -364,8 +378,10 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
     cpu_a0 = cpu_seconds(ast)
     cpu_c0 = cpu_seconds(cti.proc.pid) if cti is not None and cti.proc else None
     t0 = time.time()
+    stolen0 = stolen_seconds()
     failed = run_callers(workdir, trunk, calls, rate, maxwait_ms)
     wait_until(lambda: not watcher.live, 60, "all channels to end after the run")
+    stolen, seconds = stolen_seconds() - stolen0, time.time() - t0
     cpu_a = cpu_seconds(ast) - cpu_a0
     cpu_c = (cpu_seconds(cti.proc.pid) - cpu_c0 if cti is not None and cti.proc
              and cpu_c0 is not None else None)
@@ -375,6 +391,7 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
     (workdir / f"events-{name}-{rate:g}cps-{calls}.json").write_text(json.dumps(events))
     r = analyse(name, events, prefix, t0)
     r.cpu_asterisk, r.cpu_ctiserver, r.sipp_failed = cpu_a, cpu_c, failed
+    r.stolen, r.seconds = stolen, seconds
     return r
 
 
@@ -420,7 +437,9 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
             print(f"     (timed where each agent's Dial starts instead of at DialBegin: "
                   f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
-        print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}")
+        print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}; taken by the "
+              f"hypervisor (steal) {r.stolen:.2f} s in {r.seconds:.0f} s on "
+              f"{os.cpu_count()} CPUs")
     p99c, p99a = pct(cti.ring_latency, 99), pct(aq.ring_latency, 99)
     print(f"-- ratios ctiserver/app_queue: ring p99 {ratio(p99c, p99a)}, free->rung p99 "
           f"{ratio(pct(cti.free_to_ring, 99), pct(aq.free_to_ring, 99))}, idle agent-s "
