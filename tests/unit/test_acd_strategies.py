@@ -14,6 +14,8 @@ from ctiserver.core.acd.events import (
     AgentReady,
     CallEnded,
     CallerJoined,
+    CallerLeft,
+    DeviceStateChanged,
     RingAnswered,
     RingFailed,
     Tick,
@@ -110,6 +112,47 @@ def test_longest_idle_counts_from_end_of_wrapup() -> None:
     assert serve(h, "c1") == "a1"
     h.after(5, Tick())  # a1 ready again, after a2
     assert serve(h, "c2") == "a2"
+
+
+def connect(h: Harness, call: str) -> str:
+    """A caller joins and the rung agent answers; who took it (the call goes on)."""
+    [(_, agents)] = rung(h.after(1, CallerJoined(call, "q")))
+    h.after(1, RingAnswered(call, agents[0]))
+    return agents[0]
+
+
+def caller_hangs_up(h: Harness, call: str, aid: str, dt: float) -> None:
+    """The caller hangs up first, as the call adapter tells it: the agent's phone stays
+    busy with the call's own leg (INUSE) until that leg hangs up, a few ms later."""
+    h.after(dt, DeviceStateChanged(f"PJSIP/{aid}", "INUSE"))
+    h.after(0, CallerLeft(call))
+
+
+def test_longest_idle_counts_from_the_moment_the_phone_is_free() -> None:
+    # a1's caller hangs up before a2's, but a2's phone is free of its call first: a2 has
+    # been idle (ready with a free phone) longer, as Asterisk's own events tell it
+    h = team(Strategy.LONGEST_IDLE, n=2)
+    h.login("a1", "a2")
+    assert connect(h, "c1") == "a1"
+    assert connect(h, "c2") == "a2"
+    caller_hangs_up(h, "c1", "a1", 10)
+    caller_hangs_up(h, "c2", "a2", 0.001)
+    h.after(0.001, DeviceStateChanged("PJSIP/a2", "NOT_INUSE"))
+    h.after(0.002, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))
+    assert serve(h, "c3") == "a2"
+    assert serve(h, "c4") == "a1"
+
+
+def test_an_offer_withdrawn_keeps_the_agents_place_in_line() -> None:
+    # the caller hangs up while a1 rings: a1 is back in line where it was, even though its
+    # phone frees a few ms after the caller left
+    h = team(Strategy.LONGEST_IDLE, n=2)
+    h.login("a1", "a2")
+    [(_, agents)] = rung(h.after(1, CallerJoined("c1", "q")))
+    assert agents == ("a1",)
+    caller_hangs_up(h, "c1", "a1", 1)
+    h.after(0.003, DeviceStateChanged("PJSIP/a1", "NOT_INUSE"))
+    assert serve(h, "c2") == "a1"
 
 
 def test_highest_average_idle_beats_longest_idle() -> None:

@@ -208,6 +208,11 @@ class Engine(Scheduler):
                 a = self._agents[aid]
                 a.device_state = event.state.upper()
                 a.block_epoch += 1
+                if a.idle_waits_phone and a.available:
+                    # ready since its call ended, free only now that the phone is: the idle
+                    # period (longest idle's key) starts here, as Asterisk would tell it
+                    a.idle_since = max(a.idle_since, now)
+                    a.idle_waits_phone = False
                 self._sync_index(a)
         else:
             self._agent_request(event, now, out)

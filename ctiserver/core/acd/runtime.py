@@ -50,6 +50,7 @@ class AgentRt:
         "idle_periods",
         "idle_since",
         "idle_total",
+        "idle_waits_phone",
         "in_index",
         "order",
         "pending",
@@ -78,6 +79,9 @@ class AgentRt:
         self.device_state = "UNKNOWN"
         self.block_epoch = 0  # bumped on every device state change: RING_BLOCK_END carries it
         self.idle_since = 0.0
+        # ready after a call while its phone is still busy with it: the idle period starts
+        # when the phone is free (engine, DeviceStateChanged)
+        self.idle_waits_phone = False
         self.idle_total = 0.0  # completed idle periods (ready until answering)
         self.idle_periods = 0
         self.talk_total = 0.0

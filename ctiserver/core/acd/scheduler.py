@@ -20,6 +20,7 @@ from .events import (
 )
 from .model import AcdConfig
 from .runtime import (
+    BLOCKING_DEVICE_STATES,
     CONNECTED,
     LOGGED_OUT,
     NOT_READY,
@@ -196,6 +197,9 @@ class Scheduler:
         was = a.state
         if state == READY and was not in (READY, OFFERED):
             a.idle_since = now
+            a.idle_waits_phone = a.device_state in BLOCKING_DEVICE_STATES
+        elif state != READY:
+            a.idle_waits_phone = False
         if (was in STAFFED) != (state in STAFFED):
             d = 1 if state in STAFFED else -1
             for q in a.queues:
