@@ -41,7 +41,8 @@ Strategies:
 - round_robin: member order, starting after the member rung last in this queue (the
   walks go round the list from there).
 - ring_all: every available eligible agent at once.
-- longest_idle: earliest ``idle_since`` (the moment the agent last became ready).
+- longest_idle: earliest ``idle_since`` (the moment the agent last became ready, or, after
+  a call, the moment its phone was free of that call, if later).
 - highest_average_idle: highest mean of completed idle periods (ready until answering);
   agents who never answered yet rank first.
 - least_talk_time / least_average_talk_time / fewest_calls: lowest figure since start.
