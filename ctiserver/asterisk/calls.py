@@ -210,7 +210,7 @@ class CallAdapter:
                        if info.joined_at else "no agent")
         log.info("[%s] caller hung up (%s): %s (%s) -> %s, %s, %s", call.call_id,
                  cause or "normal", info.caller_id or "unknown", info.caller_name or "-",
-                 info.dnis, call.route or "-", outcome)
+                 info.dnis or "no number", call.route or "-", outcome)
         if call.joined:
             # the agent's leg of this call (ringing or answered) goes a few ms after the
             # caller's: until its own Hangup the phone is busy, or the engine would offer it

@@ -75,6 +75,8 @@ class Routes:
         caller = numbers.normalize(raw_caller, self.region)
         name = clean_name(h.get("agi_calleridname"))
         dnis = numbers.clean(h.get("agi_arg_1") or h.get("agi_extension"))
+        if dnis == "s":  # a trunk that gave no dialled number (the dialplan's `s`)
+            dnis = ""
         # the decision line repeats who called; this one shows a call that never gets there
         log.debug("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",
                   dnis, channel)
@@ -113,7 +115,7 @@ class Routes:
         log.log(logging.DEBUG if queued else logging.INFO,
                 "[%s] decision: %s (rule %s) for %s (%s) -> %s on %s", uid,
                 decision.describe(), decision.rule or "-", caller or "unknown", name or "-",
-                dnis, channel)
+                dnis or "no number", channel)
         info = CallInfo(call_id=uid, caller_id=caller, caller_name=name, dnis=dnis,
                         digits=answers.get("digits", "") or "".join(
                             v for v in answers.values() if v.isdigit()),

@@ -159,6 +159,23 @@ def test_a_call_at_a_closed_hour_hears_the_closed_message_and_rings_nobody(
     assert "(rule closed line)" in cti.log()
 
 
+def test_a_call_without_a_dialled_number_takes_the_rules_default(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # a trunk that sends no number (INVITE sip:s@...) lands on `s` in ctiserver-inbound: the
+    # rules see an empty DNIS, no rule on the DNIS matches, the default queue takes the call
+    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
+    try:
+        with AgentPhones(tmp_path, talk_ms=(300, 400)):
+            result = place_calls(tmp_path, "s", maxwait_ms=20000, timeout=30)
+            assert result.successful == 1, result.output
+            wait_calls_done(observer, 1)
+    finally:
+        assert cti.stop() == 0
+    assert dialed_agents(observer) == [PHONE_OF["support"]]
+    assert [e.DialStatus for e in observer.named("DialEnd")] == ["ANSWER"]
+    assert "-> no number, queue support (rule -)" in cti.log(), cti.log()
+
+
 def test_a_known_caller_goes_to_the_agent_assigned_in_the_crm(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
     cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES)
