@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.integration.harness import (
     AgentPhones,
     CtiServer,
     Observer,
+    SippResult,
     dialed_agents,
     place_calls,
     place_dtmf_call,
@@ -99,23 +101,34 @@ def wait_calls_done(obs: Observer, count: int) -> None:
                  15, "the callers' hangups", count=count)
 
 
+def menu_call(tmp_path: Path, observer: Observer, place: Callable[[], SippResult], *,
+              completes: bool = True, wait_log: str | None = None) -> str:
+    """One sipp call (``place``) to the daemon with MENU_RULES, the agents' phones
+    answering; returns the daemon's log once the call is over and the daemon stopped."""
+    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
+    try:
+        with AgentPhones(tmp_path, talk_ms=(300, 400)):
+            result = place()
+            if completes:
+                assert result.successful == 1, result.output
+            wait_calls_done(observer, 1)
+            if wait_log is not None:
+                cti.wait_log(wait_log, 10)
+    finally:
+        assert cti.stop() == 0
+    return cti.log()
+
+
 @pytest.mark.parametrize(("menus", "queue"), [(["2", "2"], "technical"), (["1"], "sales")])
 def test_dtmf_through_the_menu_reaches_the_queue_the_rules_choose(
         asterisk: None, observer: Observer, tmp_path: Path, menus: list[str],
         queue: str) -> None:
-    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
-    try:
-        with AgentPhones(tmp_path, talk_ms=(300, 400)):
-            result = place_dtmf_call(tmp_path, "900100200", menus, gap_ms=2000)
-            assert result.successful == 1, result.output
-            wait_calls_done(observer, 1)
-    finally:
-        assert cti.stop() == 0
+    log = menu_call(tmp_path, observer,
+                    lambda: place_dtmf_call(tmp_path, "900100200", menus, gap_ms=2000))
     assert dialed_agents(observer) == [PHONE_OF[queue]]
     assert [e.DialStatus for e in observer.named("DialEnd")] == ["ANSWER"]
     digits = [e.Digit for e in observer.named("DTMFEnd", Direction="Received")]
     assert digits == [d for m in menus for d in m], "Asterisk got the keys as sent"
-    log = cti.log()
     assert f"queue {queue} (rule" in log  # in the caller's hang-up line
     assert "caller left during" not in log
     assert observer.named("UserEvent", UserEvent="CtiFallback") == []
@@ -127,53 +140,37 @@ def test_a_caller_who_hangs_up_in_the_menu_is_let_go_cleanly(
     # answers ctiserver's AGI command with a "HANGUP" line (the shipped dialplan leaves
     # AGISIGHUP at its default) and ctiserver lets the call go; no agent rings, the app_queue
     # fallback is not used, nothing is logged as an error
-    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
-    try:
-        with AgentPhones(tmp_path, talk_ms=(300, 400)):
-            place_dtmf_call(tmp_path, "900100200", ["2"], gap_ms=2000, maxwait_ms=1500)
-            wait_calls_done(observer, 1)
-            cti.wait_log("caller left during the IVR", 10)
-    finally:
-        assert cti.stop() == 0
+    log = menu_call(tmp_path, observer,
+                    lambda: place_dtmf_call(tmp_path, "900100200", ["2"], gap_ms=2000,
+                                            maxwait_ms=1500),
+                    completes=False, wait_log="caller left during the IVR")
     assert [e.Digit for e in observer.named("DTMFEnd", Direction="Received")] == ["2"]
     assert dialed_agents(observer) == []
     assert observer.named("UserEvent", UserEvent="CtiFallback") == []
-    log = cti.log()
     assert " ERROR " not in log and "Traceback" not in log, log
 
 
 def test_a_call_at_a_closed_hour_hears_the_closed_message_and_rings_nobody(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
-    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
-    try:
-        with AgentPhones(tmp_path, talk_ms=(300, 400)):
-            result = place_calls(tmp_path, "900100500", maxwait_ms=20000, timeout=30)
-            assert result.successful == 1, result.output  # Asterisk hung up after the message
-            wait_calls_done(observer, 1)
-    finally:
-        assert cti.stop() == 0
+    # the call completes: Asterisk hangs up after the message
+    log = menu_call(tmp_path, observer,
+                    lambda: place_calls(tmp_path, "900100500", maxwait_ms=20000, timeout=30))
     played = [e.AppData for e in observer.named("Newexten", Context="ctiserver-message",
                                                 Application="Playback")]
     assert played == ["vm-nobodyavail&goodbye"]
     assert dialed_agents(observer) == []
-    assert "(rule closed line)" in cti.log()
+    assert "(rule closed line)" in log
 
 
 def test_a_call_without_a_dialled_number_takes_the_rules_default(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
     # a trunk that sends no number (INVITE sip:s@...) lands on `s` in ctiserver-inbound: the
     # rules see an empty DNIS, no rule on the DNIS matches, the default queue takes the call
-    cti = CtiServer(tmp_path, queues=QUEUES, agents=AGENTS, rules=MENU_RULES).start()
-    try:
-        with AgentPhones(tmp_path, talk_ms=(300, 400)):
-            result = place_calls(tmp_path, "s", maxwait_ms=20000, timeout=30)
-            assert result.successful == 1, result.output
-            wait_calls_done(observer, 1)
-    finally:
-        assert cti.stop() == 0
+    log = menu_call(tmp_path, observer,
+                    lambda: place_calls(tmp_path, "s", maxwait_ms=20000, timeout=30))
     assert dialed_agents(observer) == [PHONE_OF["support"]]
     assert [e.DialStatus for e in observer.named("DialEnd")] == ["ANSWER"]
-    assert "-> no number, queue support (rule -)" in cti.log(), cti.log()
+    assert "-> no number, queue support (rule -)" in log, log
 
 
 def test_a_known_caller_goes_to_the_agent_assigned_in_the_crm(
