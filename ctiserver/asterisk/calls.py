@@ -28,6 +28,7 @@ and the talk time; ringing and answering are DEBUG, a ring that fails is INFO.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -101,6 +102,7 @@ class CallAdapter:
         # devices whose ring failed busy / unavailable since their last state: the engine
         # blocks them on its own, so their next state counts even if it is the same
         self.device_blocked: set[str] = set()
+        self._deferred: list[Callable[[], None]] = []  # screen-pop steps, see _defer
         self.set_config(acd)
 
     def set_config(self, acd: AcdConfig) -> None:
@@ -144,7 +146,7 @@ class CallAdapter:
             log.debug("[%s] answered by agent %s", call.call_id, agent)
             self.submit(ev.RingAnswered(call.call_id, agent), at)
             if self.pops is not None:
-                self.pops.answered_nowait(call.call_id, agent)
+                self._defer(self.pops.answered_nowait, call.call_id, agent)
         else:
             self.agent_legs.pop(e.DestUniqueid, None)
             reason = DIAL_FAILURES.get(status, "noanswer")
@@ -222,8 +224,8 @@ class CallAdapter:
                 self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
                 outcome = "answered" if call.answered else "abandoned"
-                self.pops.ended_nowait(call.call_id, call.agent_id, call=call.info, at=at,
-                                       outcome=outcome)
+                self._defer(self.pops.ended_nowait, call.call_id, call.agent_id,
+                            call=call.info, at=at, outcome=outcome)
         for leg in call.legs:
             if self.agent_legs.get(leg) == call.call_id:
                 del self.agent_legs[leg]
@@ -282,8 +284,8 @@ class CallAdapter:
                         "agent %s: %s%s", effect.agent_id, effect.state,
                         f" ({effect.reason})" if effect.reason else "")
                 if self.pops is not None:
-                    self.pops.agent_state_changed(effect.agent_id, effect.state, effect.reason,
-                                                  effect.call_id)
+                    self._defer(self.pops.agent_state_changed, effect.agent_id, effect.state,
+                                effect.reason, effect.call_id)
             elif isinstance(effect, ev.CallAbandoned):
                 log.info("[%s] abandoned in %s after %.1f s", effect.call_id, effect.queue,
                          effect.waited)
@@ -313,6 +315,26 @@ class CallAdapter:
             # the ring timeout travels as the extension (the Dial of ctiserver-connect,
             # <seconds>,1 reads it from there): one Setvar less per offer
             self._redirect(call, "ctiserver-connect", {"CTI_DIAL": dial}, exten=timeout)
+
+    def _defer(self, step: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Run a screen-pop step (the answered and ended notes, the call's record, agents'
+        state notes) once the ACD has taken the events read with it. One AMI read often holds
+        an agent's hang-up together with the hang-ups and answers of other calls: the freed
+        agent's next caller is offered first, the notes follow a loop turn later (well under
+        a millisecond), in their order. The pop itself (DialBegin) is not deferred."""
+        self._deferred.append(functools.partial(step, *args, **kwargs))
+        if len(self._deferred) == 1:
+            # two turns: the ACD task woken by this read runs in the next one, before these
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._run_deferred)
+
+    def _run_deferred(self) -> None:
+        steps, self._deferred = self._deferred, []
+        for step in steps:
+            try:
+                step()
+            except Exception:  # one failed note must not cost the others
+                log.exception("screen-pop step %s failed", getattr(step, "func", step))
 
     def _announce(self, effect: ev.Announce) -> None:
         call = self.calls.get(effect.call_id)

@@ -366,3 +366,88 @@ async def test_the_hang_up_line_tells_the_whole_call(caplog) -> None:  # type: i
     assert lines == ["[1795.1] caller hung up (Normal Clearing): +34915551234 (Ana) -> 900100200, "
                      "queue support (rule vip line), answered by agent 1001, waited 2.5 s, "
                      "talked 60.0 s"]
+
+
+class PopLog:
+    """The screen-pop side as the adapter calls it, writing into the log the AMI actions
+    go to, so that the order of the two can be checked."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.changed = asyncio.Event()
+
+    def note(self, text: str) -> None:
+        self.log.append(text)
+        self.changed.set()
+
+    async def until(self, text: str) -> None:
+        async with asyncio.timeout(2):
+            while text not in self.log:
+                self.changed.clear()
+                await self.changed.wait()
+
+    def prefetch(self, info: CallInfo) -> None:
+        pass
+
+    def offered_nowait(self, info: CallInfo, agent: str) -> None:
+        self.note(f"pop offered {info.call_id} {agent}")
+
+    def answered_nowait(self, call_id: str, agent: str) -> None:
+        self.note(f"pop answered {call_id} {agent}")
+
+    def ended_nowait(self, call_id: str, agent: str | None, **_: object) -> None:
+        if call_id == "boom":
+            raise RuntimeError("a broken note")
+        self.note(f"pop ended {call_id}")
+
+    def agent_state_changed(self, agent: str, state: str, *_: object) -> None:
+        self.note(f"state {agent} {state}")
+
+
+async def test_in_one_ami_read_the_freed_agent_is_offered_before_the_pop_notes_are_written(
+) -> None:
+    # One read from AMI often carries an agent's hang-up with other calls' hang-ups and
+    # answers: the ACD task offers the freed agent the waiting caller first; the notes
+    # (call ended, agents' states) follow, all of them, in order, even after one that fails.
+    from ctiserver.acd_runner import AcdRunner
+
+    cfg = AcdConfig({"support": QueueConfig("support", ring_timeout=12)},
+                    {"1001": AgentConfig("1001", "1001", "PJSIP/1001", queues=("support",))})
+    log: list[str] = []
+
+    class Sent(Actions):
+        def send_nowait(self, *actions: dict[str, str]) -> bool:
+            log.extend(f"{a['Action']} {a['Channel']}" for a in actions)
+            return super().send_nowait(*actions)
+
+    adapter: CallAdapter
+    runner = AcdRunner(Engine(cfg), lambda e, fx: adapter.carry_out(e, fx),
+                       freeze_at_start=False)
+    pops = PopLog(log)
+    adapter = CallAdapter(Sent(), runner.submit, pops, cfg)  # type: ignore[arg-type]
+    task = asyncio.create_task(runner.run())
+    try:
+        runner.submit(ev.AgentLoggedIn("1001"))
+        first = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+        assert (await adapter.join(first, ev.CallerJoined("1795.1", "support")))[0] == "connect"
+        adapter.on_ami_event(ami("Event: DialBegin\nUniqueid: 1795.1\n"
+                                 "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2"))
+        adapter.on_ami_event(ami("Event: DialEnd\nUniqueid: 1795.1\n"
+                                 "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2\n"
+                                 "DialStatus: ANSWER"))
+        second = Call("1795.3", "PJSIP/trunk-00000003", CallInfo("1795.3", "+34600111222"))
+        assert (await adapter.join(second, ev.CallerJoined("1795.3", "support")))[0] == "hold"
+        third = Call("boom", "PJSIP/trunk-00000009", CallInfo("boom", "+34600999999"))
+        assert (await adapter.join(third, ev.CallerJoined("boom", "support")))[0] == "hold"
+        await pops.until("pop answered 1795.1 1001")  # the notes so far are written
+        log.clear()
+        # one read: the agent hangs up, its caller goes, the third caller gives up
+        for text in ("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2",
+                     "Event: Hangup\nChannel: PJSIP/trunk-00000001\nUniqueid: 1795.1",
+                     "Event: Hangup\nChannel: PJSIP/trunk-00000009\nUniqueid: boom"):
+            adapter.on_ami_event(ami(text))
+        await pops.until("state 1001 offered")
+        assert log == ["Setvar PJSIP/trunk-00000003", "Redirect PJSIP/trunk-00000003",
+                       "pop ended 1795.1", "state 1001 ready", "state 1001 offered"]
+    finally:
+        task.cancel()
