@@ -15,11 +15,14 @@ event classes and dialplan steps timed here, so that watching costs both systems
 - ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
 - a pick is the true longest-idle one when no agent idle longer was left idle: the rung
   agent was the longest idle, or each agent idle longer was rung within
-  ``DISPATCH_WINDOW`` (one dispatch, DialBegins in either order); the strict count, by
-  DialBegin order alone, is printed too. For ctiserver a third count times each pick where
-  the agent's Dial starts (the caller entering ``ctiserver-connect``): under overload
-  Asterisk takes 1-17 ms from there to DialBegin, differently per call, which can reorder
-  the DialBegins of picks made in the right order. The target is judged on DialBegin.
+  ``DISPATCH_WINDOW`` (one dispatch, in either order). A pick is timed where Asterisk
+  creates the agent's channel (``Newchannel`` of the agent's leg, in both systems the
+  first thing Asterisk does to ring an agent): ``DialBegin`` comes after the channel
+  driver has been asked to call, from each caller's own thread, so under overload two
+  agents rung in order can show their DialBegins in the other order, milliseconds apart.
+  Printed too: the same count by DialBegin, the strict count by DialBegin order alone, and
+  for ctiserver by where each agent's Dial starts (the caller entering
+  ``ctiserver-connect``). Latencies stay on DialBegin, the later moment.
 
 Each run also prints the CPU time the hypervisor took from this machine meanwhile (steal, from
 /proc/stat): on a shared VM, bursts of it stall Asterisk's threads for milliseconds, which
@@ -31,7 +34,7 @@ afterwards.
 
 Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
 
-    flock /tmp/cti-integration.lock /tmp/setup/venv/bin/python bench/acd_vs_appqueue.py
+    flock /tmp/cti-integration.lock .venv/bin/python bench/acd_vs_appqueue.py
     ... --calls 60 --rates 5,50       (a quick run)
 """
 
@@ -165,8 +168,11 @@ class Result:
     idle_while_waiting: float = 0.0
     per_agent: tuple[int, int] = (0, 0)
     picks: int = 0
-    exact_picks: int = 0  # the rung agent was the longest idle at its DialBegin
-    exact_dispatch: int = 0  # ... or every agent idle longer was rung within DISPATCH_WINDOW
+    # the rung agent was the longest idle, or every agent idle longer was rung within
+    # DISPATCH_WINDOW: timed at the agent's channel creation (judged), at DialBegin
+    exact_dispatch: int = 0
+    exact_dialbegin: int = 0
+    exact_picks: int = 0  # strictly in DialBegin order: the rung agent was the longest idle
     # the same count with each pick timed where the agent's Dial starts (ctiserver: the
     # caller entering ctiserver-connect), not at DialBegin: informative, not a target
     exact_dial_start: tuple[int, int] | None = None
@@ -217,33 +223,29 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
 
     # sweep: agents' idle periods, waiting callers, picks
     agent_legs: dict[str, str] = {}  # agent leg uid -> agent
-    timeline: list[tuple[float, int, str, str, str]] = []  # (ts, order, kind, agent, caller)
+    # (ts, order, kind, agent, caller, agent's leg)
+    timeline: list[tuple[float, int, str, str, str, str]] = []
+    created: dict[str, float] = {}  # channel uid -> its Newchannel
     for ev, d in events:
         ts = float(d["Timestamp"])
-        if ev == "DialBegin" and d.get("Uniqueid") in callers:
+        if ev == "Newchannel":
+            created[d["Uniqueid"]] = ts
+        elif ev == "DialBegin" and d.get("Uniqueid") in callers:
             agent = d["DestChannel"].rsplit("-", 1)[0].split("/")[1]
             agent_legs[d["DestUniqueid"]] = agent
-            timeline.append((ts, 1, "ring", agent, d["Uniqueid"]))
+            timeline.append((ts, 1, "ring", agent, d["Uniqueid"], d["DestUniqueid"]))
         elif ev == "Hangup" and d["Uniqueid"] in agent_legs:
-            timeline.append((ts, 0, "free", agent_legs[d["Uniqueid"]], ""))
+            timeline.append((ts, 0, "free", agent_legs[d["Uniqueid"]], "", ""))
     for uid, c in callers.items():
         if c["join"] is not None:
-            timeline.append((c["join"], 2, "join", "", uid))
+            timeline.append((c["join"], 2, "join", "", uid, ""))
     timeline.sort()
-    rings_of: dict[str, list[float]] = defaultdict(list)
-    for ts, _o, kind, agent, _uid in timeline:
-        if kind == "ring":
-            rings_of[agent].append(ts)
-
-    def rung_within(agent: str, ts: float, window: float) -> bool:
-        return any(ts <= t <= ts + window for t in rings_of.get(agent, ()))
-
     idle_since: dict[str, float] = {a: t0 for a in AGENTS}  # free since; absent = busy
     waiting: dict[str, float] = {}
     first_ring: set[str] = set()
     counts: dict[str, int] = defaultdict(int)
     last_t = timeline[0][0] if timeline else t0
-    for ts, _o, kind, agent, uid in timeline:
+    for ts, _o, kind, agent, uid, _leg in timeline:
         if waiting and idle_since:
             r.idle_while_waiting += (ts - last_t) * min(len(waiting), len(idle_since))
         last_t = ts
@@ -254,16 +256,6 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         elif kind == "ring":
             c = callers[uid]
             if agent in idle_since:
-                oldest = min(idle_since.values())
-                r.picks += 1
-                if idle_since[agent] - oldest < 0.001:
-                    r.exact_picks += 1
-                    r.exact_dispatch += 1
-                elif all(rung_within(o, ts, DISPATCH_WINDOW) for o, since in idle_since.items()
-                         if since < idle_since[agent] - 0.001):
-                    r.exact_dispatch += 1  # the older agents went to callers of the same batch
-                else:
-                    r.misses.append(explain_miss(events, agent, uid, ts, idle_since, rings_of))
                 freed = idle_since[agent]
                 joined = c["join"]
                 if uid not in first_ring and joined is not None:
@@ -277,18 +269,58 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
             counts[agent] += 1
             first_ring.add(uid)
             waiting.pop(uid, None)
+    r.exact_dispatch, _, r.picks, r.misses = judge_picks(
+        timeline, t0, lambda ts, uid, leg: created.get(leg, ts),
+        lambda *a: explain_miss(events, *a))
+    r.exact_dialbegin, r.exact_picks, _, _ = judge_picks(timeline, t0, lambda ts, uid, leg: ts)
     per = [counts.get(a, 0) for a in AGENTS]
     r.per_agent = (min(per), max(per))
     r.exact_dial_start = picks_by_dial_start(events, callers, timeline, t0)
     return r
 
 
+Timeline = list[tuple[float, int, str, str, str, str]]
+
+
+def judge_picks(timeline: Timeline, t0: float, when: Any,
+                explain: Any = None) -> tuple[int, int, int, list[str]]:
+    """(exact, strictly exact, picks, misses explained) with each ring timed at
+    ``when(DialBegin ts, caller uid, agent's leg uid)``: a pick is exact when the rung agent
+    was the longest idle, or every agent idle longer was rung within DISPATCH_WINDOW;
+    strictly exact, the former alone."""
+    moved = sorted((when(ts, uid, leg) if kind == "ring" else ts, o, kind, agent, uid, leg)
+                   for ts, o, kind, agent, uid, leg in timeline)
+    rings_of: dict[str, list[float]] = defaultdict(list)
+    for ts, _o, kind, agent, _uid, _leg in moved:
+        if kind == "ring":
+            rings_of[agent].append(ts)
+    idle_since: dict[str, float] = {a: t0 for a in AGENTS}
+    picks = exact = strict = 0
+    misses: list[str] = []
+    for ts, _o, kind, agent, uid, _leg in moved:
+        if kind == "free":
+            idle_since[agent] = ts
+        elif kind == "ring" and agent in idle_since:
+            picks += 1
+            older = [o for o, since in idle_since.items() if since < idle_since[agent] - 0.001]
+            if not older:
+                strict += 1
+                exact += 1
+            elif all(any(ts <= t <= ts + DISPATCH_WINDOW for t in rings_of.get(o, ()))
+                     for o in older):
+                exact += 1  # the older agents went to callers of the same dispatch
+            elif explain is not None:
+                misses.append(explain(agent, uid, ts, idle_since, rings_of))
+            del idle_since[agent]
+    return exact, strict, picks, misses
+
+
 def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str, ts: float,
                  idle_since: dict[str, float], rings_of: dict[str, list[float]]) -> str:
-    """One line on a pick that was not the longest-idle agent, times in ms from its
-    DialBegin: when the rung agent and each agent idle longer freed up, and when those were
-    rung next; with the picked caller's Dial start (ctiserver: Newexten into
-    ctiserver-connect), which tells a late pick from a slow Dial."""
+    """One line on a pick that was not the longest-idle agent, times in ms from the moment
+    it is timed at (the agent's channel created): when the rung agent and each agent idle
+    longer freed up, and when those were rung next; with the picked caller's Dial start
+    (ctiserver: Newexten into ctiserver-connect), which tells a late pick from a slow Dial."""
     dial_start = [float(d["Timestamp"]) for ev, d in events if ev == "Newexten"
                   and d.get("Uniqueid") == uid and d.get("Context") == "ctiserver-connect"
                   and d.get("Priority") == "1" and float(d["Timestamp"]) <= ts]
@@ -308,14 +340,11 @@ def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str,
 
 
 def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
-                        callers: dict[str, dict[str, Any]],
-                        timeline: list[tuple[float, int, str, str, str]],
+                        callers: dict[str, dict[str, Any]], timeline: Timeline,
                         t0: float) -> tuple[int, int] | None:
-    """(exact, picks) as ``analyse`` counts them, each ring moved back to the start of its
-    Dial (the caller's last Newexten at priority 1 of ctiserver-connect before DialBegin).
-    Under overload Asterisk takes 1-17 ms from there to DialBegin, differently for each
-    call, which reorders DialBegins of picks made in the right order. None for app_queue
-    (no dialplan step before its DialBegin)."""
+    """(exact, picks) with each ring timed at the start of its Dial (the caller's last
+    Newexten at priority 1 of ctiserver-connect before DialBegin). None for app_queue (no
+    dialplan step before its ring)."""
     starts: dict[str, list[float]] = defaultdict(list)
     for ev, d in events:
         if ev == "Newexten" and d.get("Context") == "ctiserver-connect" and \
@@ -323,29 +352,12 @@ def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
             starts[d["Uniqueid"]].append(float(d["Timestamp"]))
     if not starts:
         return None
-    moved = []
-    for ts, order, kind, agent, uid in timeline:
-        if kind == "ring":
-            before = [t for t in starts.get(uid, ()) if t <= ts]
-            ts = before[-1] if before else ts
-        moved.append((ts, order, kind, agent, uid))
-    moved.sort()
-    rings_of: dict[str, list[float]] = defaultdict(list)
-    for ts, _o, kind, agent, _uid in moved:
-        if kind == "ring":
-            rings_of[agent].append(ts)
-    idle_since: dict[str, float] = {a: t0 for a in AGENTS}
-    picks = exact = 0
-    for ts, _o, kind, agent, _uid in moved:
-        if kind == "free":
-            idle_since[agent] = ts
-        elif kind == "ring" and agent in idle_since:
-            picks += 1
-            older = [o for o, since in idle_since.items() if since < idle_since[agent] - 0.001]
-            if all(any(ts <= t <= ts + DISPATCH_WINDOW for t in rings_of.get(o, ()))
-                   for o in older):
-                exact += 1
-            del idle_since[agent]
+
+    def dial_start(ts: float, uid: str, _leg: str) -> float:
+        before = [t for t in starts.get(uid, ()) if t <= ts]
+        return before[-1] if before else ts
+
+    exact, _, picks, _ = judge_picks(timeline, t0, dial_start)
     return exact, picks
 
 
@@ -428,11 +440,11 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         print(f"   waiting callers: agent free -> rung p50/p95/p99: {fmt_ms(r.free_to_ring)}")
         print(f"   agent-seconds idle while callers waited: {r.idle_while_waiting:.2f}")
         print(f"   calls per agent min/max: {r.per_agent[0]}/{r.per_agent[1]}")
-        share = 100 * r.exact_picks / r.picks if r.picks else float("nan")
         batch = 100 * r.exact_dispatch / r.picks if r.picks else float("nan")
         print(f"   true longest-idle picks: {r.exact_dispatch}/{r.picks} ({batch:.1f}%) "
-              f"counting one dispatch of several agents as one pick; strictly in DialBegin "
-              f"order {r.exact_picks}/{r.picks} ({share:.1f}%)")
+              f"timed at the agent's channel, one dispatch of several agents as one pick; "
+              f"by DialBegin {r.exact_dialbegin}/{r.picks}, strictly in DialBegin order "
+              f"{r.exact_picks}/{r.picks}")
         for n, line in enumerate(r.misses[:3], start=1):
             print(f"     miss {n} of {len(r.misses)}: {line}")
         if r.exact_dial_start is not None:

@@ -18,7 +18,7 @@ between demo customers (a CRM hit with history) and unknown numbers.
 
 Run it under the integration lock (it shares Asterisk, port 4573 and the phone ports):
 
-    flock /tmp/cti-integration.lock /tmp/setup/venv/bin/python bench/pop_latency.py
+    flock /tmp/cti-integration.lock .venv/bin/python bench/pop_latency.py
     ... --calls 60 --rate 10          (a quick run)
 """
 
