@@ -118,6 +118,8 @@ class PopService:
         self.lookup_ttl = lookup_ttl
         self._spooled: set[str] = set()  # the call ids the spool file holds
         self._overdue: set[str] = set()  # saves reported late (ended_nowait), still running
+        # saves handed to the store and not answered yet (per call: an update can follow)
+        self._in_flight: dict[str, int] = {}
         # agent states: the last one asked for, the last one the database took, the writer
         self._state_wanted: dict[str, tuple[str, str | None]] = {}
         self._state_saved: dict[str, tuple[str, str | None]] = {}
@@ -451,10 +453,11 @@ class PopService:
 
     async def flush(self) -> int:
         """Try to store every pending interaction (and agent state not saved yet); returns
-        how many interactions are still pending."""
+        how many interactions are still pending. A save the store has not answered yet is
+        left to its answer (the retry is for refused and late ones)."""
         writers = [w for w in map(self._state_writer, list(self._state_wanted)) if w]
         await asyncio.gather(
-            *(self._store_one(call_id) for call_id in list(self._pending)),
+            *(self._store_one(call_id) for call_id in self._at_risk()),
             *(asyncio.shield(w) for w in writers),
             return_exceptions=True,
         )
@@ -466,7 +469,7 @@ class PopService:
         while True:
             await asyncio.sleep(interval)  # a timer, not synchronisation
             self._prune_lookups()
-            spooled = bool(self._pending)
+            spooled = bool(self._at_risk())
             if spooled or self._state_wanted.items() - self._state_saved.items():
                 left = await self.flush()
                 if spooled and not left:
@@ -494,7 +497,14 @@ class PopService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(writer, self.save_timeout)
         if self._pending or self._spooled:
-            self._write_spool()
+            self._write_spool(everything=True)  # unanswered saves too: the store is closing
+
+    def _at_risk(self) -> list[str]:
+        """The pending interactions the store refused, or has not answered in time: the
+        ones a retry stores and the spool keeps. A save under way is not one of them (under
+        steady traffic there is always one: spooling those would fsync after every call)."""
+        return [call_id for call_id in self._pending
+                if call_id not in self._in_flight or call_id in self._overdue]
 
     def _pend(self, record: InteractionRecord) -> InteractionRecord:
         """Add ``record`` to the pending one of its call (merged), which is returned."""
@@ -525,6 +535,7 @@ class PopService:
         except Exception as exc:  # noqa: BLE001 - e.g. a store closed: kept for retry
             self._not_saved(call_id, exc)
             return
+        self._in_flight[call_id] = self._in_flight.get(call_id, 0) + 1
         timer = asyncio.get_running_loop().call_later(
             self.save_timeout, self._save_overdue, call_id, future)
         future.add_done_callback(lambda f: self._saved(call_id, pending, f, timer))
@@ -532,6 +543,7 @@ class PopService:
     def _saved(self, call_id: str, record: InteractionRecord, future: asyncio.Future[Any],
                timer: asyncio.TimerHandle) -> None:
         timer.cancel()
+        self._landed(call_id)
         overdue = call_id in self._overdue  # reported already
         self._overdue.discard(call_id)
         if future.cancelled() or future.exception() is not None:
@@ -542,6 +554,13 @@ class PopService:
             del self._pending[call_id]
         if call_id in self._spooled:  # an older version there must not come back
             self._write_spool()
+
+    def _landed(self, call_id: str) -> None:
+        left = self._in_flight.get(call_id, 0) - 1
+        if left > 0:
+            self._in_flight[call_id] = left
+        else:
+            self._in_flight.pop(call_id, None)
 
     def _save_overdue(self, call_id: str, future: asyncio.Future[Any]) -> None:
         if not future.done():
@@ -556,32 +575,39 @@ class PopService:
         record = self._pending.get(call_id)
         if record is None:
             return True
+        self._in_flight[call_id] = self._in_flight.get(call_id, 0) + 1
         try:
             async with asyncio.timeout(self.save_timeout):  # a timer, not a task
                 await self.store.save_interaction(record)
         except Exception as exc:  # noqa: BLE001 - keep it, retry later
             log.warning("call=%s interaction kept for retry: %r", call_id, exc)
             return False
+        finally:
+            self._landed(call_id)
         if self._pending.get(call_id) is record:
             del self._pending[call_id]
         return True
 
-    def _write_spool(self) -> None:
+    def _write_spool(self, everything: bool = False) -> None:
+        """The spool holds the interactions at risk (``_at_risk``), or all pending ones
+        when ``everything`` (at close); none: no file."""
         if self.spool_path is None:
             return
+        keep = list(self._pending) if everything else self._at_risk()
         try:
-            if not self._pending:
+            if not keep:
                 self.spool_path.unlink(missing_ok=True)
                 self._spooled = set()
                 return
             tmp = self.spool_path.with_suffix(".tmp")
             with tmp.open("w", encoding="utf-8") as fh:
-                for record in self._pending.values():
-                    fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+                for call_id in keep:
+                    fh.write(json.dumps(self._pending[call_id].to_dict(),
+                                        ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(self.spool_path)
-            self._spooled = set(self._pending)
+            self._spooled = set(keep)
         except OSError as exc:
             log.error("interaction spool %s not written: %r", self.spool_path, exc)
 
