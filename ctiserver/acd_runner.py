@@ -54,6 +54,7 @@ class AcdRunner:
         self._wakeup: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # the engine clock time it is set for
+        self._hooks: list[Callable[[], None]] = []
 
     def submit(self, event: Event, at: float | None = None) -> None:
         """Queue an event; ``at`` is when it happened (e.g. Asterisk's Timestamp)."""
@@ -68,6 +69,16 @@ class AcdRunner:
         self._wake()
         result: list[Effect] = await fut
         return result
+
+    def after_steps(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs each time the task has taken everything queued, before it sleeps:
+        work that must not delay the engine's decisions on the events queued with it (the
+        call adapter's screen-pop notes)."""
+        self._hooks.append(hook)
+
+    def poke(self) -> None:
+        """Wake the task with nothing to take: its ``after_steps`` hooks run."""
+        self._wake()
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -85,6 +96,11 @@ class AcdRunner:
             while True:
                 while self._queue:  # everything already queued, without yielding in between
                     self._step(*self._queue.popleft())
+                for hook in self._hooks:
+                    try:
+                        hook()
+                    except Exception:  # noqa: BLE001 - the task that routes calls goes on
+                        log.exception("ACD after-steps hook %r failed", hook)
                 if not frozen:  # the state built from the events queued at start
                     frozen = True
                     freeze_state()

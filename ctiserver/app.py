@@ -115,7 +115,9 @@ class Daemon:
         self.engine = Engine(cfg.acd)
         self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login)
         self.runner = AcdRunner(self.engine, self._carry_out)
-        self.calls = CallAdapter(self.ami, self.runner.submit, self.pops, cfg.acd)
+        self.calls = CallAdapter(self.ami, self.runner.submit, self.pops, cfg.acd,
+                                 poke=self.runner.poke)
+        self.runner.after_steps(self.calls.run_deferred)
         # lookup(table, key) in rules: only [crm] lookup_tables, each call bounded
         self.sql_lookup = (SqlLookup(self.store.engine, cfg.lookup_tables, cfg.lookup_timeout)
                            if cfg.lookup_tables else None)

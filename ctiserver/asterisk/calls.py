@@ -87,11 +87,14 @@ def _ts(event: Any) -> float | None:
 class CallAdapter:
     def __init__(self, ami: AmiConnection, submit: Callable[[ev.Event, float | None], None],
                  pops: PopService | None, acd: AcdConfig,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 poke: Callable[[], None] | None = None) -> None:
         self.ami = ami
         self.submit = submit
         self.pops = pops
         self.clock = clock
+        # wakes the ACD task, whose after-steps hook runs run_deferred (see _defer)
+        self.poke = poke
         self.calls: dict[str, Call] = {}
         self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
         # agent device -> the uniqueid of our call's leg on it, from DialBegin to its Hangup
@@ -320,15 +323,21 @@ class CallAdapter:
         """Run a screen-pop step (the answered and ended notes, the call's record, agents'
         state notes) once the ACD has taken the events read with it. One AMI read often holds
         an agent's hang-up together with the hang-ups and answers of other calls: the freed
-        agent's next caller is offered first, the notes follow a loop turn later (well under
-        a millisecond), in their order. The pop itself (DialBegin) is not deferred."""
+        agent's next caller is offered first, the notes follow, in their order. The ACD
+        task runs ``run_deferred`` after its steps (``poke`` wakes it when this read gave
+        it nothing); without one, two loop turns later. The pop itself (DialBegin) is not
+        deferred."""
         self._deferred.append(functools.partial(step, *args, **kwargs))
         if len(self._deferred) == 1:
-            # two turns: the ACD task woken by this read runs in the next one, before these
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._run_deferred)
+            if self.poke is not None:
+                self.poke()
+            else:  # two turns: an ACD task woken by this read runs in the next one
+                loop = asyncio.get_running_loop()
+                loop.call_soon(loop.call_soon, self.run_deferred)
 
-    def _run_deferred(self) -> None:
+    def run_deferred(self) -> None:
+        if not self._deferred:
+            return
         steps, self._deferred = self._deferred, []
         for step in steps:
             try:

@@ -124,3 +124,32 @@ async def test_an_earlier_deadline_after_a_later_one_fires_first_and_the_later_o
     task.cancel()
     assert ready[2:] == ["a2", "a1"]
     assert at["a2"] - ended < 0.25 < at["a1"] - ended  # not held until a1's deadline
+
+
+async def test_after_steps_hooks_run_once_everything_queued_is_taken_and_a_poke_runs_them(
+) -> None:
+    seen: list[str] = []
+
+    def sink(event: ev.Event, _effects: list[ev.Effect]) -> None:
+        seen.append(type(event).__name__)
+
+    def broken() -> None:
+        raise RuntimeError("a broken hook")
+
+    runner = AcdRunner(engine(), sink, freeze_at_start=False)
+    runner.after_steps(broken)  # logged; the task and the next hook go on
+    hooked = asyncio.Event()
+    runner.after_steps(lambda: (seen.append("hook"), hooked.set()))
+    task = await run_with(runner)
+    await asyncio.wait_for(hooked.wait(), 1)  # the first pass, nothing queued
+    seen.clear()
+    hooked.clear()
+    for a in ("a1", "a2", "a3"):  # queued in one go: taken before the hooks run
+        runner.submit(ev.AgentLoggedIn(a))
+    await asyncio.wait_for(hooked.wait(), 1)
+    assert seen == ["AgentLoggedIn"] * 3 + ["hook"]
+    hooked.clear()
+    runner.poke()
+    await asyncio.wait_for(hooked.wait(), 1)
+    assert seen[-1] == "hook" and not task.done()
+    task.cancel()

@@ -424,7 +424,9 @@ async def test_in_one_ami_read_the_freed_agent_is_offered_before_the_pop_notes_a
     runner = AcdRunner(Engine(cfg), lambda e, fx: adapter.carry_out(e, fx),
                        freeze_at_start=False)
     pops = PopLog(log)
-    adapter = CallAdapter(Sent(), runner.submit, pops, cfg)  # type: ignore[arg-type]
+    adapter = CallAdapter(Sent(), runner.submit, pops, cfg,  # type: ignore[arg-type]
+                          poke=runner.poke)
+    runner.after_steps(adapter.run_deferred)  # as the daemon wires them
     task = asyncio.create_task(runner.run())
     try:
         runner.submit(ev.AgentLoggedIn("1001"))
