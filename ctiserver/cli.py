@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from ctiserver import config as config_mod
@@ -23,6 +24,23 @@ def _load(path: str) -> config_mod.Config:
         for problem in exc.problems:
             print(f"  {exc.path}: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+class SecondCachingFormatter(logging.Formatter):
+    """The standard ``asctime`` (``2026-12-07 03:43:09,970``), its date and time formatted
+    once per second instead of per line (time.strftime is a third of a line's cost)."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return self.default_msec_format % (self._text, record.msecs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         cfg = _load(args.config)
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=args.log_level.upper())
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(SecondCachingFormatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s"))
         # per call event: no caller frame, thread or process lookups (logging HOWTO,
         # "Optimization") — the format above uses none of them
         logging._srcfile = None  # type: ignore[attr-defined]
