@@ -327,14 +327,20 @@ async def test_a_lookup_that_failed_in_routing_is_asked_again_at_the_ring(store:
     await pops.close()
 
 
-async def test_the_spool_is_written_only_when_the_database_refuses(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every fsync the pop service makes (the spool's), listed; each still runs."""
     import ctiserver.pops as pops_module
 
-    fsyncs: list[int] = []
+    made: list[int] = []
     real_fsync = pops_module.os.fsync
-    monkeypatch.setattr(pops_module.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(pops_module.os, "fsync", lambda fd: (made.append(fd), real_fsync(fd)))
+    return made
+
+
+async def test_the_spool_is_written_only_when_the_database_refuses(
+    store: Store, tmp_path: Path, fsyncs: list[int]
+) -> None:
     counting, spool = CountingStore(store), tmp_path / "spool.jsonl"
     pops = PopService(counting, RecordingNotifier(), spool_path=spool)
     for i in range(5):
@@ -491,18 +497,12 @@ async def test_the_end_of_a_call_is_stored_without_a_task_and_kept_when_the_data
 
 
 async def test_steady_traffic_with_a_healthy_database_never_spools_nor_saves_twice(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, fsyncs: list[int]
 ) -> None:
     # Under steady traffic a save is always under way when the retry pass comes round (every
     # 5 s): that save is not a failure. Counting it as one stored it a second time and wrote
     # the spool (an fsync on the event loop), and each later answer rewrote it: an fsync
     # after nearly every call for as long as calls kept coming.
-    import ctiserver.pops as pops_module
-
-    fsyncs: list[int] = []
-    real_fsync = pops_module.os.fsync
-    monkeypatch.setattr(pops_module.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
-
     class SlowWriter(NowaitStore):
         """Answers each save when the test says, as a busy writer answers later."""
 
