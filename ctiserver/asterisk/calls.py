@@ -11,11 +11,15 @@ A call's id is the caller channel's Uniqueid, which is also the Linkedid of ever
 channel the call creates (the agents' legs), so it is stable for the pop.
 
 Agents' phones: besides translating, the adapter keeps the live channels of each agent
-device (Newchannel .. Hangup). A channel on an agent's phone that is not part of one of
-our calls (its Linkedid is no call of ours: a private call, a call from the app_queue
-fallback) makes the phone in use at its Newchannel, so Asterisk's RINGING / INUSE device
-states say nothing new and manager_ctiserver.conf filters them out (two events less per
-call); should they come anyway, those that only echo our own call are dropped. Asterisk
+device, from the first word of them to their Hangup. A channel on an agent's phone that is
+not part of one of our calls (a private call, an Originate, a call from the app_queue
+fallback) makes the phone in use from then on, so Asterisk's RINGING / INUSE device states
+say nothing new and manager_ctiserver.conf filters them out (two events less per call);
+should they come anyway, those that only echo our own call are dropped. The first word of
+a channel the phone places is its Newchannel; of one that rings the phone, the DialBegin
+that every way of ringing a phone publishes (Dial, Queue, Originate, Page...):
+manager_ctiserver.conf leaves out the Newchannel of those (extension ``s``), one event less
+per call. Asterisk
 computes device states asynchronously, so its NOT_INUSE comes a few ms after an agent's
 leg hangs up; the adapter tells the engine at the hang-up itself whether the phone is
 free or still busy with another call (for which Asterisk would send no change at all).
@@ -120,11 +124,14 @@ class CallAdapter:
             handler(self, event)
 
     def _dial_begin(self, e: Any) -> None:
-        call = self.calls.get(e.Uniqueid)
-        agent = self.agent_by_device.get(device_of(e.DestChannel))
-        if call is None or agent is None:
-            return
         device = device_of(e.DestChannel)
+        agent = self.agent_by_device.get(device)
+        if agent is None:
+            return
+        call = self.calls.get(e.Uniqueid)
+        self._on_phone(device, e.DestUniqueid, call is not None, e)
+        if call is None:  # another call rings the phone: busy, nothing more for us
+            return
         self.agent_legs[e.DestUniqueid] = call.call_id
         self.device_legs[device] = e.DestUniqueid
         call.legs[e.DestUniqueid] = device
@@ -165,8 +172,15 @@ class CallAdapter:
     def _new_channel(self, e: Any) -> None:
         device = device_of(e.Channel)
         if device in self.agent_by_device:
-            self.device_channels.setdefault(device, set()).add(e.Uniqueid)
-            if e.Linkedid not in self.calls:  # not our call: the phone is busy from now
+            self._on_phone(device, e.Uniqueid, e.Linkedid in self.calls, e)
+
+    def _on_phone(self, device: str, uid: str, ours: bool, e: Any) -> None:
+        """Channel ``uid`` is live on an agent's phone (counted once, from its Newchannel or
+        its DialBegin, whichever comes first); one that is not ours makes the phone busy."""
+        live = self.device_channels.setdefault(device, set())
+        if uid not in live:
+            live.add(uid)
+            if not ours:
                 self._set_device(device, "INUSE", _ts(e))
 
     def _hangup(self, e: Any) -> None:

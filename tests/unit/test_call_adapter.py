@@ -245,6 +245,43 @@ async def test_without_ringing_and_in_use_events_our_leg_does_not_block_and_a_pr
     assert offerable(engine, "1001")
 
 
+async def test_a_phone_rung_by_another_call_is_busy_from_its_dial_begin_and_counted_once(
+) -> None:
+    # manager_ctiserver.conf leaves out the Newchannel of channels made to ring a phone
+    # (extension s): an Originate to the agent's phone (no caller channel) or another
+    # phone's Dial is first heard of by its DialBegin. Ours hears no Newchannel either.
+    adapter, engine, _actions, fed = setup()
+    call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
+    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    adapter.on_ami_event(ami("Event: DialBegin\nUniqueid: 1795.1\n"
+                             "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2"))
+    adapter.on_ami_event(ami("Event: DialEnd\nUniqueid: 1795.1\n"
+                             "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2\n"
+                             "DialStatus: ANSWER"))
+    assert ev.DeviceStateChanged("PJSIP/1001", "INUSE") not in fed  # our own ring
+    # an Originate to the phone while it is on our call (a consultation)
+    adapter.on_ami_event(ami("Event: DialBegin\nDestChannel: PJSIP/1001-00000007\n"
+                             "DestUniqueid: 1795.7"))
+    assert fed[-1] == ev.DeviceStateChanged("PJSIP/1001", "INUSE")
+    before = len(fed)
+    # an older Asterisk still sends its Newchannel: the same channel, told once
+    adapter.on_ami_event(ami("Event: Newchannel\nChannel: PJSIP/1001-00000007\n"
+                             "Uniqueid: 1795.7\nLinkedid: 1795.7\nExten: s"))
+    assert len(fed) == before
+    adapter.on_ami_event(ami("Event: Hangup\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2"))
+    assert engine.agent_state("1001") == "ready" and not offerable(engine, "1001")
+    # another phone's Dial to 1002 while 1002 is free: busy at once
+    adapter.on_ami_event(ami("Event: DialBegin\nChannel: PJSIP/1001-00000007\n"
+                             "Uniqueid: 1795.7\nDestChannel: PJSIP/1002-00000008\n"
+                             "DestUniqueid: 1795.8"))
+    assert not offerable(engine, "1002")
+    for uid, chan in (("1795.7", "PJSIP/1001-00000007"), ("1795.8", "PJSIP/1002-00000008")):
+        adapter.on_ami_event(ami(f"Event: Hangup\nChannel: {chan}\nUniqueid: {uid}"))
+    for dev in ("PJSIP/1001", "PJSIP/1002"):
+        adapter.on_ami_event(ami(f"Event: DeviceStateChange\nDevice: {dev}\nState: NOT_INUSE"))
+    assert offerable(engine, "1001") and offerable(engine, "1002")
+
+
 async def test_when_the_caller_hangs_up_first_the_agent_waits_for_its_own_leg_to_end() -> None:
     # Asterisk hangs up the agent's leg a few ms after the caller's: offering the agent the
     # next caller before that would ring a phone still tearing down this call
