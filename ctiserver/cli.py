@@ -70,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         cfg = _load(args.config)
-        logging.basicConfig(level=args.log_level.upper())
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(SecondCachingFormatter(
-                "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler = logging.StreamHandler()
+        handler.setFormatter(SecondCachingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
         # per call event: no caller frame, thread or process lookups (logging HOWTO,
         # "Optimization") — the format above uses none of them
         logging._srcfile = None  # type: ignore[attr-defined]

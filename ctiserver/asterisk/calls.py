@@ -19,10 +19,10 @@ should they come anyway, those that only echo our own call are dropped. The firs
 a channel the phone places is its Newchannel; of one that rings the phone, the DialBegin
 that every way of ringing a phone publishes (Dial, Queue, Originate, Page...):
 manager_ctiserver.conf leaves out the Newchannel of those (extension ``s``), one event less
-per call. Asterisk
-computes device states asynchronously, so its NOT_INUSE comes a few ms after an agent's
-leg hangs up; the adapter tells the engine at the hang-up itself whether the phone is
-free or still busy with another call (for which Asterisk would send no change at all).
+per call. Asterisk computes device states asynchronously, so its NOT_INUSE comes a few ms
+after an agent's leg hangs up; the adapter tells the engine at the hang-up itself whether
+the phone is free or still busy with another call (for which Asterisk would send no change
+at all).
 
 Log: one INFO line per queued call, when the caller hangs up: the caller, the number,
 the routing decision (routes.py logs it at DEBUG for queued calls), who answered, the wait
@@ -339,15 +339,13 @@ class CallAdapter:
         an agent's hang-up together with the hang-ups and answers of other calls: the freed
         agent's next caller is offered first, the notes follow, in their order. The ACD
         task runs ``run_deferred`` after its steps (``poke`` wakes it when this read gave
-        it nothing); without one, two loop turns later. The pop itself (DialBegin) is not
-        deferred."""
+        it nothing); an adapter without that task runs each step at once. The pop itself
+        (DialBegin) is not deferred."""
         self._deferred.append(functools.partial(step, *args, **kwargs))
-        if len(self._deferred) == 1:
-            if self.poke is not None:
-                self.poke()
-            else:  # two turns: an ACD task woken by this read runs in the next one
-                loop = asyncio.get_running_loop()
-                loop.call_soon(loop.call_soon, self.run_deferred)
+        if self.poke is None:  # no ACD task to come after
+            self.run_deferred()
+        elif len(self._deferred) == 1:
+            self.poke()
 
     def run_deferred(self) -> None:
         if not self._deferred:
