@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,8 @@ from ctiserver.asterisk.ami import AmiConnection
 from ctiserver.asterisk.calls import CallAdapter
 from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.routes import Routes
+from ctiserver import config
+from ctiserver.asterisk.queues_import import read_queues_conf
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import AcdError, Engine
@@ -240,6 +243,12 @@ class Daemon:
         await self.pops.close()
         await self.store.close()
         log.info("stopped")
+
+
+def load_config(path: str | Path) -> Config:
+    """The configuration file, an ``[acd] import_queues_conf`` read by the Asterisk
+    adapter's queues.conf reader."""
+    return config.load(path, read_queues_conf=lambda p: read_queues_conf(p).config)
 
 
 def _safe_url(url: str) -> str:

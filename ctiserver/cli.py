@@ -17,8 +17,10 @@ DEFAULT_CONFIG = os.environ.get("CTISERVER_CONFIG", "ctiserver.toml")
 
 
 def _load(path: str) -> config_mod.Config:
+    from ctiserver.app import load_config
+
     try:
-        return config_mod.load(path)
+        return load_config(path)
     except config_mod.ConfigError as exc:
         print(f"ctiserver: configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -40,7 +42,7 @@ class SecondCachingFormatter(logging.Formatter):
         if second != self._second:
             self._text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return self.default_msec_format % (self._text, record.msecs)
+        return f"{self._text},{int(record.msecs):03d}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
         # per call event: no caller frame, thread or process lookups (logging HOWTO,
         # "Optimization") — the format above uses none of them
-        logging._srcfile = None  # type: ignore[attr-defined]
+        logging._srcfile = None
         logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         from ctiserver.app import run as run_daemon
 
@@ -84,8 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "rules":
         return rules_cli.run(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    parser.error(f"unknown command {args.command}")  # exits
 
 
 if __name__ == "__main__":

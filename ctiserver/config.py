@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,14 @@ class _Reader:
             self.problems.append(f"{where} {key}: unknown setting")
 
 
-def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
+# reads an app_queue queues.conf (``[acd] import_queues_conf``) into ACD settings; raises
+# ValueError or OSError with a message for the admin. The composition root passes the
+# Asterisk adapter's reader (``ctiserver.app.load_config``).
+QueuesConfReader = Callable[[Path], AcdConfig]
+
+
+def load(path: str | Path, env: dict[str, str] | None = None,
+         read_queues_conf: QueuesConfReader | None = None) -> Config:
     """Read and validate the configuration file. Raises ConfigError listing every problem."""
     env = dict(os.environ) if env is None else env
     p = Path(path)
@@ -116,10 +124,11 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(str(p), [f"cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
-    return parse(raw, str(p), env, base=p.parent)
+    return parse(raw, str(p), env, base=p.parent, read_queues_conf=read_queues_conf)
 
 
-def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path(".")) -> Config:
+def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path("."),
+          read_queues_conf: QueuesConfReader | None = None) -> Config:
     r = _Reader()
     r.unknown(raw, "", _SECTIONS)
     sec = {name: raw.get(name, {}) for name in _SECTIONS - {"queues", "agents"}}
@@ -184,7 +193,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     except Exception:
         r.problems.append(f"[phone] timezone: {tz!r} is not an IANA time zone")
 
-    acd = _acd(raw, r, sec["acd"], base)
+    acd = _acd(raw, r, sec["acd"], base, read_queues_conf)
     auto_login = tuple(
         str(a.get("id")) for a in raw.get("agents", []) if isinstance(a, dict)
         and r.get(a, f"[[agents]] {a.get('id')}:", "auto_login", bool, False))
@@ -215,19 +224,20 @@ def _skills(r: _Reader, where: str, value: Any) -> dict[str, int]:
     return out
 
 
-def _acd(raw: dict[str, Any], r: _Reader, acd_sec: dict[str, Any], base: Path) -> AcdConfig:
+def _acd(raw: dict[str, Any], r: _Reader, acd_sec: dict[str, Any], base: Path,
+         read_queues_conf: QueuesConfReader | None) -> AcdConfig:
     r.unknown(acd_sec, "[acd]", {"import_queues_conf"})
     queues: dict[str, QueueConfig] = {}
     agents: dict[str, AgentConfig] = {}
     imported = r.get(acd_sec, "[acd]", "import_queues_conf", str, None)
-    if imported:
-        from ctiserver.asterisk.queues_import import QueuesConfError, read_queues_conf
-
+    if imported and read_queues_conf is None:
+        r.problems.append("[acd] import_queues_conf: no queues.conf reader given to load()")
+    elif imported and read_queues_conf is not None:
         try:
             result = read_queues_conf(base / imported)
-            queues.update(result.config.queues)
-            agents.update(result.config.agents)
-        except (QueuesConfError, OSError) as exc:
+            queues.update(result.queues)
+            agents.update(result.agents)
+        except (ValueError, OSError) as exc:
             r.problems.append(f"[acd] import_queues_conf: {exc}")
 
     for i, q in enumerate(_array(raw, "queues", r)):
@@ -292,12 +302,12 @@ def _acd(raw: dict[str, Any], r: _Reader, acd_sec: dict[str, Any], base: Path) -
             id=aid, name=r.get(a, where, "name", str, aid), device=device,
             skills=_skills(r, f"{where} skills", a.get("skills", {})), queues=agent_queues)
 
-    for qname, q in queues.items():
-        for m in q.members:
+    for qname, qc in queues.items():
+        for m in qc.members:
             if m not in agents:
                 r.problems.append(f"[[queues]] {qname}: members: no agent with id {m!r}")
-        if q.overflow and q.overflow.startswith("queue:") and q.overflow[6:] not in queues:
-            r.problems.append(f"[[queues]] {qname}: overflow: no queue {q.overflow[6:]!r}")
+        if qc.overflow and qc.overflow.startswith("queue:") and qc.overflow[6:] not in queues:
+            r.problems.append(f"[[queues]] {qname}: overflow: no queue {qc.overflow[6:]!r}")
     for aid, ag in agents.items():
         for qn in ag.queues:
             if qn not in queues:

@@ -58,13 +58,13 @@ class AmiConnection:
                     return
                 log.warning("AMI %s:%d not reachable (%s); retrying in %.1f s",
                             cfg.host, cfg.port, f.exception(), self._delay)
-                self.manager.reconnect_timeout = self._delay  # type: ignore[assignment]
+                self.manager.reconnect_timeout = self._delay
                 self._delay = min(self._delay * 2, cfg.reconnect_max)
                 self.manager.loop.call_later(self.manager.reconnect_timeout, self._connect)
                 return
             original_connection_made(f)
 
-        self.manager.connection_made = connection_made  # type: ignore[method-assign]
+        self.manager.connection_made = connection_made
 
     def _connect(self) -> None:
         if not self._closing:
@@ -92,7 +92,7 @@ class AmiConnection:
             return
         log.warning("AMI connection to %s:%d lost (%s); reconnecting", self.cfg.host,
                     self.cfg.port, exc or "closed by Asterisk")
-        self.manager.reconnect_timeout = self._delay  # type: ignore[assignment]
+        self.manager.reconnect_timeout = self._delay
         self._delay = min(self._delay * 2, self.cfg.reconnect_max)
 
     def _event(self, event: Any) -> None:
@@ -187,6 +187,8 @@ class EventProtocol(AMIProtocol):  # type: ignore[misc]
     fifth of the parsing time; and for the responses to ``send_nowait``'s actions (two per
     offer), recognised by their ActionID. Other responses and list events (with an
     ActionID) go through panoramisk as before."""
+
+    version: str | None  # set by panoramisk's connection_made; ours reads the greeting
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

@@ -80,3 +80,26 @@ def test_imported_config_drives_the_engine() -> None:
     assert rings == [
         Ring("c1", ("1001", "1002", "1003"), ("PJSIP/1001", "PJSIP/1002", "PJSIP/1003"), 25.0)
     ]
+
+
+def test_the_daemons_configuration_imports_queues_conf_beside_its_own_queues(
+        tmp_path: Path) -> None:
+    from ctiserver.app import load_config
+    from ctiserver.config import ConfigError, load
+
+    (tmp_path / "queues.conf").write_text(FIXTURE.read_text())
+    toml = tmp_path / "ctiserver.toml"
+    toml.write_text('[ami]\nsecret = "s3cret"\n\n[acd]\nimport_queues_conf = "queues.conf"\n\n'
+                    '[[queues]]\nname = "vip"\n')
+    cfg = load_config(toml)  # relative to the configuration file
+    assert set(cfg.acd.queues) == {"sales", "support", "billing", "legacy", "vip"}
+    assert cfg.acd.queues["sales"].members == ("1001", "1002", "1003")
+    # a broken queues.conf is one of the file's problems, not a traceback
+    (tmp_path / "queues.conf").write_text("[sales]\nstrategy = nonsense-strategy\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(toml)
+    assert any("import_queues_conf" in p for p in err.value.problems)
+    # config.py itself does not read Asterisk files: without a reader it says so
+    with pytest.raises(ConfigError) as err:
+        load(toml, env={})
+    assert any("import_queues_conf" in p for p in err.value.problems)
