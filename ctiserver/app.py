@@ -1,8 +1,9 @@
 """The composition root: builds every part from the configuration and runs them.
 
-    Asterisk ──AMI──▶ CallAdapter ──events──▶ AcdRunner(Engine) ──effects──▶ CallAdapter ──AMI──▶
-    Asterisk ──FastAGI──▶ Routes (RulesRuntime, IVR, CRM lookup) ──CallerJoined──▶ AcdRunner
-    CallAdapter ──offered/answered──▶ PopService ──▶ FanOut(WebSocketHub, MqttNotifier)
+    Asterisk ──AMI──▶ AmiCallEvents ──▶ CallTracker ──events──▶ AcdRunner(Engine)
+    AcdRunner ──effects──▶ CallTracker ──▶ AmiTelephony ──AMI──▶ Asterisk
+    Asterisk ──FastAGI──▶ AgiRoutes ──▶ Routing (rules, IVR, CRM lookup) ──join──▶ CallTracker
+    CallTracker ──offered/answered/ended──▶ PopService ──▶ FanOut(WebSocketHub, MqttNotifier)
     Web page ──▶ AgentControl ──▶ AcdRunner
 
 Nothing else constructs these objects; they receive what they need here.
@@ -20,13 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ctiserver.acd_runner import AcdRunner
-from ctiserver.asterisk.ami import AmiConnection
-from ctiserver.asterisk.calls import CallAdapter
-from ctiserver.asterisk.fastagi import FastAgiServer
-from ctiserver.asterisk.routes import Routes
 from ctiserver import config
+from ctiserver.acd_runner import AcdRunner
+from ctiserver.asterisk.agi_calls import AgiRoutes
+from ctiserver.asterisk.ami import AmiConnection, AmiEvent
+from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony
+from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.queues_import import read_queues_conf
+from ctiserver.calls.routing import Routing
+from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import AcdError, Engine
@@ -118,31 +121,34 @@ class Daemon:
         self.engine = Engine(cfg.acd)
         self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login)
         self.runner = AcdRunner(self.engine, self._carry_out)
-        self.calls = CallAdapter(self.ami, self.runner.submit, self.pops, cfg.acd,
+        self.calls = CallTracker(AmiTelephony(self.ami), self.runner.submit, self.pops,
+                                 {a.device: a.id for a in cfg.acd.agents.values()},
                                  poke=self.runner.poke)
+        self.ami_calls = AmiCallEvents(self.calls, self.ami)
         self.runner.after_steps(self.calls.run_deferred)
         # lookup(table, key) in rules: only [crm] lookup_tables, each call bounded
         self.sql_lookup = (SqlLookup(self.store.engine, cfg.lookup_tables, cfg.lookup_timeout)
                            if cfg.lookup_tables else None)
         # one CRM lookup per call: routing starts it, the pop uses its answer
-        self.routes = Routes(self.calls, self.rules, lambda: self.cfg.acd, self.runner.request,
-                             self.pops.lookup, forget=self.pops.forget, region=cfg.region,
-                             timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
-                             lookup=self.sql_lookup)
+        self.routing = Routing(self.calls, self.rules, lambda: self.cfg.acd,
+                               self.runner.request, self.pops, region=cfg.region,
+                               timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
+                               lookup=self.sql_lookup)
+        agi_routes = AgiRoutes(self.routing)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
-        self.agi.add_route("route", self.routes.route)
-        self.agi.add_route("agent", self.routes.agent)
+        self.agi.add_route("route", agi_routes.route)
+        self.agi.add_route("agent", agi_routes.agent)
         self.control = EngineControl(self.runner, self.pops)
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.restored: set[str] = set()
         self.web_runner: web.AppRunner | None = None
 
-    def _on_ami_event(self, event: Any) -> None:
-        self.calls.on_ami_event(event)
+    def _on_ami_event(self, event: AmiEvent) -> None:
+        self.ami_calls.on_ami_event(event)
 
     def _on_ami_login(self) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(self.calls.resync()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self.ami_calls.resync()))
 
     def _carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
         self.calls.carry_out(event, effects)

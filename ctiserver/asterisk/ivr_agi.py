@@ -30,7 +30,8 @@ _SAFE_SOUND = re.compile(r"^[A-Za-z0-9_\-./]{1,128}$")
 
 
 class AgiRequest(Protocol):
-    headers: Mapping[str, str]
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def send_command(self, command: str) -> Any: ...
 

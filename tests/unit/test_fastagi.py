@@ -150,19 +150,18 @@ class Channel:
 
 
 async def test_the_decision_reaches_the_dialplan_in_one_round_trip_when_values_are_plain() -> None:
-    from ctiserver.asterisk.routes import Routes
+    from ctiserver.asterisk.agi_calls import AgiChannel
 
-    answer = Routes._answer
     chan = Channel()
-    await answer(None, chan, "1795.1", "connect",  # type: ignore[arg-type]
-                 {"CTI_DIAL": "PJSIP/1001&PJSIP/1002", "CTI_RINGTIMEOUT": "15"})
+    await AgiChannel(chan, "1795.1").answer(  # type: ignore[arg-type]
+        "connect", {"CTI_DIAL": "PJSIP/1001&PJSIP/1002", "CTI_RINGTIMEOUT": "15"})
     assert chan.commands == [
         'EXEC MSet "CTI_DIAL=PJSIP/1001&PJSIP/1002,CTI_RINGTIMEOUT=15,CTI_ACTION=connect"']
     assert chan.closed
     # a value MSet would split or unquote: one SET VARIABLE each, quoted
     chan = Channel()
-    await answer(None, chan, "1795.2", "message",  # type: ignore[arg-type]
-                 {"CTI_MESSAGE": 'closed,"x" ${EVIL}'})
+    await AgiChannel(chan, "1795.2").answer(  # type: ignore[arg-type]
+        "message", {"CTI_MESSAGE": 'closed,"x" ${EVIL}'})
     assert chan.commands == ['SET VARIABLE CTI_MESSAGE "closed,x ${EVIL}"',
                              'SET VARIABLE CTI_ACTION "message"']
     assert chan.closed

@@ -1,18 +1,20 @@
-"""The AMI adapter's translation table, fed with AMI messages as Asterisk 22 writes them
-(parsed as the daemon parses them: ``ctiserver.asterisk.ami.parse_event``), and its effects
-turned into AMI actions. The AMI side is a recorder of the actions that would be sent; the
-engine is the real one."""
+"""The calls feature's tracker behind the AMI adapter's translation table, fed with AMI
+messages as Asterisk 22 writes them (parsed as the daemon parses them:
+``ctiserver.asterisk.ami.parse_event``), and its effects turned into AMI actions. The AMI
+side is a recorder of the actions that would be sent; the engine is the real one."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from ctiserver.asterisk.ami import AmiEvent, parse_event
-from ctiserver.asterisk.calls import Call, CallAdapter, device_of
+from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony, device_of
+from ctiserver.calls.model import Call, CallInfo
+from ctiserver.calls.tracker import CallTracker
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
 from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig
-from ctiserver.pops import CallInfo
 
 EOL = "\r\n"
 
@@ -37,20 +39,29 @@ class Actions:
         return True
 
 
-def setup() -> tuple[CallAdapter, Engine, Actions, list[ev.Event]]:
+def adapter_for(actions: Actions, submit: Callable[[ev.Event, float | None], None],
+                pops: object, cfg: AcdConfig, poke: object = None) -> AmiCallEvents:
+    """The tracker and its AMI adapter, wired as the daemon wires them."""
+    devices = {a.device: a.id for a in cfg.agents.values()}
+    tracker = CallTracker(AmiTelephony(actions), submit, pops, devices,  # type: ignore[arg-type]
+                          poke=poke)  # type: ignore[arg-type]
+    return AmiCallEvents(tracker, actions)  # type: ignore[arg-type]
+
+
+def setup() -> tuple[AmiCallEvents, Engine, Actions, list[ev.Event]]:
     cfg = AcdConfig({"support": QueueConfig("support", ring_timeout=12)},
                     {a: AgentConfig(a, a, f"PJSIP/{a}", queues=("support",))
                      for a in ("1001", "1002")})
     engine = Engine(cfg)
     actions = Actions()
     fed: list[ev.Event] = []
-    adapter: CallAdapter
+    adapter: AmiCallEvents
 
     def submit(event: ev.Event, at: float | None) -> None:
         fed.append(event)
-        adapter.carry_out(event, engine.handle(event, at or 1000.0))
+        adapter.tracker.carry_out(event, engine.handle(event, at or 1000.0))
 
-    adapter = CallAdapter(actions, submit, None, cfg)  # type: ignore[arg-type]
+    adapter = adapter_for(actions, submit, None, cfg)
     for a in ("1001", "1002"):
         submit(ev.AgentLoggedIn(a), 999.0)
     return adapter, engine, actions, fed
@@ -66,7 +77,7 @@ async def test_a_call_from_join_to_hangup() -> None:
     adapter, engine, actions, fed = setup()
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     action, variables = await asyncio.wait_for(
-        adapter.join(call, ev.CallerJoined("1795.1", "support")), 1)
+        adapter.tracker.join(call, ev.CallerJoined("1795.1", "support")), 1)
     # an agent is free: the dialplan dials at once, no Redirect needed
     assert action == "connect"
     assert variables == {"CTI_DIAL": "PJSIP/1001", "CTI_RINGTIMEOUT": "12"}
@@ -101,7 +112,7 @@ async def test_a_call_from_join_to_hangup() -> None:
 async def test_an_unanswered_offer_goes_to_the_next_agent_by_redirect() -> None:
     adapter, engine, actions, fed = setup()
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
-    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"))
     adapter.on_ami_event(ami("""
         Event: DialBegin
         Uniqueid: 1795.1
@@ -127,11 +138,11 @@ async def test_an_unanswered_offer_goes_to_the_next_agent_by_redirect() -> None:
 async def test_a_caller_who_waited_is_offered_to_the_agent_who_frees_up() -> None:
     adapter, engine, actions, fed = setup()
     for a in ("1001", "1002"):
-        adapter.submit(ev.AgentPaused(a, "lunch"), None)
+        adapter.tracker.submit(ev.AgentPaused(a, "lunch"), None)
     call = Call("1795.9", "PJSIP/trunk-00000009", CallInfo("1795.9", "+34600111222"))
-    assert (await adapter.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
+    assert (await adapter.tracker.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
     assert actions.sent == []
-    adapter.submit(ev.AgentReady("1002"), None)
+    adapter.tracker.submit(ev.AgentReady("1002"), None)
     assert actions.sent == [
         {"Action": "Setvar", "Channel": "PJSIP/trunk-00000009", "Variable": "CTI_DIAL",
          "Value": "PJSIP/1002"},
@@ -143,9 +154,9 @@ async def test_a_caller_who_waited_is_offered_to_the_agent_who_frees_up() -> Non
 async def test_caller_hangup_while_waiting_is_an_abandon() -> None:
     adapter, engine, actions, fed = setup()
     for a in ("1001", "1002"):
-        adapter.submit(ev.AgentPaused(a, "lunch"), None)
+        adapter.tracker.submit(ev.AgentPaused(a, "lunch"), None)
     call = Call("1795.9", "PJSIP/trunk-00000009", CallInfo("1795.9", "+34600111222"))
-    assert (await adapter.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
+    assert (await adapter.tracker.join(call, ev.CallerJoined("1795.9", "support")))[0] == "hold"
     adapter.on_ami_event(ami("""
         Event: Hangup
         Uniqueid: 1795.9
@@ -183,14 +194,14 @@ def offerable(engine: Engine, agent: str) -> bool:
     return {a["id"]: a for a in engine.snapshot(1100.0)["agents"]}[agent]["offerable"]
 
 
-async def answered_call(adapter: CallAdapter, private: bool = False,
+async def answered_call(adapter: AmiCallEvents, private: bool = False,
                         agent_hangs_up: bool = True, device_events: bool = True) -> None:
     """1001 takes a call; its phone reports ringing and in use (with, optionally, a second
     call of its own on the phone meanwhile: a consultation); the agent hangs up (or, with
     ``agent_hangs_up=False``, nobody yet). ``device_events=False``: Asterisk's RINGING /
     INUSE are filtered out, as manager_ctiserver.conf does."""
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
-    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"))
     for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2\n"
                  "Linkedid: 1795.1",
                  "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
@@ -252,7 +263,7 @@ async def test_a_phone_rung_by_another_call_is_busy_from_its_dial_begin_and_coun
     # phone's Dial is first heard of by its DialBegin. Ours hears no Newchannel either.
     adapter, engine, _actions, fed = setup()
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
-    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"))
     adapter.on_ami_event(ami("Event: DialBegin\nUniqueid: 1795.1\n"
                              "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2"))
     adapter.on_ami_event(ami("Event: DialEnd\nUniqueid: 1795.1\n"
@@ -296,7 +307,7 @@ async def test_when_the_caller_hangs_up_first_the_agent_waits_for_its_own_leg_to
 async def test_a_caller_gone_while_the_phone_rings_frees_the_agent_when_the_ring_ends() -> None:
     adapter, engine, _actions, _fed = setup()
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
-    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"))
     for text in ("Event: Newchannel\nChannel: PJSIP/1001-00000002\nUniqueid: 1795.2\n"
                  "Linkedid: 1795.1",
                  "Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
@@ -331,12 +342,12 @@ async def test_an_engine_that_does_not_answer_the_join_leaves_the_caller_holding
     # dialplan is told to hold after the timeout, and the late offer is then a Redirect
     adapter, engine, actions, _fed = setup()
     held: list[ev.Event] = []
-    adapter.submit = lambda event, at: held.append(event)  # type: ignore[method-assign]
+    adapter.tracker.submit = lambda event, at: held.append(event)  # type: ignore[method-assign]
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     reply = await asyncio.wait_for(
-        adapter.join(call, ev.CallerJoined("1795.1", "support"), timeout=0.05), 2)
+        adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"), timeout=0.05), 2)
     assert reply == ("hold", {})
-    adapter.carry_out(held[0], engine.handle(held[0], 1000.0))
+    adapter.tracker.carry_out(held[0], engine.handle(held[0], 1000.0))
     assert [(a["Action"], a.get("Context")) for a in actions.sent] == [
         ("Setvar", None), ("Redirect", "ctiserver-connect")]
 
@@ -355,7 +366,7 @@ async def test_the_not_inuse_after_our_call_is_not_told_twice_but_after_a_busy_r
     # NOT_INUSE (the same state as the engine was last told) must reach it
     adapter.on_ami_event(ami(not_inuse.replace("1001", "1002")))
     call = Call("1795.5", "PJSIP/trunk-00000005", CallInfo("1795.5", "+34915550000"))
-    await adapter.join(call, ev.CallerJoined("1795.5", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.5", "support"))
     ringing = next(e for e in reversed(fed) if isinstance(e, ev.CallerJoined))
     assert ringing.call_id == "1795.5"
     agent = call.ringing[0]
@@ -390,7 +401,7 @@ async def test_the_hang_up_line_tells_the_whole_call(caplog) -> None:  # type: i
     call = Call("1795.1", "PJSIP/trunk-00000001",
                 CallInfo("1795.1", "+34915551234", "Ana", "900100200", joined_at=1000.0),
                 route="queue support (rule vip line)")
-    await adapter.join(call, ev.CallerJoined("1795.1", "support"))
+    await adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"))
     with caplog.at_level(logging.INFO, logger="ctiserver.calls"):
         for text in ("Event: DialBegin\nUniqueid: 1795.1\nDestChannel: PJSIP/1001-00000002\n"
                      "DestUniqueid: 1795.2\nTimestamp: 1001.0",
@@ -457,27 +468,27 @@ async def test_in_one_ami_read_the_freed_agent_is_offered_before_the_pop_notes_a
             log.extend(f"{a['Action']} {a['Channel']}" for a in actions)
             return super().send_nowait(*actions)
 
-    adapter: CallAdapter
-    runner = AcdRunner(Engine(cfg), lambda e, fx: adapter.carry_out(e, fx),
+    adapter: AmiCallEvents
+    runner = AcdRunner(Engine(cfg), lambda e, fx: adapter.tracker.carry_out(e, fx),
                        freeze_at_start=False)
     pops = PopLog(log)
-    adapter = CallAdapter(Sent(), runner.submit, pops, cfg,  # type: ignore[arg-type]
-                          poke=runner.poke)
-    runner.after_steps(adapter.run_deferred)  # as the daemon wires them
+    adapter = adapter_for(Sent(), runner.submit, pops, cfg, poke=runner.poke)
+    tracker = adapter.tracker
+    runner.after_steps(tracker.run_deferred)  # as the daemon wires them
     task = asyncio.create_task(runner.run())
     try:
         runner.submit(ev.AgentLoggedIn("1001"))
         first = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
-        assert (await adapter.join(first, ev.CallerJoined("1795.1", "support")))[0] == "connect"
+        assert (await tracker.join(first, ev.CallerJoined("1795.1", "support")))[0] == "connect"
         adapter.on_ami_event(ami("Event: DialBegin\nUniqueid: 1795.1\n"
                                  "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2"))
         adapter.on_ami_event(ami("Event: DialEnd\nUniqueid: 1795.1\n"
                                  "DestChannel: PJSIP/1001-00000002\nDestUniqueid: 1795.2\n"
                                  "DialStatus: ANSWER"))
         second = Call("1795.3", "PJSIP/trunk-00000003", CallInfo("1795.3", "+34600111222"))
-        assert (await adapter.join(second, ev.CallerJoined("1795.3", "support")))[0] == "hold"
+        assert (await tracker.join(second, ev.CallerJoined("1795.3", "support")))[0] == "hold"
         third = Call("boom", "PJSIP/trunk-00000009", CallInfo("boom", "+34600999999"))
-        assert (await adapter.join(third, ev.CallerJoined("boom", "support")))[0] == "hold"
+        assert (await tracker.join(third, ev.CallerJoined("boom", "support")))[0] == "hold"
         await pops.until("pop answered 1795.1 1001")  # the notes so far are written
         log.clear()
         # one read: the agent hangs up, its caller goes, the third caller gives up

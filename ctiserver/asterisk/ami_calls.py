@@ -1,0 +1,130 @@
+"""AMI events -> the calls feature, and its actions -> AMI.
+
+It translates and nothing more: one table (``HANDLERS``) maps AMI event names to the
+tracker's intent-named methods, with the agent's device read from the channel name and
+Asterisk's ``Timestamp``; ``AmiTelephony`` turns a redirect into Setvar + Redirect actions.
+The first word of a channel the phone places is its Newchannel; of one that rings the
+phone, the DialBegin that every way of ringing a phone publishes (Dial, Queue, Originate,
+Page...): manager_ctiserver.conf leaves out the Newchannel of those (extension ``s``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from ctiserver.asterisk.ami import AmiConnection, AmiEvent
+from ctiserver.calls.tracker import CallTracker
+
+log = logging.getLogger("ctiserver.calls")
+
+DIAL_FAILURES = {
+    "NOANSWER": "noanswer", "BUSY": "busy", "CHANUNAVAIL": "unavailable",
+    "CONGESTION": "unavailable", "CANCEL": "cancel", "DONTCALL": "noanswer",
+    "TORTURE": "noanswer", "INVALIDARGS": "unavailable",
+}
+
+
+def device_of(channel: str) -> str:
+    """``PJSIP/1001-0000000a`` -> ``PJSIP/1001``; ``Local/x@ctx-0001;1`` -> ``Local/x@ctx``."""
+    base = channel.split(";", 1)[0]
+    return base.rsplit("-", 1)[0] if "-" in base else base
+
+
+def _ts(event: AmiEvent) -> float | None:
+    try:
+        return float(event.Timestamp)
+    except (TypeError, ValueError):
+        return None
+
+
+class AmiTelephony:
+    """``ctiserver.calls.ports.Telephony`` over the AMI connection."""
+
+    def __init__(self, ami: AmiConnection) -> None:
+        self.ami = ami
+
+    def redirect(self, channel: str, context: str, variables: Mapping[str, str],
+                 exten: str = "s") -> None:
+        """Setvar each variable, then Redirect to context,exten,1: pipelined in one write
+        (AMI runs one session's actions in order), their responses not awaited."""
+        actions = [{"Action": "Setvar", "Channel": channel, "Variable": name,
+                    "Value": value} for name, value in variables.items()]
+        actions.append({"Action": "Redirect", "Channel": channel, "Context": context,
+                        "Exten": exten, "Priority": "1"})
+        self.ami.send_nowait(*actions)
+
+
+class AmiCallEvents:
+    def __init__(self, tracker: CallTracker, ami: AmiConnection) -> None:
+        self.tracker = tracker
+        self.ami = ami
+
+    def on_ami_event(self, event: AmiEvent) -> None:
+        handler = HANDLERS.get(event.event)
+        if handler is not None:
+            handler(self.tracker, event)
+
+    async def resync(self) -> None:
+        """After (re)connecting: tell the tracker every live channel and device state."""
+        try:
+            channels = await self.ami.call({"Action": "CoreShowChannels"}, timeout=10)
+            listed = [(device_of(m.Channel), m.Uniqueid, m.Linkedid, _ts(m))
+                      for m in _as_list(channels) if m.Uniqueid]
+            states = await self.ami.call({"Action": "DeviceStateList"}, timeout=10)
+            devices = [(m.Device, m.State, _ts(m)) for m in _as_list(states)
+                       if m.event == "DeviceStateChange"]
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("resync after AMI login failed: %s", exc)
+            return
+        self.tracker.resync(listed, devices)
+
+
+def _as_list(resp: object) -> list[AmiEvent]:
+    return list(resp) if isinstance(resp, list) else []
+
+
+def _dial_begin(t: CallTracker, e: AmiEvent) -> None:
+    t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e))
+
+
+def _dial_end(t: CallTracker, e: AmiEvent) -> None:
+    status = (e.DialStatus or "").upper()
+    reason = "answer" if status == "ANSWER" else DIAL_FAILURES.get(status, "noanswer")
+    t.dial_ended(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, reason, _ts(e),
+                 status=status)
+
+
+def _new_channel(t: CallTracker, e: AmiEvent) -> None:
+    t.channel_created(device_of(e.Channel), e.Uniqueid, e.Linkedid, _ts(e))
+
+
+def _hangup(t: CallTracker, e: AmiEvent) -> None:
+    t.hung_up(device_of(e.Channel), e.Uniqueid, e.get("Cause-txt") or e.Cause, _ts(e))
+
+
+def _device_state(t: CallTracker, e: AmiEvent) -> None:
+    t.device_state(e.Device, e.State, _ts(e))
+
+
+def _user_event(_t: CallTracker, e: AmiEvent) -> None:
+    """The dialplan's own markers: logged with the call's id."""
+    name = e.UserEvent
+    if name == "CtiFallback":
+        log.warning("[%s] call sent to the app_queue fallback (AGI status %s)",
+                    e.CallId, e.AgiStatus or "?")
+    elif name == "CtiHoldExpired":
+        log.warning("[%s] caller held too long without ctiserver: fallback", e.CallId)
+    elif name == "CtiAnnounce":
+        log.info("[%s] position announcement %s (position %s)", e.CallId, e.State,
+                 e.Position)
+
+
+HANDLERS: dict[str, Callable[[CallTracker, AmiEvent], None]] = {
+    "Newchannel": _new_channel,
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
+    "Hangup": _hangup,
+    "DeviceStateChange": _device_state,
+    "UserEvent": _user_event,
+}

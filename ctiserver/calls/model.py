@@ -1,0 +1,79 @@
+"""A call as the calls feature follows it, and what the dialplan does with it next."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class CallState(StrEnum):
+    ROUTING = "routing"  # the dialplan waits for the decision (FastAGI)
+    WAITING = "waiting"  # queued, on hold or hearing an announcement
+    RINGING = "ringing"  # offered: an agent's phone rings
+    CONNECTED = "connected"  # an agent answered
+    ROUTED = "routed"  # left the queue for another destination (overflow)
+    GONE = "gone"  # the caller hung up
+
+
+@dataclass
+class CallInfo:
+    """What the screen-pop and the call's record need to know of a call."""
+
+    call_id: str  # stable: the caller channel's Linkedid
+    caller_id: str  # E.164 when it could be normalised (routing does it, once)
+    caller_name: str = ""
+    dnis: str = ""
+    queue: str = ""
+    digits: str = ""
+    answers: dict[str, Any] = field(default_factory=dict)
+    joined_at: float = 0.0
+    offered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    """A new call as the dialplan hands it over, before any decision."""
+
+    call_id: str  # the caller channel's Uniqueid
+    channel: str
+    caller_id: str  # as Asterisk gave it: routing normalises it
+    caller_name: str
+    dnis: str
+
+
+# (dialplan action, channel variables): how ctiserver-inbound goes on (see the
+# asterisk_conf/etc/extensions_ctiserver.conf contract)
+Next = tuple[str, dict[str, str]]
+
+
+@dataclass
+class Call:
+    call_id: str
+    channel: str
+    info: CallInfo
+    state: CallState = CallState.ROUTING
+    agi_reply: asyncio.Future[Next] | None = None  # the routing request still waiting
+    ringing: tuple[str, ...] = ()  # agents being offered the call
+    legs: dict[str, str] = field(default_factory=dict)  # agents' legs: uniqueid -> device
+    agent_id: str | None = None
+    agent_uid: str | None = None
+    answered: bool = False
+    answered_at: float | None = None
+    ended: bool = False  # the answering agent hung up (CallEnded told)
+    joined: bool = False  # entered an ACD queue (not routed elsewhere)
+    route: str = ""  # the routing decision, for the hang-up line
+
+
+def destination(kind: str, arg: str) -> Next:
+    """A non-queue target -> what the dialplan does next."""
+    if kind == "voicemail":
+        return "voicemail", {"CTI_MAILBOX": arg}
+    if kind == "message":
+        return "message", {"CTI_MESSAGE": arg.replace(",", "&").replace(" ", "&")}
+    if kind == "extension":
+        return "extension", {"CTI_EXTEN": arg}
+    if kind == "hangup":
+        return "hangup", {}
+    return "fallback", {}

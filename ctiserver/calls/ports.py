@@ -1,0 +1,90 @@
+"""What the calls feature needs from the rest of ctiserver, declared here and wired in
+``ctiserver.app``: the telephony adapter, the dialplan's channel, the rules, the ACD task
+and whoever follows calls (the screen-pops)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ctiserver.calls.model import CallInfo
+from ctiserver.core.acd import events as ev
+from ctiserver.core.ivr.session import IvrSession
+from ctiserver.core.rules.context import CallContext
+from ctiserver.core.rules.decision import Decision
+
+
+class Telephony(Protocol):
+    """Actions on the PBX that nobody waits for."""
+
+    def redirect(self, channel: str, context: str, variables: Mapping[str, str],
+                 exten: str = "s") -> None:
+        """Set ``variables`` on ``channel``, then send it to ``context,exten,1``."""
+
+
+class DialplanChannel(Protocol):
+    """The caller's channel while the dialplan waits for the routing decision."""
+
+    async def run_ivr(self, session: IvrSession) -> dict[str, Any]:
+        """Drive an IVR session on the channel: ``{"answers", "decision", "hungup",
+        "trace"}`` (see ``ctiserver.asterisk.ivr_agi.run_ivr``)."""
+
+    async def answer(self, action: str, variables: Mapping[str, str]) -> None:
+        """Hand the decision to the dialplan; the channel is released after it."""
+
+
+class Rules(Protocol):
+    def decide(self, ctx: CallContext) -> Decision: ...
+
+    def ivr_session(self, name: str, answers: dict[str, str]) -> IvrSession: ...
+
+
+class Customer(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def assigned_agent(self) -> str | None: ...
+
+
+class Identified(Protocol):
+    """The CRM's answer for a caller: the matching customers, best first."""
+
+    @property
+    def customers(self) -> Sequence[Customer]: ...
+
+
+class CallObserver(Protocol):
+    """Told of each queued call's moments (the screen-pops); all but ``lookup`` return
+    at once: they run on the ACD task's path."""
+
+    def lookup(self, call_id: str, number: str) -> Awaitable[Identified]: ...
+
+    def forget(self, call_id: str) -> None: ...
+
+    def prefetch(self, call: CallInfo) -> None: ...
+
+    def offered_nowait(self, call: CallInfo, agent_id: str) -> None: ...
+
+    def answered_nowait(self, call_id: str, agent_id: str) -> None: ...
+
+    def ended_nowait(self, call_id: str, agent_id: str | None, *, call: CallInfo,
+                     at: float | None, outcome: str) -> None: ...
+
+    def agent_state_changed(self, agent_id: str, state: str, reason: str | None,
+                            call_id: str | None) -> None: ...
+
+
+class Submit(Protocol):
+    """Queue an event for the ACD task (``at``: Asterisk's time stamp, if it gave one)."""
+
+    def __call__(self, event: ev.Event, at: float | None) -> None: ...
+
+
+class Request(Protocol):
+    """Give the ACD task an event and wait for it to be taken (AcdError if refused)."""
+
+    def __call__(self, event: ev.Event) -> Awaitable[Any]: ...

@@ -1,0 +1,300 @@
+"""Follows each queued call from its join to its hang-up.
+
+Telephony facts come in (an agent's phone rung, answered, a channel hung up) and become
+ACD events; the ACD's effects go out as actions on the caller's channel (an offer is
+``CTI_DIAL`` + a redirect to ``ctiserver-connect``; see asterisk_conf/etc/
+extensions_ctiserver.conf). The screen-pop is told at the moment the phone rings.
+
+A call's id is the caller channel's Uniqueid, which is also the Linkedid of every channel
+the call creates (the agents' legs), so it is stable for the pop.
+
+Log: one INFO line per queued call, when the caller hangs up: the caller, the number,
+the routing decision, who answered, the wait and the talk time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ctiserver.calls.model import Call, CallState, Next, destination
+from ctiserver.calls.phones import Phones
+from ctiserver.calls.ports import CallObserver, Submit, Telephony
+from ctiserver.core.acd import events as ev
+
+log = logging.getLogger("ctiserver.calls")
+
+ROUTINE_STATES = frozenset({"offered", "on_call", "wrap_up", "ready"})
+AGENT_REQUESTS = (ev.AgentLoggedIn, ev.AgentLoggedOut, ev.AgentPaused, ev.AgentReady)
+
+
+class CallTracker:
+    def __init__(self, telephony: Telephony, submit: Submit, pops: CallObserver | None,
+                 agent_by_device: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 poke: Callable[[], None] | None = None) -> None:
+        self.telephony = telephony
+        self.submit = submit
+        self.pops = pops
+        self.clock = clock
+        # wakes the ACD task, whose after-steps hook runs run_deferred (see _defer)
+        self.poke = poke
+        self.phones = Phones(submit, agent_by_device)
+        self.calls: dict[str, Call] = {}
+        self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
+        self._deferred: list[Callable[[], None]] = []  # screen-pop steps, see _defer
+
+    # ------------------------------------------------------------------ telephony in
+
+    def dial_began(self, call_id: str, device: str, leg: str, at: float | None) -> None:
+        """Channel ``leg`` rings ``device`` for the call ``call_id`` (any call's)."""
+        agent = self.phones.agent_by_device.get(device)
+        if agent is None:
+            return
+        call = self.calls.get(call_id)
+        self.phones.channel_up(device, leg, call is not None, at)
+        if call is None:  # another call rings the phone: busy, nothing more for us
+            return
+        self.agent_legs[leg] = call.call_id
+        self.phones.legs[device] = leg
+        call.legs[leg] = device
+        log.debug("[%s] ringing agent %s (%s)", call.call_id, agent, device)
+        # nothing for the engine (RingStarted would be a no-op step): it counted the offer
+        # from its own Ring effect; the ring is the pop's moment
+        if self.pops is not None:
+            call.info.offered_at = at or self.clock()
+            self.pops.offered_nowait(call.info, agent)
+
+    def dial_ended(self, call_id: str, device: str, leg: str, reason: str, at: float | None,
+                   status: str = "") -> None:
+        """The ring of ``leg`` ended: ``reason`` "answer" or the ACD's failure reason
+        (noanswer, busy, unavailable, cancel); ``status`` as the PBX said it, for the log."""
+        call = self.calls.get(call_id)
+        agent = self.phones.agent_by_device.get(device)
+        if call is None or agent is None:
+            return
+        if reason == "answer":
+            call.state, call.agent_id, call.agent_uid = CallState.CONNECTED, agent, leg
+            call.answered, call.answered_at = True, at if at is not None else self.clock()
+            log.debug("[%s] answered by agent %s", call.call_id, agent)
+            self.submit(ev.RingAnswered(call.call_id, agent), at)
+            if self.pops is not None:
+                self._defer(self.pops.answered_nowait, call.call_id, agent)
+            return
+        self.agent_legs.pop(leg, None)
+        if reason in ("busy", "unavailable"):
+            self.phones.blocked.add(device)
+        log.info("[%s] agent %s did not take the call: %s", call.call_id, agent,
+                 status or reason)
+        if call.state == CallState.RINGING and agent in call.ringing:
+            call.ringing = tuple(a for a in call.ringing if a != agent)
+            if not call.ringing:
+                call.state = CallState.WAITING
+        self.submit(ev.RingFailed(call.call_id, agent, reason), at)
+
+    def channel_created(self, device: str, uid: str, linkedid: str, at: float | None) -> None:
+        if device in self.phones.agent_by_device:
+            self.phones.channel_up(device, uid, linkedid in self.calls, at)
+
+    def hung_up(self, device: str, uid: str, cause: str, at: float | None) -> None:
+        self.phones.channel_down(device, uid, at)
+        call = self.calls.pop(uid, None)
+        if call is not None:
+            self._caller_gone(call, at, cause)
+            return
+        call_id = self.agent_legs.pop(uid, None)
+        if call_id is not None:
+            call = self.calls.get(call_id)
+            if call is not None and call.agent_uid == uid:
+                log.debug("[%s] agent %s hung up", call_id, call.agent_id)
+                call.ended = True
+                self.submit(ev.CallEnded(call_id), at)
+
+    def device_state(self, device: str, state: str, at: float | None) -> None:
+        self.phones.device_state(device, state, at)
+
+    def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
+        call.state = CallState.GONE
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result(("hangup", {}))
+        info, ended = call.info, at if at is not None else self.clock()
+        if call.answered:
+            answered = call.answered_at or ended
+            outcome = (f"answered by agent {call.agent_id}, waited "
+                       f"{max(0.0, answered - info.joined_at) if info.joined_at else 0.0:.1f} s, "
+                       f"talked {max(0.0, ended - answered):.1f} s")
+        else:
+            outcome = (f"no agent, after {max(0.0, ended - info.joined_at):.1f} s"
+                       if info.joined_at else "no agent")
+        log.info("[%s] caller hung up (%s): %s (%s) -> %s, %s, %s", call.call_id,
+                 cause or "normal", info.caller_id or "unknown", info.caller_name or "-",
+                 info.dnis or "no number", call.route or "-", outcome)
+        if call.joined:
+            for leg, device in call.legs.items():
+                if self.agent_legs.get(leg) == call.call_id:
+                    self.phones.leg_outlives_caller(device, leg, at)
+            if not call.ended:  # the agent hung up first: the engine has ended the call
+                self.submit(ev.CallerLeft(call.call_id), at)
+            if self.pops is not None:
+                self._defer(self.pops.ended_nowait, call.call_id, call.agent_id,
+                            call=call.info, at=at,
+                            outcome="answered" if call.answered else "abandoned")
+        for leg in call.legs:
+            if self.agent_legs.get(leg) == call.call_id:
+                del self.agent_legs[leg]
+
+    # ------------------------------------------------------------------ effects out
+
+    def carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, ev.Ring):
+                self._ring(effect)
+            elif isinstance(effect, ev.CancelRing):
+                call = self.calls.get(effect.call_id)
+                if call is not None and call.state == CallState.RINGING:
+                    call.state, call.ringing = CallState.WAITING, ()
+                    self.telephony.redirect(call.channel, "ctiserver-hold", {})
+            elif isinstance(effect, ev.Announce):
+                self._announce(effect)
+            elif isinstance(effect, ev.Overflow):
+                self._overflow(effect)
+            elif isinstance(effect, ev.AgentStateChanged):
+                # what follows from a call (offered, on call, wrap-up, ready again) is in
+                # the call's own lines: debug; agents' requests and not-ready: info
+                routine = effect.state in ROUTINE_STATES and not isinstance(event, AGENT_REQUESTS)
+                log.log(logging.DEBUG if routine else logging.INFO,
+                        "agent %s: %s%s", effect.agent_id, effect.state,
+                        f" ({effect.reason})" if effect.reason else "")
+                if self.pops is not None:
+                    self._defer(self.pops.agent_state_changed, effect.agent_id, effect.state,
+                                effect.reason, effect.call_id)
+            elif isinstance(effect, ev.CallAbandoned):
+                log.info("[%s] abandoned in %s after %.1f s", effect.call_id, effect.queue,
+                         effect.waited)
+            elif isinstance(effect, ev.QueueChanged):
+                call = self.calls.get(effect.call_id)
+                if call is not None:
+                    call.info.queue = effect.to_queue
+                log.info("[%s] moved from %s to %s (%s)", effect.call_id, effect.from_queue,
+                         effect.to_queue, effect.reason)
+        if isinstance(event, ev.CallerJoined):
+            call = self.calls.get(event.call_id)
+            if call is not None and call.agi_reply is not None and not call.agi_reply.done():
+                call.state = CallState.WAITING
+                call.agi_reply.set_result(("hold", {}))
+
+    def _ring(self, effect: ev.Ring) -> None:
+        call = self.calls.get(effect.call_id)
+        if call is None or call.state == CallState.GONE:
+            return
+        call.state, call.ringing = CallState.RINGING, effect.agent_ids
+        dial = "&".join(effect.devices)
+        timeout = str(max(1, math.ceil(effect.timeout)))  # digits: an extension below
+        log.debug("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result(("connect", {"CTI_DIAL": dial, "CTI_RINGTIMEOUT": timeout}))
+        else:
+            # the ring timeout travels as the extension (the Dial of ctiserver-connect,
+            # <seconds>,1 reads it from there): one Setvar less per offer
+            self.telephony.redirect(call.channel, "ctiserver-connect", {"CTI_DIAL": dial},
+                                    exten=timeout)
+
+    def _announce(self, effect: ev.Announce) -> None:
+        call = self.calls.get(effect.call_id)
+        # never redirect a ringing caller: that would withdraw the offer
+        if call is None or call.state != CallState.WAITING:
+            return
+        eta = "" if effect.estimated_wait is None else str(
+            max(1, math.ceil(effect.estimated_wait / 60)))
+        self.telephony.redirect(call.channel, "ctiserver-announce",
+                                {"CTI_POS": str(effect.position), "CTI_ETA_MIN": eta})
+
+    def _overflow(self, effect: ev.Overflow) -> None:
+        call = self.calls.get(effect.call_id)
+        if call is None:
+            return
+        kind, _, arg = effect.target.partition(":")
+        action, variables = destination(kind, arg)
+        log.info("[%s] overflow from %s (%s) to %s", call.call_id, effect.queue, effect.reason,
+                 effect.target)
+        call.state = CallState.ROUTED
+        if call.agi_reply is not None and not call.agi_reply.done():
+            call.agi_reply.set_result((action, variables))
+        else:
+            self.telephony.redirect(call.channel, f"ctiserver-{action}", variables)
+
+    # ------------------------------------------------------------------ screen-pop notes
+
+    def _defer(self, step: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Run a screen-pop step (the answered and ended notes, the call's record, agents'
+        state notes) once the ACD has taken the events read with it. One AMI read often holds
+        an agent's hang-up together with the hang-ups and answers of other calls: the freed
+        agent's next caller is offered first, the notes follow, in their order. The ACD
+        task runs ``run_deferred`` after its steps (``poke`` wakes it when this read gave
+        it nothing); a tracker without that task runs each step at once. The pop itself
+        (DialBegin) is not deferred."""
+        self._deferred.append(functools.partial(step, *args, **kwargs))
+        if self.poke is None:  # no ACD task to come after
+            self.run_deferred()
+        elif len(self._deferred) == 1:
+            self.poke()
+
+    def run_deferred(self) -> None:
+        if not self._deferred:
+            return
+        steps, self._deferred = self._deferred, []
+        for step in steps:
+            try:
+                step()
+            except Exception:  # one failed note must not cost the others
+                log.exception("screen-pop step %s failed", getattr(step, "func", step))
+
+    # ------------------------------------------------------------------ joining
+
+    async def join(self, call: Call, joined: ev.CallerJoined, timeout: float = 2.0) -> Next:
+        """Put the caller in the queue; returns what the dialplan does next: ("connect",
+        vars) when an agent is free at once, ("hold", {}) otherwise."""
+        loop = asyncio.get_running_loop()
+        call.agi_reply = loop.create_future()
+        call.joined = True
+        self.calls[call.call_id] = call
+        if self.pops is not None:
+            self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
+        self.submit(joined, None)
+        # one timer, no asyncio.timeout + shield: once it fires, the caller holds and the
+        # engine's later offer is a redirect as for any waiting caller
+        timer = loop.call_later(timeout, self._join_unanswered, call, timeout)
+        try:
+            return await call.agi_reply
+        finally:
+            timer.cancel()
+
+    def _join_unanswered(self, call: Call, timeout: float) -> None:
+        if call.agi_reply is not None and not call.agi_reply.done():
+            log.error("[%s] ACD did not answer within %.1f s: holding", call.call_id, timeout)
+            call.state = CallState.WAITING
+            call.agi_reply.set_result(("hold", {}))
+
+    # ------------------------------------------------------------------ resync
+
+    def resync(self, channels: Iterable[tuple[str, str, str, float | None]],
+               device_states: Iterable[tuple[str, str, float | None]]) -> None:
+        """After (re)connecting: ``channels`` are the live (device, uniqueid, linkedid,
+        time stamp), ``device_states`` every (device, state, time stamp): drop calls that
+        ended while we were not listening and relearn the phones."""
+        listed = list(channels)
+        live = {uid for _device, uid, _linked, _at in listed}
+        self.phones.channels = {}
+        for device, uid, linkedid, at in listed:
+            self.channel_created(device, uid, linkedid, at)
+        self.phones.legs = {d: u for d, u in self.phones.legs.items() if u in live}
+        for uid in [u for u in self.calls if u not in live]:
+            call = self.calls.pop(uid)
+            log.warning("[%s] call ended while AMI was disconnected", uid)
+            self._caller_gone(call, None, "lost during AMI outage")
+        for device, state, at in device_states:
+            self.device_state(device, state, at)
