@@ -16,7 +16,7 @@ from ctiserver.asterisk.ami_calls import device_of
 from ctiserver.asterisk.fastagi import AgiRequest, agi_ok, agi_quote
 from ctiserver.asterisk.ivr_agi import run_ivr
 from ctiserver.calls.model import InboundCall
-from ctiserver.calls.routing import Routing
+from ctiserver.calls.ports import Router
 from ctiserver.core.ivr.session import IvrSession
 
 log = logging.getLogger("ctiserver.route")
@@ -55,7 +55,7 @@ class AgiChannel:
 
 
 class AgiRoutes:
-    def __init__(self, routing: Routing) -> None:
+    def __init__(self, routing: Router) -> None:
         self.routing = routing
 
     async def route(self, request: AgiRequest) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
-from ctiserver.calls.tracker import CallTracker
+from ctiserver.calls.ports import CallEvents
 
 log = logging.getLogger("ctiserver.calls")
 
@@ -56,7 +56,7 @@ class AmiTelephony:
 
 
 class AmiCallEvents:
-    def __init__(self, tracker: CallTracker, ami: AmiConnection) -> None:
+    def __init__(self, tracker: CallEvents, ami: AmiConnection) -> None:
         self.tracker = tracker
         self.ami = ami
 
@@ -84,30 +84,30 @@ def _as_list(resp: object) -> list[AmiEvent]:
     return list(resp) if isinstance(resp, list) else []
 
 
-def _dial_begin(t: CallTracker, e: AmiEvent) -> None:
+def _dial_begin(t: CallEvents, e: AmiEvent) -> None:
     t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e))
 
 
-def _dial_end(t: CallTracker, e: AmiEvent) -> None:
+def _dial_end(t: CallEvents, e: AmiEvent) -> None:
     status = (e.DialStatus or "").upper()
     reason = "answer" if status == "ANSWER" else DIAL_FAILURES.get(status, "noanswer")
     t.dial_ended(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, reason, _ts(e),
                  status=status)
 
 
-def _new_channel(t: CallTracker, e: AmiEvent) -> None:
+def _new_channel(t: CallEvents, e: AmiEvent) -> None:
     t.channel_created(device_of(e.Channel), e.Uniqueid, e.Linkedid, _ts(e))
 
 
-def _hangup(t: CallTracker, e: AmiEvent) -> None:
+def _hangup(t: CallEvents, e: AmiEvent) -> None:
     t.hung_up(device_of(e.Channel), e.Uniqueid, e.get("Cause-txt") or e.Cause, _ts(e))
 
 
-def _device_state(t: CallTracker, e: AmiEvent) -> None:
+def _device_state(t: CallEvents, e: AmiEvent) -> None:
     t.device_state(e.Device, e.State, _ts(e))
 
 
-def _user_event(_t: CallTracker, e: AmiEvent) -> None:
+def _user_event(_t: CallEvents, e: AmiEvent) -> None:
     """The dialplan's own markers: logged with the call's id."""
     name = e.UserEvent
     if name == "CtiFallback":
@@ -120,7 +120,7 @@ def _user_event(_t: CallTracker, e: AmiEvent) -> None:
                  e.Position)
 
 
-HANDLERS: dict[str, Callable[[CallTracker, AmiEvent], None]] = {
+HANDLERS: dict[str, Callable[[CallEvents, AmiEvent], None]] = {
     "Newchannel": _new_channel,
     "DialBegin": _dial_begin,
     "DialEnd": _dial_end,

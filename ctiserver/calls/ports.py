@@ -4,10 +4,10 @@ and whoever follows calls (the screen-pops)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ctiserver.calls.model import CallInfo
+from ctiserver.calls.model import CallInfo, InboundCall
 from ctiserver.core.acd import events as ev
 from ctiserver.core.ivr.session import IvrSession
 from ctiserver.core.rules.context import CallContext
@@ -88,3 +88,30 @@ class Request(Protocol):
     """Give the ACD task an event and wait for it to be taken (AcdError if refused)."""
 
     def __call__(self, event: ev.Event) -> Awaitable[Any]: ...
+
+
+class CallEvents(Protocol):
+    """What the telephony adapter tells the calls feature (``CallTracker`` does it)."""
+
+    def dial_began(self, call_id: str, device: str, leg: str, at: float | None) -> None: ...
+
+    def dial_ended(self, call_id: str, device: str, leg: str, reason: str, at: float | None,
+                   status: str = "") -> None: ...
+
+    def channel_created(self, device: str, uid: str, linkedid: str,
+                        at: float | None) -> None: ...
+
+    def hung_up(self, device: str, uid: str, cause: str, at: float | None) -> None: ...
+
+    def device_state(self, device: str, state: str, at: float | None) -> None: ...
+
+    def resync(self, channels: Iterable[tuple[str, str, str, float | None]],
+               device_states: Iterable[tuple[str, str, float | None]]) -> None: ...
+
+
+class Router(Protocol):
+    """What the dialplan adapter asks of the calls feature (``Routing`` does it)."""
+
+    async def route(self, inbound: InboundCall, channel: DialplanChannel) -> None: ...
+
+    async def phone_command(self, device: str, command: str) -> str: ...
