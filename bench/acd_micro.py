@@ -19,7 +19,7 @@ tracemalloc while building scenario 1 (engine + waiting callers).
 
 Each scenario runs ``--rounds`` decisions with the cyclic garbage collector on (after
 freezing the setup out of it, as the daemon's ACD runner does once it has taken the
-start-up events: ``acd_runner.freeze_state``), then as many with it off; PASS/FAIL is
+start-up events: ``ctiserver.acd.runner.freeze_state``), then as many with it off; PASS/FAIL is
 judged on the gc-on figures. The exit status is 0 on PASS. The machine's other load
 shows in the tail: run it a few times.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ctiserver.acd_runner import freeze_state  # noqa: E402
+from ctiserver.acd.runner import freeze_state  # noqa: E402
 from ctiserver.core.acd.engine import Engine  # noqa: E402
 from ctiserver.core.acd.events import (  # noqa: E402
     AgentLoggedIn,

@@ -15,14 +15,14 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ctiserver import config
-from ctiserver.acd_runner import AcdRunner
+from ctiserver.acd.control import EngineControl
+from ctiserver.acd.runner import AcdRunner
 from ctiserver.asterisk.agi_calls import AgiRoutes
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony
@@ -32,7 +32,7 @@ from ctiserver.calls.routing import Routing
 from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
-from ctiserver.core.acd.engine import AcdError, Engine
+from ctiserver.core.acd.engine import Engine
 from ctiserver.core.rules.loader import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
@@ -41,56 +41,8 @@ from ctiserver.store import Store
 from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app
 from ctiserver.web.hub import WebSocketHub
-from ctiserver.web.ports import AgentControlError
 
 log = logging.getLogger("ctiserver")
-
-
-class EngineControl:
-    """AgentControl for the web layer, on top of the task that owns the engine."""
-
-    def __init__(self, runner: AcdRunner, pops: PopService) -> None:
-        self.runner = runner
-        self.pops = pops
-
-    async def _do(self, event: ev.Event) -> None:
-        try:
-            await self.runner.request(event)
-        except AcdError as exc:
-            raise AgentControlError(str(exc)) from None
-
-    async def login(self, agent_id: str) -> None:
-        # from the page, an agent signs in not ready ("login") and presses Ready when set
-        await self._do(ev.AgentLoggedIn(agent_id, ready=False))
-
-    async def logout(self, agent_id: str) -> None:
-        await self._do(ev.AgentLoggedOut(agent_id))
-
-    async def pause(self, agent_id: str, reason: str) -> None:
-        await self._do(ev.AgentPaused(agent_id, reason or "pause"))
-
-    async def ready(self, agent_id: str) -> None:
-        await self._do(ev.AgentReady(agent_id))
-
-    def snapshot(self) -> dict[str, Any]:
-        """The engine's snapshot in the web port's shape: agents and queues keyed by id."""
-        snap = self.runner.engine.snapshot(time.time())
-        agents = {a["id"]: a for a in snap.get("agents", [])}
-        queues = {}
-        for q in snap.get("queues", []):
-            waiting = q.get("waiting") or []
-            queues[q["name"]] = {
-                **{k: v for k, v in q.items() if k not in ("name", "waiting")},
-                "waiting": len(waiting),
-                "longest_wait": max((w["total_wait"] or 0 for w in waiting), default=0),
-            }
-        return {**snap, "agents": agents, "queues": queues}
-
-    def current_call(self, agent_id: str) -> dict[str, Any] | None:
-        for agent in self.runner.engine.snapshot(time.time()).get("agents", []):
-            if agent["id"] == agent_id and agent.get("call_id"):
-                return {"call_id": agent["call_id"], "state": agent["state"]}
-        return None
 
 
 class Daemon:
@@ -138,7 +90,7 @@ class Daemon:
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
         self.agi.add_route("route", agi_routes.route)
         self.agi.add_route("agent", agi_routes.agent)
-        self.control = EngineControl(self.runner, self.pops)
+        self.control = EngineControl(self.runner)
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.restored: set[str] = set()

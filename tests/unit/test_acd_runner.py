@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from ctiserver.acd_runner import AcdRunner
+from ctiserver.acd.runner import AcdRunner
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import AcdError, Engine
 from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig

@@ -457,7 +457,7 @@ async def test_in_one_ami_read_the_freed_agent_is_offered_before_the_pop_notes_a
     # One read from AMI often carries an agent's hang-up with other calls' hang-ups and
     # answers: the ACD task offers the freed agent the waiting caller first; the notes
     # (call ended, agents' states) follow, all of them, in order, even after one that fails.
-    from ctiserver.acd_runner import AcdRunner
+    from ctiserver.acd.runner import AcdRunner
 
     cfg = AcdConfig({"support": QueueConfig("support", ring_timeout=12)},
                     {"1001": AgentConfig("1001", "1001", "PJSIP/1001", queues=("support",))})
