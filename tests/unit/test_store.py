@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 
 from ctiserver.store import Identification, InteractionRecord, Store, StoreError, utcnow
 from ctiserver.store.demo import agent_password, load_demo
 from ctiserver.store.models import Base
 from ctiserver.store.passwords import hash_password, verify_password
 from ctiserver.store.rawsqlite import file_target
+from ctiserver.store.writer import Statement
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
     await s.migrate()
     yield s
@@ -30,7 +33,7 @@ async def store(tmp_path: Path):
 async def test_migrations_create_the_models_tables_and_indexes(store: Store) -> None:
     assert await store.current_revision() == "0002"
 
-    def describe(conn):
+    def describe(conn: Connection) -> dict[str, tuple[set[str], set[str | None]]]:
         insp = inspect(conn)
         return {
             t: (
@@ -218,7 +221,8 @@ async def test_concurrent_writes_share_transactions_and_a_bad_one_fails_alone(
         return_exceptions=True,
     )
     assert isinstance(results[0], Exception) and results[1] is None
-    assert (results[2].queue, results[2].disposition) == ("q", "sale")
+    saved_b0 = cast(InteractionRecord, results[2])
+    assert (saved_b0.queue, saved_b0.disposition) == ("q", "sale")
     for i in range(20):
         rec = await store.get_interaction(f"b{i}")
         assert rec is not None and (rec.queue, rec.outcome) == ("q", "answered")
@@ -235,7 +239,7 @@ async def test_an_ack_submitted_right_after_the_sent_record_finds_it(store: Stor
 # ------------------------------------------------ the per-call path on sqlite3 (a file)
 
 
-def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str, tuple]]:
+def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str, tuple[Any, str]]]:
     """Rows as SQLite holds them: each column's value and storage class (id left out)."""
     conn = sqlite3.connect(path)
     try:
@@ -295,7 +299,10 @@ async def test_writes_on_sqlite3_store_what_sqlalchemy_stores(store: Store) -> N
     writer = store.writer
     assert writer._thread is not None  # a file: the writer runs on sqlite3
 
-    async def both(stmt, params: dict, key: str) -> tuple:
+    async def both(
+        stmt: Statement[Any] | None, params: dict[str, Any], key: str
+    ) -> tuple[Any, Any]:
+        assert stmt is not None  # built: SQLite has an upsert
         raw = await writer.write(stmt, {**params, key: f"{params[key]}-raw"})
         (core,) = await writer._async_transaction([(stmt, {**params, key: f"{params[key]}-core"})])
         return raw, core
