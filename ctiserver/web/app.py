@@ -37,7 +37,7 @@ TIERS = ("standard", "silver", "gold", "platinum")
 
 STORE = web.AppKey[WebStore]("store")
 POPS: web.AppKey[PopService] = web.AppKey("pops", PopService)
-CONTROL: web.AppKey[Any] = web.AppKey("control", object)
+CONTROL = web.AppKey[AgentControl]("control")
 HUB: web.AppKey[WebSocketHub] = web.AppKey("hub", WebSocketHub)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 SECURE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
