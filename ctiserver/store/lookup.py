@@ -1,14 +1,8 @@
 """``lookup(table, key)`` for routing rules, against the SQL database.
 
-Rules are evaluated in a worker thread (``asyncio.to_thread``) when lookups are
-configured; the rule evaluator calls :meth:`SqlLookup.__call__` synchronously from
-there. The query itself runs on the daemon's event loop with the async engine, and the
-worker waits for it at most ``timeout`` seconds: a slow database costs a call
-``timeout`` per lookup and never blocks the loop (AMI, FastAGI, the ACD keep running).
-
-Only the tables listed in ``[crm] lookup_tables`` can be read. A table is looked up by
-its primary key (one column), e.g. ``blocked_numbers(number PRIMARY KEY, reason)``;
-the row comes back as a dict, or ``None``.
+``SqlLookup`` is called from the rule evaluator's worker thread and runs the query on the
+event loop, waiting at most ``timeout``; only the ``[crm] lookup_tables`` can be read, by
+their one-column primary key. See ``docs/store.md``.
 """
 
 from __future__ import annotations

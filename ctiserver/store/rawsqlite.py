@@ -1,21 +1,7 @@
-"""The store's per-call statements on a SQLite file, run by the stdlib ``sqlite3`` module.
-
-Through SQLAlchemy Core a statement costs ~100 us of CPU on SQLite (connection checkout,
-compiled-cache lookup, parameter and result machinery); executed by ``sqlite3`` with its
-SQL text compiled once, it costs SQLite's own work and a few us. SQLAlchemy still does two
-things here, once per kind of statement (when the ``Store`` is made): ``Compiled`` holds
-the SQLite SQL it compiles from the Core statement, and the type processors it would apply
-to each parameter and result column.
-Applying those same processors keeps what is stored and read back identical to the ORM's:
-a DateTime is stored as ``"2026-11-23 18:46:15.123456"`` (microseconds always, any tzinfo
-dropped, not converted) and read back naive; a Float parameter goes through ``float()``.
-
-``Worker``: threads with one ``sqlite3`` connection each (opened on first use, closed when
-the thread stops), fed jobs through a ``queue.SimpleQueue`` and answering on the event loop
-with ``call_soon_threadsafe``. Measured on a no-op job (process CPU per round trip, on a
-2-CPU machine): 18-20 us quiet, 65-105 us loaded, against 32-110 and 110-145 us for
-``loop.run_in_executor`` on a ``ThreadPoolExecutor`` (its futures, locks and callbacks);
-the hop now costs more than the lookup itself.
+"""The store's per-call statements on a SQLite file, run by the stdlib ``sqlite3`` module:
+``Compiled`` (a Core statement compiled once, with SQLAlchemy's type processors, so what
+is stored and read back is the ORM's) and ``Worker`` (threads with a connection each).
+Why and what it costs: ``docs/store.md``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,24 @@
-"""Plain, immutable records the store hands out (never live ORM objects)."""
+"""What callers outside the store see of it: plain, immutable records (never live ORM
+objects), ``StoreError``, and the UTC time helpers. No SQLAlchemy here, so adapters (the
+web) and the application (pops) can use these types without the database layer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+
+class StoreError(Exception):
+    """The caller asked for something the store refuses (unknown role, duplicate user…)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_epoch(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

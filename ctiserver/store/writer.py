@@ -1,19 +1,8 @@
 """Write-behind for the store's hot writes: many small writes, one transaction.
 
-Interactions, agent states and pop delivery records are written at call rate. Each one
-in its own session costs a connection checkout, an ORM flush and a commit (an fsync on
-SQLite). ``BatchWriter`` runs them from one task instead: whatever was submitted while
-the previous transaction ran goes into the next one. Callers still await their own
-write and get its result or its error, so nothing changes for them but the cost.
-
-A write is one kind of ``Statement`` (built once) and its parameters. On the async engine
-it runs as a Core statement; on a SQLite file, as the same statement compiled once for the
-stdlib ``sqlite3`` module, on the writer thread's own connection (``rawsqlite``): one
-thread hop per batch, no SQLAlchemy per statement.
-
-A batch that fails is replayed one write per transaction, so one bad write (a constraint)
-fails alone; when the database is down each write fails on its own, and its caller keeps
-it for retry as before (``PopService`` spools interactions).
+``BatchWriter`` runs every ``Statement`` submitted while the previous transaction ran in
+the next one (on a SQLite file on its own ``sqlite3`` thread); each caller still gets its
+own result or error. A failed batch is replayed one write at a time. See ``docs/store.md``.
 """
 
 from __future__ import annotations

@@ -26,19 +26,18 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ctiserver.pops import PopService
-from ctiserver.store.store import Store, StoreError
 from ctiserver.web.auth import COOKIE, Session, Sessions, SignInThrottle
 from ctiserver.web.hub import SUPERVISING, WebSocketHub
-from ctiserver.web.ports import AgentControl, AgentControlError
+from ctiserver.web.ports import AgentControl, AgentControlError, StoreError, WebStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATIC = Path(__file__).resolve().parents[2] / "screenpop"
 TIERS = ("standard", "silver", "gold", "platinum")
 
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
+STORE = web.AppKey[WebStore]("store")
 POPS: web.AppKey[PopService] = web.AppKey("pops", PopService)
-CONTROL: web.AppKey[Any] = web.AppKey("control", object)
+CONTROL = web.AppKey[AgentControl]("control")
 HUB: web.AppKey[WebSocketHub] = web.AppKey("hub", WebSocketHub)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 SECURE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
@@ -50,7 +49,7 @@ USER_FAILURES, ADDRESS_FAILURES = 5, 30
 
 def make_app(
     *,
-    store: Store,
+    store: WebStore,
     pops: PopService,
     control: AgentControl,
     hub: WebSocketHub,

@@ -11,11 +11,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from aiohttp import web
 
-from ctiserver.store.records import UserRecord
+from ctiserver.web.ports import SessionStore, UserRecord
 
 COOKIE = "ctiserver_session"
 log = logging.getLogger(__name__)
@@ -31,18 +30,6 @@ class Session:
 
 def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class SessionStore(Protocol):
-    """Where sessions outlive the process (``ctiserver.store.Store``)."""
-
-    async def save_web_session(self, token_hash: str, user_id: int,
-                               expires_at: datetime) -> None: ...
-
-    async def delete_web_session(self, token_hash: str) -> None: ...
-
-    async def live_web_sessions(
-        self, now: datetime) -> list[tuple[str, UserRecord, datetime]]: ...
 
 
 class Sessions:

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ctiserver.notify import AGENT_STATE, POP_OFFERED, DeliveryLog, Notification
-from ctiserver.store.records import UserRecord
+from ctiserver.web.ports import UserRecord
 
 log = logging.getLogger(__name__)
 

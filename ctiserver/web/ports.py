@@ -1,12 +1,33 @@
 """What the web layer needs from the rest of ctiserver, as ports.
 
 ``AgentControl`` is implemented by the daemon on top of the task that owns the ACD engine;
-the web layer only translates HTTP requests into these calls.
+the storage ports (``WebStore`` and its parts) by ``ctiserver.store.Store``. The web layer
+only translates HTTP requests into these calls. The record types and ``StoreError`` are
+the store's plain value types, named here so that the rest of ``ctiserver.web`` imports
+nothing from the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol
+
+from ctiserver.store.records import CustomerRecord, InteractionRecord, StoreError, UserRecord
+
+__all__ = [
+    "Accounts",
+    "AgentControl",
+    "AgentControlError",
+    "CustomerRecord",
+    "Customers",
+    "InteractionRecord",
+    "Interactions",
+    "SessionStore",
+    "StoreError",
+    "UserRecord",
+    "WebStore",
+]
 
 
 class AgentControlError(Exception):
@@ -34,3 +55,53 @@ class AgentControl(Protocol):
         """The call the agent is offered / on / wrapping up, e.g.
         ``{"call_id": "...", "state": "on_call"}``, or None."""
         ...
+
+
+# ------------------------------------------------------------------ storage
+
+
+class Accounts(Protocol):
+    """Sign-in."""
+
+    async def authenticate(self, username: str, password: str) -> UserRecord | None:
+        """The active user with this password, or None."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Where web sessions outlive the process (by the SHA-256 of their token)."""
+
+    async def save_web_session(self, token_hash: str, user_id: int,
+                               expires_at: datetime) -> None: ...
+
+    async def delete_web_session(self, token_hash: str) -> None: ...
+
+    async def live_web_sessions(self, now: datetime) -> list[tuple[str, UserRecord, datetime]]:
+        """(token hash, user, expiry) of the sessions still valid at ``now``."""
+        ...
+
+
+class Customers(Protocol):
+    """The "unknown caller" form."""
+
+    async def create_customer(
+        self,
+        name: str,
+        numbers: Iterable[str] = (),
+        *,
+        tier: str = "standard",
+        notes: str = "",
+        email: str | None = None,
+    ) -> CustomerRecord:
+        """A new customer; ``StoreError`` when the store refuses it."""
+        ...
+
+
+class Interactions(Protocol):
+    """Whose call it was, for a disposition the agent's page no longer proves."""
+
+    async def get_interaction(self, call_id: str) -> InteractionRecord | None: ...
+
+
+class WebStore(Accounts, SessionStore, Customers, Interactions, Protocol):
+    """Everything the web application needs from storage."""

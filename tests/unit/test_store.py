@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 
 from ctiserver.store import Identification, InteractionRecord, Store, StoreError, utcnow
 from ctiserver.store.demo import agent_password, load_demo
 from ctiserver.store.models import Base
 from ctiserver.store.passwords import hash_password, verify_password
 from ctiserver.store.rawsqlite import file_target
+from ctiserver.store.writer import Statement
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
     await s.migrate()
     yield s
@@ -30,7 +33,7 @@ async def store(tmp_path: Path):
 async def test_migrations_create_the_models_tables_and_indexes(store: Store) -> None:
     assert await store.current_revision() == "0002"
 
-    def describe(conn):
+    def describe(conn: Connection) -> dict[str, tuple[set[str], set[str | None]]]:
         insp = inspect(conn)
         return {
             t: (
@@ -218,7 +221,8 @@ async def test_concurrent_writes_share_transactions_and_a_bad_one_fails_alone(
         return_exceptions=True,
     )
     assert isinstance(results[0], Exception) and results[1] is None
-    assert (results[2].queue, results[2].disposition) == ("q", "sale")
+    saved_b0 = cast(InteractionRecord, results[2])
+    assert (saved_b0.queue, saved_b0.disposition) == ("q", "sale")
     for i in range(20):
         rec = await store.get_interaction(f"b{i}")
         assert rec is not None and (rec.queue, rec.outcome) == ("q", "answered")
@@ -235,7 +239,7 @@ async def test_an_ack_submitted_right_after_the_sent_record_finds_it(store: Stor
 # ------------------------------------------------ the per-call path on sqlite3 (a file)
 
 
-def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str, tuple]]:
+def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str, tuple[Any, str]]]:
     """Rows as SQLite holds them: each column's value and storage class (id left out)."""
     conn = sqlite3.connect(path)
     try:
@@ -248,7 +252,7 @@ def _stored(path: Path, table: str, where: str, *args: object) -> list[dict[str,
 
 
 async def test_identify_on_sqlite3_returns_what_sqlalchemy_returns(store: Store) -> None:
-    assert store._readers is not None  # a file: identify runs on sqlite3
+    assert store.callers._readers is not None  # a file: identify runs on sqlite3
     a = await store.create_customer("Ana", ["+34915550001", "600111222", "+34932220000"])
     b = await store.create_customer("Bea", ["+34915550001"], tier="gold", email="b@x.es")
     await store.upsert_agent("1001")
@@ -273,7 +277,7 @@ async def test_identify_on_sqlite3_returns_what_sqlalchemy_returns(store: Store)
         e164 = store.normalize(number)
         for history in (0, 1, 3, 5, 50):
             raw = await store.identify(number, history)
-            core = await store._identify_core(e164, history)
+            core = await store.callers._identify_core(e164, history)
             assert raw == core, (number, history)
             for h in raw.history:
                 for t in (h.joined_at, h.answered_at):
@@ -295,7 +299,10 @@ async def test_writes_on_sqlite3_store_what_sqlalchemy_stores(store: Store) -> N
     writer = store.writer
     assert writer._thread is not None  # a file: the writer runs on sqlite3
 
-    async def both(stmt, params: dict, key: str) -> tuple:
+    async def both(
+        stmt: Statement[Any] | None, params: dict[str, Any], key: str
+    ) -> tuple[Any, Any]:
+        assert stmt is not None  # built: SQLite has an upsert
         raw = await writer.write(stmt, {**params, key: f"{params[key]}-raw"})
         (core,) = await writer._async_transaction([(stmt, {**params, key: f"{params[key]}-core"})])
         return raw, core
@@ -313,7 +320,7 @@ async def test_writes_on_sqlite3_store_what_sqlalchemy_stores(store: Store) -> N
     partial = dict.fromkeys(full) | {"call_id": "partial", "disposition": "sale"}
     update = dict.fromkeys(full) | {"call_id": "full", "notes": "later", "ended_at": joined}
     for params in (full, partial, update):
-        raw, core = await both(store._interaction_upsert, params, "call_id")
+        raw, core = await both(store.interactions._upsert, params, "call_id")
         assert raw == replace(core, call_id=raw.call_id)
         assert raw == await store.get_interaction(raw.call_id)  # as the ORM reads it
         stored = _stored(db, "interactions", "call_id LIKE ?", f"{params['call_id']}-%")
@@ -336,18 +343,18 @@ async def test_writes_on_sqlite3_store_what_sqlalchemy_stores(store: Store) -> N
 
     at = joined.replace(microsecond=7)
     state = {"agent_id": "1001", "state": "ready", "reason": None, "updated_at": at}
-    assert await both(store._state_upsert, state, "agent_id") == (None, None)
+    assert await both(store.agents._state_upsert, state, "agent_id") == (None, None)
     rows = _stored(db, "agent_states", "agent_id LIKE '1001-%' ORDER BY agent_id")
     assert rows[0] | {"agent_id": None} == rows[1] | {"agent_id": None}
     assert rows[0]["updated_at"] == ("2026-11-23 18:46:15.000007", "text")
     assert (await store.load_agent_states())["1001-raw"].updated_at == at
 
     sent = {"call_id": "c", "agent_id": "1001", "channel": "ws", "sent_at": at}
-    ids = await both(store._pop_sent, sent, "call_id")
+    ids = await both(store.deliveries._sent, sent, "call_id")
     assert all(isinstance(i, int) for i in ids) and ids[0] != ids[1]
     ack = {"of_call": "c", "by_agent": "1001", "acked_at": at}
-    assert await both(store._pop_ack, ack, "of_call") == (True, True)
-    assert await both(store._pop_ack, ack, "of_call") == (False, False)  # already
+    assert await both(store.deliveries._ack, ack, "of_call") == (True, True)
+    assert await both(store.deliveries._ack, ack, "of_call") == (False, False)  # already
     rows = _stored(db, "pop_deliveries", "call_id LIKE 'c-%' ORDER BY call_id")
     assert rows[0] | {"call_id": None} == rows[1] | {"call_id": None}
     (delivery,) = await store.pop_deliveries("c-raw")
@@ -436,7 +443,7 @@ def test_only_a_sqlite_file_runs_on_sqlite3() -> None:
 async def test_lookups_read_on_the_loop_and_go_to_the_reader_thread_when_that_fails_or_is_slow(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    import ctiserver.store.store as store_module
+    import ctiserver.store.identify as store_module
 
     s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
     await s.migrate()
@@ -445,14 +452,14 @@ async def test_lookups_read_on_the_loop_and_go_to_the_reader_thread_when_that_fa
     assert first.done()  # answered on the loop: no thread hop
     assert (await first).customers[0].name == "Ana López"
     # the loop's connection fails (here: closed under it): the reader thread answers
-    assert s._inline is not None
-    s._inline.close()
+    assert s.callers._inline is not None
+    s.callers._inline.close()
     fallback = s.identify("915551234")
     assert not fallback.done()
     assert (await fallback).customers[0].name == "Ana López"
     assert "store-reader-0" in {t.name for t in threading.enumerate()}
     # a slow lookup on the loop: every later one goes to the thread, with a warning
-    s._inline = None
+    s.callers._inline = None
     monkeypatch.setattr(store_module, "INLINE_SLOW", -1.0)
     assert (await s.identify("915551234")).customers
     assert "lookups move to the reader thread" in caplog.text
