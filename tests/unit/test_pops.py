@@ -228,9 +228,19 @@ class Broken:
         raise ConnectionError("down")
 
 
+class Queued:
+    """A channel that may wait (as MQTT): the fan-out gives it a queue and a task."""
+
+    def __init__(self, notes: RecordingNotifier) -> None:
+        self.notes = notes
+
+    async def publish(self, kind, data, *, agent_id=None):
+        await self.notes.publish(kind, data, agent_id=agent_id)
+
+
 async def test_fanout_a_stuck_or_broken_channel_does_not_hold_the_others() -> None:
     good = RecordingNotifier()
-    fan = FanOut({"stuck": Stuck(), "broken": Broken(), "good": good}, timeout=30)
+    fan = FanOut({"stuck": Stuck(), "broken": Broken(), "good": Queued(good)}, timeout=30)
     started = time.monotonic()
     for i in range(3):
         await fan.publish("pop.offered", {"i": i}, agent_id="1001")
@@ -258,7 +268,7 @@ class Immediate:
 
 async def test_fanout_queueing_targets_get_it_at_once_and_a_failing_one_harms_nobody() -> None:
     good, broken, queued = Immediate(), Immediate(fail=True), RecordingNotifier()
-    fan = FanOut({"broken": broken, "hub": good, "mqtt": queued})
+    fan = FanOut({"broken": broken, "hub": good, "mqtt": Queued(queued)})
     fan.publish_nowait("pop.offered", {"i": 1}, agent_id="1001")
     assert good.got == [("pop.offered", 1)]  # before any await: no task in between
     await queued.wait_for(lambda n: n.data["i"] == 1)
