@@ -340,7 +340,7 @@ async def test_a_lookup_that_failed_in_routing_is_asked_again_at_the_ring(store:
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every fsync the pop service makes (the spool's), listed; each still runs."""
-    import ctiserver.pops.service as pops_module
+    import ctiserver.pops.interactions as pops_module
 
     made: list[int] = []
     real_fsync = pops_module.os.fsync
