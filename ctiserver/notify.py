@@ -7,10 +7,12 @@ Kinds published today (``data`` is a JSON-able mapping):
 - ``call.ended``    the call is over (the agent goes to wrap-up; disposition expected)
 - ``agent.state``   ready / not_ready / offered / on_call / wrap_up / logged_out
 
-Implementations: the WebSocket hub (``ctiserver.web.hub``), the MQTT publisher
-(``ctiserver.mqtt``) and ``RecordingNotifier`` for tests. ``FanOut`` feeds several of them,
-each from its own bounded queue, so a slow or broken channel never delays another one and
-never blocks the caller.
+Two ports: a ``Notifier`` publishes and may wait (the MQTT publisher, ``ctiserver.mqtt``);
+a ``Publisher`` takes a notification without waiting, from synchronous code (the WebSocket
+hub, ``ctiserver.web.hub``; ``FanOut``; ``RecordingNotifier`` for tests). The pop service
+needs a ``Publisher``: the daemon gives it a ``FanOut`` of the channels, which calls each
+``Publisher`` at once and feeds every other channel from its own bounded queue and task, so
+a slow or broken channel never delays another one and never blocks the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,19 @@ class Notification:
 
 
 class Notifier(Protocol):
+    """A channel that publishes and may wait doing so (network I/O)."""
+
     async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None: ...
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """Takes a notification without waiting (it queues; its own writers send it), from
+    synchronous code: what the pop service publishes through."""
+
+    def publish_nowait(
         self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
     ) -> None: ...
 
@@ -69,17 +83,23 @@ class DeliveryLog(Protocol):
 
 
 class RecordingNotifier:
-    """Keeps every notification; tests wait for the one they expect."""
+    """A ``Publisher`` (and ``Notifier``) that keeps every notification; tests wait for the
+    one they expect."""
 
     def __init__(self) -> None:
         self.sent: list[Notification] = []
         self._changed = asyncio.Event()
 
-    async def publish(
+    def publish_nowait(
         self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
     ) -> None:
         self.sent.append(Notification(kind, dict(data), agent_id))
         self._changed.set()
+
+    async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
+        self.publish_nowait(kind, data, agent_id=agent_id)
 
     def of_kind(self, kind: str, agent_id: str | None = None) -> list[Notification]:
         return [
@@ -151,11 +171,12 @@ class _Channel:
 
 
 class FanOut:
-    """A notifier that hands each notification to several channels, independently."""
+    """A ``Publisher`` (and ``Notifier``) that hands each notification to several channels,
+    independently: a ``Publisher`` at once, any other ``Notifier`` from its own queue."""
 
     def __init__(
         self,
-        channels: Mapping[str, Notifier] | Sequence[Notifier],
+        channels: Mapping[str, Notifier | Publisher] | Sequence[Notifier | Publisher],
         *,
         queue_size: int = 1000,
         timeout: float = 5.0,
@@ -165,14 +186,13 @@ class FanOut:
             if isinstance(channels, Mapping)
             else {f"{type(c).__name__}#{i}": c for i, c in enumerate(channels)}
         )
-        # a target with ``publish_nowait`` only queues (the WebSocket hub: each page has its
-        # own writer): called at once; the others (MQTT: network I/O) get a queue and a task
+        # a Publisher only queues (the WebSocket hub: each page has its own writer): called
+        # at once; the others (MQTT: network I/O) get a queue and a task
         self._immediate: list[tuple[str, Callable[..., None]]] = []
         self._channels: list[_Channel] = []
         for n, c in named.items():
-            nowait = getattr(c, "publish_nowait", None)
-            if callable(nowait):
-                self._immediate.append((n, nowait))
+            if isinstance(c, Publisher):
+                self._immediate.append((n, c.publish_nowait))  # bound once, not per note
             else:
                 self._channels.append(_Channel(n, c, queue_size, timeout))
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ctiserver.notify import FanOut, RecordingNotifier
 from ctiserver.pops import CallInfo, PopService
-from ctiserver.store import Identification, Store
+from ctiserver.store import Identification, InteractionRecord, Store
 from ctiserver.store.demo import load_demo
 
 
@@ -23,12 +26,19 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
     await s.migrate()
     await load_demo(s)
     yield s
     await s.close()
+
+
+def screen(pops: PopService, agent_id: str) -> dict[str, Any]:
+    """The pop on the agent's screen, which must show one."""
+    pop = pops.current(agent_id)
+    assert pop is not None
+    return pop
 
 
 def ana_call(call_id: str = "1700000000.1", joined: float = 1_700_000_000.0) -> CallInfo:
@@ -63,7 +73,7 @@ async def test_known_caller_pop_then_answer_end_and_disposition(store: Store) ->
     clock.now += 100
     await pops.ended("1700000000.1", "1001")
     assert notes.of_kind("call.ended", "1001")[0].data["talk"] == 100.0
-    assert pops.current("1001")["stage"] == "ended"  # kept on screen for wrap-up
+    assert screen(pops, "1001")["stage"] == "ended"  # kept on screen for wrap-up
 
     assert await pops.dispose("1700000000.1", "1001", "sale", "upgraded to 1Gb")
     assert pops.current("1001") is None
@@ -86,7 +96,7 @@ async def test_unknown_caller_then_created_from_the_form(store: Store) -> None:
     assert not pop["known"] and not pop["partial"] and pop["customer"] is None
     customer = await store.create_customer("New One", ["+34932000000"])
     await pops.link_customer("c9", customer.to_dict())
-    assert pops.current("1001")["customer"]["name"] == "New One"
+    assert screen(pops, "1001")["customer"]["name"] == "New One"
     await pops.ended("c9", "1001")
     rec = await store.get_interaction("c9")
     assert rec is not None and rec.customer_id == customer.id and rec.outcome == "abandoned"
@@ -102,10 +112,14 @@ class SlowStore:
         await self.gate.wait()
         return await self.store.identify(number, history)
 
-    async def save_interaction(self, record):
+    async def save_interaction(self, record: InteractionRecord) -> InteractionRecord:
         return await self.store.save_interaction(record)
 
-    async def save_agent_state(self, agent_id, state, reason=None):
+    def save_interaction_nowait(self, record: InteractionRecord) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self.save_interaction(record))
+
+    async def save_agent_state(self, agent_id: str, state: str, reason: str | None = None
+                               ) -> None:
         await self.store.save_agent_state(agent_id, state, reason)
 
 
@@ -121,7 +135,7 @@ async def test_slow_crm_gives_a_partial_pop_in_time_then_the_full_one(store: Sto
     slow.gate.set()
     full = await notes.wait_for(lambda n: n.kind == "pop.offered" and not n.data["partial"])
     assert full.data["customer"]["name"] == "Ana López"
-    assert pops.current("1001")["customer"]["name"] == "Ana López"
+    assert screen(pops, "1001")["customer"]["name"] == "Ana López"
     await pops.close()
 
 
@@ -219,18 +233,34 @@ async def test_agent_state_is_published_and_persisted(store: Store) -> None:
 
 
 class Stuck:
-    async def publish(self, kind, data, *, agent_id=None):
+    async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
         await asyncio.Event().wait()
 
 
 class Broken:
-    async def publish(self, kind, data, *, agent_id=None):
+    async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
         raise ConnectionError("down")
+
+
+class Queued:
+    """A channel that may wait (as MQTT): the fan-out gives it a queue and a task."""
+
+    def __init__(self, notes: RecordingNotifier) -> None:
+        self.notes = notes
+
+    async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
+        await self.notes.publish(kind, data, agent_id=agent_id)
 
 
 async def test_fanout_a_stuck_or_broken_channel_does_not_hold_the_others() -> None:
     good = RecordingNotifier()
-    fan = FanOut({"stuck": Stuck(), "broken": Broken(), "good": good}, timeout=30)
+    fan = FanOut({"stuck": Stuck(), "broken": Broken(), "good": Queued(good)}, timeout=30)
     started = time.monotonic()
     for i in range(3):
         await fan.publish("pop.offered", {"i": i}, agent_id="1001")
@@ -247,18 +277,22 @@ class Immediate:
         self.got: list[tuple[str, object]] = []
         self.fail = fail
 
-    def publish_nowait(self, kind, data, *, agent_id=None):
+    def publish_nowait(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
         if self.fail:
             raise RuntimeError("bug")
         self.got.append((kind, data["i"]))
 
-    async def publish(self, kind, data, *, agent_id=None):
+    async def publish(
+        self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> None:
         self.publish_nowait(kind, data, agent_id=agent_id)
 
 
 async def test_fanout_queueing_targets_get_it_at_once_and_a_failing_one_harms_nobody() -> None:
     good, broken, queued = Immediate(), Immediate(fail=True), RecordingNotifier()
-    fan = FanOut({"broken": broken, "hub": good, "mqtt": queued})
+    fan = FanOut({"broken": broken, "hub": good, "mqtt": Queued(queued)})
     fan.publish_nowait("pop.offered", {"i": 1}, agent_id="1001")
     assert good.got == [("pop.offered", 1)]  # before any await: no task in between
     await queued.wait_for(lambda n: n.data["i"] == 1)
@@ -269,7 +303,8 @@ class CountingStore:
     """A real store that counts lookups and agent-state saves, and can be made to fail."""
 
     def __init__(self, store: Store) -> None:
-        self.store, self.lookups, self.state_saves = store, 0, []
+        self.store, self.lookups = store, 0
+        self.state_saves: list[tuple[str, str, str | None]] = []
         self.fail_lookups = 0
         self.down = False
 
@@ -280,12 +315,16 @@ class CountingStore:
             raise ConnectionError("database down")
         return await self.store.identify(number, history)
 
-    async def save_interaction(self, record):
+    async def save_interaction(self, record: InteractionRecord) -> InteractionRecord:
         if self.down:
             raise ConnectionError("database down")
         return await self.store.save_interaction(record)
 
-    async def save_agent_state(self, agent_id, state, reason=None):
+    def save_interaction_nowait(self, record: InteractionRecord) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self.save_interaction(record))
+
+    async def save_agent_state(self, agent_id: str, state: str, reason: str | None = None
+                               ) -> None:
         if self.down:
             raise ConnectionError("database down")
         self.state_saves.append((agent_id, state, reason))
@@ -330,11 +369,14 @@ async def test_a_lookup_that_failed_in_routing_is_asked_again_at_the_ring(store:
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every fsync the pop service makes (the spool's), listed; each still runs."""
-    import ctiserver.pops as pops_module
-
     made: list[int] = []
-    real_fsync = pops_module.os.fsync
-    monkeypatch.setattr(pops_module.os, "fsync", lambda fd: (made.append(fd), real_fsync(fd)))
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        made.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     return made
 
 
@@ -388,7 +430,9 @@ async def test_the_ring_pop_and_the_answer_go_out_before_the_adapter_returns(
         def __init__(self) -> None:
             self.got: list[tuple[str, object]] = []
 
-        def publish_nowait(self, kind, data, *, agent_id=None):
+        def publish_nowait(
+            self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+        ) -> None:
             self.got.append((kind, data))
 
     hub = Hub()
@@ -398,7 +442,7 @@ async def test_the_ring_pop_and_the_answer_go_out_before_the_adapter_returns(
     pops.offered_nowait(call, "1001")
     pops.answered_nowait(call.call_id, "1001")
     assert [kind for kind, _ in hub.got] == ["pop.offered", "pop.answered"]
-    assert pops.current("1001")["customer"]["name"] == "Ana López"
+    assert screen(pops, "1001")["customer"]["name"] == "Ana López"
     # a lookup still under way: the pop waits for it (up to lookup_timeout) in a task
     slow = SlowStore(store)
     pops = PopService(slow, FanOut({"hub": hub}), lookup_timeout=5)
@@ -409,8 +453,8 @@ async def test_the_ring_pop_and_the_answer_go_out_before_the_adapter_returns(
         if len(hub.got) == 3:
             break
         await asyncio.sleep(0.02)
-    assert pops.current("1002")["customer"]["name"] == "Ana López"
-    assert not pops.current("1002")["partial"]
+    assert screen(pops, "1002")["customer"]["name"] == "Ana López"
+    assert not screen(pops, "1002")["partial"]
     await pops.close()
 
 
@@ -421,7 +465,9 @@ async def test_ready_again_after_a_call_is_published_at_once_and_not_written_aga
         def __init__(self) -> None:
             self.got: list[tuple[str, object]] = []
 
-        def publish_nowait(self, kind, data, *, agent_id=None):
+        def publish_nowait(
+            self, kind: str, data: Mapping[str, Any], *, agent_id: str | None = None
+        ) -> None:
             self.got.append((kind, data["state"]))
 
     counting, hub = CountingStore(store), Hub()
@@ -449,7 +495,7 @@ class NowaitStore(CountingStore):
         super().__init__(store)
         self.hang: asyncio.Future[object] | None = None
 
-    def save_interaction_nowait(self, record):
+    def save_interaction_nowait(self, record: InteractionRecord) -> asyncio.Future[Any]:
         if self.down:
             failed = asyncio.get_running_loop().create_future()
             failed.set_exception(ConnectionError("database down"))
@@ -459,7 +505,7 @@ class NowaitStore(CountingStore):
         return self.store.save_interaction_nowait(record)
 
 
-async def until(predicate, what: str) -> None:
+async def until(predicate: Callable[[], bool], what: str) -> None:
     for _ in range(250):
         if predicate():
             return
@@ -511,13 +557,13 @@ async def test_steady_traffic_with_a_healthy_database_never_spools_nor_saves_twi
             self.saves: list[str] = []
             self.unanswered: list[asyncio.Future[object]] = []
 
-        def save_interaction_nowait(self, record):
+        def save_interaction_nowait(self, record: InteractionRecord) -> asyncio.Future[Any]:
             self.saves.append(record.call_id)
             answer = asyncio.get_running_loop().create_future()
             self.unanswered.append(answer)
             return answer
 
-        async def save_interaction(self, record):
+        async def save_interaction(self, record: InteractionRecord) -> InteractionRecord:
             self.saves.append(record.call_id)
             await asyncio.sleep(0)  # the writer's round trip: other calls end meanwhile
             return await self.store.save_interaction(record)
