@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ctiserver.core.records import InteractionRecord
 from ctiserver.pops.ports import InteractionStore
-from ctiserver.store.records import InteractionRecord
 
 log = logging.getLogger(__name__)
 

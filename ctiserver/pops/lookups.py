@@ -12,8 +12,8 @@ import time
 from collections.abc import Container
 from typing import Any
 
+from ctiserver.core.records import Identification
 from ctiserver.pops.ports import CrmLookup
-from ctiserver.store.records import Identification
 
 log = logging.getLogger(__name__)
 

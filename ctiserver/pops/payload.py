@@ -12,8 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ctiserver.core.numbers import normalize
-from ctiserver.store.records import Identification, InteractionRecord
-from ctiserver.store.store import from_epoch
+from ctiserver.core.records import Identification, InteractionRecord, from_epoch
 
 
 @dataclass

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import Publisher
-from ctiserver.store.records import Identification, InteractionRecord
 
 __all__ = ["AgentStateStore", "CrmLookup", "InteractionStore", "PopStore", "Publisher"]
 

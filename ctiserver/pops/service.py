@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import AGENT_STATE, CALL_ENDED, POP_ANSWERED, POP_OFFERED, Publisher
 from ctiserver.pops import payload
 from ctiserver.pops.agent_states import PERSISTED_STATES, AgentStateKeeper
@@ -24,7 +25,6 @@ from ctiserver.pops.interactions import InteractionLog
 from ctiserver.pops.lookups import LookupCache, answer
 from ctiserver.pops.payload import CallInfo
 from ctiserver.pops.ports import PopStore
-from ctiserver.store.records import Identification, InteractionRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import cast
 
 from sqlalchemy import delete, select
 
+from ctiserver.core.records import StoreError, UserRecord, utcnow
 from ctiserver.store import models as m
 from ctiserver.store.database import Database
 from ctiserver.store.passwords import hash_password, verify_password
-from ctiserver.store.records import StoreError, UserRecord, utcnow
 from ctiserver.store.rows import aware
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ctiserver.core.records import AgentStateRecord, utcnow
 from ctiserver.store import models as m
 from ctiserver.store.database import Database, Upsert
-from ctiserver.store.records import AgentStateRecord, utcnow
 from ctiserver.store.rows import AGENT_STATES, aware, nothing, nothing_raw, param
 from ctiserver.store.writer import Statement
 

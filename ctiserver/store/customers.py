@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from ctiserver.core.records import CustomerRecord, StoreError, utcnow
 from ctiserver.store import models as m
 from ctiserver.store.database import Database
-from ctiserver.store.records import CustomerRecord, StoreError, utcnow
 
 
 def _customer(row: m.Customer) -> CustomerRecord:

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 
+from ctiserver.core.records import PopDeliveryRecord, utcnow
 from ctiserver.store import models as m
 from ctiserver.store.database import Database
-from ctiserver.store.records import PopDeliveryRecord, utcnow
 from ctiserver.store.rows import (
     DELIVERIES,
     any_row,

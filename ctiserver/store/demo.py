@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from ctiserver.store.records import InteractionRecord
+from ctiserver.core.records import InteractionRecord
 from ctiserver.store.store import Store, utcnow
 
 AGENTS = {

@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from ctiserver.core.records import CustomerRecord, Identification, InteractionRecord
 from ctiserver.store.database import Database
 from ctiserver.store.rawsqlite import Compiled, Worker
 from ctiserver.store.rawsqlite import connect as raw_connect
-from ctiserver.store.records import CustomerRecord, Identification, InteractionRecord
 from ctiserver.store.rows import (
     CUSTOMERS,
     INTERACTION_COLUMNS,

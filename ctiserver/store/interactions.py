@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ctiserver.core.records import InteractionRecord
 from ctiserver.store import models as m
 from ctiserver.store.database import Database, Upsert
-from ctiserver.store.records import InteractionRecord
 from ctiserver.store.rows import (
     INTERACTION_COLUMNS,
     INTERACTION_FIELDS,

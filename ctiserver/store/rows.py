@@ -16,9 +16,9 @@ from typing import Any, cast
 from sqlalchemy import DateTime, Result, Row, Table, bindparam
 from sqlalchemy.sql.elements import BindParameter
 
+from ctiserver.core.records import InteractionRecord
 from ctiserver.store import models as m
 from ctiserver.store.rawsqlite import Compiled
-from ctiserver.store.records import InteractionRecord
 
 CUSTOMERS = cast(Table, m.Customer.__table__)
 NUMBERS = cast(Table, m.CustomerNumber.__table__)

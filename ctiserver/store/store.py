@@ -14,14 +14,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ctiserver.core.numbers import normalize
-from ctiserver.store.accounts import Accounts
-from ctiserver.store.agents import Agents
-from ctiserver.store.customers import Customers
-from ctiserver.store.database import DEFAULT_URL, Database
-from ctiserver.store.deliveries import PopDeliveries
-from ctiserver.store.identify import CallerLookup
-from ctiserver.store.interactions import Interactions
-from ctiserver.store.records import (
+from ctiserver.core.records import (
     AgentStateRecord,
     CustomerRecord,
     Identification,
@@ -32,6 +25,13 @@ from ctiserver.store.records import (
     from_epoch,
     utcnow,
 )
+from ctiserver.store.accounts import Accounts
+from ctiserver.store.agents import Agents
+from ctiserver.store.customers import Customers
+from ctiserver.store.database import DEFAULT_URL, Database
+from ctiserver.store.deliveries import PopDeliveries
+from ctiserver.store.identify import CallerLookup
+from ctiserver.store.interactions import Interactions
 from ctiserver.store.writer import BatchWriter
 
 # where these names were defined before the store was split: imported from here still

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from ctiserver.store.records import CustomerRecord, InteractionRecord, StoreError, UserRecord
+from ctiserver.core.records import CustomerRecord, InteractionRecord, StoreError, UserRecord
 
 __all__ = [
     "Accounts",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctiserver.store import InteractionRecord, Store
+from ctiserver.core.records import InteractionRecord
+from ctiserver.store import Store
 from ctiserver.store.demo import load_demo
 from tests.fixtures_services import PostgresServer
 

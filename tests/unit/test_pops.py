@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import FanOut, RecordingNotifier
 from ctiserver.pops import CallInfo, PopService
-from ctiserver.store import Identification, InteractionRecord, Store
+from ctiserver.store import Store
 from ctiserver.store.demo import load_demo
 
 

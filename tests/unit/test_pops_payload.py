@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ctiserver.core.records import CustomerRecord, Identification, InteractionRecord
 from ctiserver.pops.payload import (
     CallInfo,
     answered_note,
@@ -13,7 +14,6 @@ from ctiserver.pops.payload import (
     offered_pop,
     state_note,
 )
-from ctiserver.store.records import CustomerRecord, Identification, InteractionRecord
 
 JOINED = 1_700_000_000.0
 

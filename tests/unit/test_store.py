@@ -14,7 +14,8 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Connection, inspect
 
-from ctiserver.store import Identification, InteractionRecord, Store, StoreError, utcnow
+from ctiserver.core.records import Identification, InteractionRecord, StoreError, utcnow
+from ctiserver.store import Store
 from ctiserver.store.demo import agent_password, load_demo
 from ctiserver.store.models import Base
 from ctiserver.store.passwords import hash_password, verify_password

@@ -1,6 +1,6 @@
-"""What callers outside the store see of it: plain, immutable records (never live ORM
-objects), ``StoreError``, and the UTC time helpers. No SQLAlchemy here, so adapters (the
-web) and the application (pops) can use these types without the database layer."""
+"""The CRM's and the call history's plain, immutable records (never live ORM objects),
+``StoreError`` (the store refused or did not answer) and the UTC time helpers: the values
+the store hands to the features and the web, with no database layer behind them."""
 
 from __future__ import annotations
 
