@@ -27,7 +27,7 @@ from ctiserver.asterisk.routes import Routes
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import AcdError, Engine
-from ctiserver.core.rules.loader import Known
+from ctiserver.core.rules.model import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
 from ctiserver.rules_runtime import RulesRuntime

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from ctiserver.core.ivr.session import Collect, Done, IvrSession
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Known
+from ctiserver.core.rules.model import Known
 from ctiserver.rules_runtime import Bundle, RulesRuntime, compile_sources, read_dir
 
 DEFAULT_RULES = "routing_rules"

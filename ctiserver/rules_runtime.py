@@ -29,9 +29,11 @@ from typing import Any
 
 from ctiserver.core.ivr.flow import Flow, check_flow_refs, load_flows
 from ctiserver.core.ivr.session import IvrSession
+from ctiserver.core.problems import Problem
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Known, Problem, RuleSet, load_ruleset
+from ctiserver.core.rules.loader import load_ruleset
+from ctiserver.core.rules.model import Known, RuleSet
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctiserver.core.problems import Problem
 from ctiserver.core.rules.actions import (
     ActionError,
     ActionSpec,
@@ -31,7 +32,6 @@ from ctiserver.core.rules.actions import (
     sounds,
 )
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Problem
 from ctiserver.core.rules.yamlsrc import LineDict, YamlError, load_yaml
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")

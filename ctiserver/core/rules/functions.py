@@ -54,6 +54,14 @@ CTX_KEY = "\x00ctx"  # not a valid identifier: unreachable from expressions
 # ------------------------------------------------------------------ wildcards
 
 
+def literal_prefix(pattern: str) -> str:
+    """The part of a pattern before its first wildcard."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?":
+            return pattern[:i]
+    return pattern
+
+
 def wildcard_regex(pattern: str) -> re.Pattern[str]:
     """``*`` = any run of characters, ``?`` = exactly one digit, the rest literal."""
     if len(pattern) > 64:

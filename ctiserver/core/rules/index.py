@@ -46,13 +46,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ctiserver.core.rules.expr import get_attr
-from ctiserver.core.rules.functions import NUMBER_NAMES, TEXT_NAMES
-
-if TYPE_CHECKING:
-    from ctiserver.core.rules.loader import Rule
+from ctiserver.core.rules.expr import Compiled, get_attr
+from ctiserver.core.rules.functions import NUMBER_NAMES, TEXT_NAMES, literal_prefix
 
 Field = tuple[str, str | None]  # (scope name, record key or None)
 Atom = tuple[Field, str, str]  # (field, "eq" | "prefix", text)
@@ -65,11 +62,21 @@ LOW_CARDINALITY = frozenset({"weekday", "time", "date"})
 _NO_MATCH_TYPES = (type(None), int, float, bool)  # can never equal a text
 
 
-def _literal_prefix(pattern: str) -> str:
-    for i, ch in enumerate(pattern):
-        if ch in "*?":
-            return pattern[:i]
-    return pattern
+class IndexedBranch(Protocol):
+    """What the index reads of a branch (:class:`ctiserver.core.rules.model.Branch`)."""
+
+    @property
+    def cond(self) -> Compiled | None: ...
+
+    @property
+    def on_false(self) -> str: ...
+
+
+class IndexedRule(Protocol):
+    """What the index reads of a rule (:class:`ctiserver.core.rules.model.Rule`)."""
+
+    @property
+    def branches(self) -> Sequence[IndexedBranch]: ...
 
 
 class _Gates:
@@ -149,7 +156,7 @@ class _Gates:
             name, pattern = node.args[0].id, node.args[1].value
             if name in NUMBER_NAMES and pattern.startswith("00"):
                 pattern = "+" + pattern[2:]  # as the compiler reads it
-            prefix = _literal_prefix(pattern) if node.func.id == "matches" else pattern
+            prefix = literal_prefix(pattern) if node.func.id == "matches" else pattern
             return frozenset({((name, None), "prefix", prefix)})
         return None
 
@@ -206,7 +213,7 @@ def _rank(gate: Gate) -> tuple[int, int]:
     return (worst, len(gate))
 
 
-def rule_gate(rule: Rule, gates: _Gates) -> Gate | None:
+def rule_gate(rule: IndexedRule, gates: _Gates) -> Gate | None:
     atoms: set[Atom] = set()
     for br in rule.branches:
         if br.cond is None or br.cond.constant:
@@ -273,7 +280,7 @@ class RuleIndex:
         return cands
 
 
-def build_index(rules: Sequence[Rule], normalize: Callable[[str], str]) -> RuleIndex | None:
+def build_index(rules: Sequence[IndexedRule], normalize: Callable[[str], str]) -> RuleIndex | None:
     """The index of one rule list, or None when no rule has a gate."""
     gates = _Gates(normalize)
     always: list[int] = []
