@@ -30,7 +30,7 @@ from ctiserver.core.acd.engine import AcdError, Engine
 from ctiserver.core.rules.model import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
-from ctiserver.rules_runtime import RulesRuntime
+from ctiserver.rules.runtime import RulesRuntime
 from ctiserver.store import Store
 from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app

@@ -29,7 +29,7 @@ from ctiserver.core.acd.model import AcdConfig
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
 from ctiserver.pops import CallInfo
-from ctiserver.rules_runtime import RulesRuntime
+from ctiserver.rules.runtime import RulesRuntime
 from ctiserver.store.records import Identification
 
 log = logging.getLogger("ctiserver.route")
