@@ -4,12 +4,8 @@ The daemon builds one :class:`RulesRuntime` and calls :meth:`RulesRuntime.decide
 for each call. ``reload()`` is called by the file watcher (:meth:`watch`) and by
 the SIGHUP handler; it never replaces a good rule set with a broken one.
 
-Every rule set that loaded is stored (:mod:`ctiserver.rules.versions`).
-``rollback(id)`` writes that version's files back into the rule and flow
-directories (files the version did not have are renamed ``*.rolled-back``) and
-makes it current, so a running daemon and a later restart agree with what is on
-disk. At start-up, if the files on disk are broken, the last good stored version
-is used.
+Every rule set that loaded is stored (:mod:`ctiserver.rules.versions`) and can
+be rolled back to; at start-up, broken files fall back to the last good one.
 """
 
 from __future__ import annotations
@@ -191,7 +187,11 @@ class RulesRuntime:
         return self.versions.resolve(prefix, self.version)
 
     def rollback(self, version: str | None = None) -> ReloadResult:
-        """Make a stored version current again and write its files back to disk."""
+        """Make a stored version current again and write its files back to disk.
+
+        Files the version did not have are renamed ``*.rolled-back``, so a running
+        daemon and a later restart agree with what is on disk.
+        """
         try:
             vid = self.resolve_version(version)
         except KeyError as exc:

@@ -2,7 +2,7 @@
 
 Public API::
 
-    result = load_ruleset(sources, flows=flow_set, known=Known(...))
+    result = load_ruleset(sources, known=Known(...))
     if result.ok:
         decision = result.ruleset.decide(CallContext.create(caller_id=..., dnis=..., now=...))
 

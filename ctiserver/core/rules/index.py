@@ -1,44 +1,9 @@
 """Skip rules whose conditions are provably false for a call, without changing anything.
 
-A rule list is evaluated top to bottom, first decision wins. With 1,000 rules
-most conditions are ``dnis == '…'``, ``caller_id == '…'``, ``matches(caller_id,
-'+3491*')`` or ``customer.tier == 'gold'``: one look-up in a table keyed by the
-call's DNIS (caller, tier …) tells which of them *can* be true. This module
-derives, at load time, for each rule a **gate**: a set of atoms
-
-* ``(field, "eq", value)``   — the field equals this text,
-* ``(field, "prefix", text)`` — the field starts with this text,
-
-such that if no atom holds for the call, every branch of the rule evaluates to
-false **without raising and without calling anything with side effects**
-(``lookup``) — i.e. exactly what the plain loop would have done, down to the
-trace lines it appends. A rule that has no such gate (an ``else``, an
-unconditional rule, ``open('support')`` …) is always evaluated.
-
-At run time the candidates (ungated rules + rules whose gate holds) are
-evaluated in their original order by the same loop as the plain evaluation;
-the trace lines of the rules skipped in between are copied from a precomputed
-table. :meth:`RuleSet.decide` with ``use_index=False`` runs the plain loop;
-the tests compare both on generated rule sets and calls, trace included.
-
-Soundness of a gate, by the shape of the condition (``region`` normalisation
-is the one the compiler applies):
-
-* ``f == 'c'`` / ``'c' == f`` / ``f in ['a', 'b']`` for a text name ``f``
-  (always a ``str`` in the scope) or ``customer.x``: true only if ``f`` is one
-  of the texts; never raises.
-* ``matches(f, 'pat')`` / ``startswith(f, 'pre')`` for a text name: true only
-  if ``f`` starts with the literal prefix of the pattern; never raises on text.
-* ``a or b or …``: false without raising if every part is; gate = union.
-* ``a and b and …``: if ``a₁ … aₖ₋₁`` cannot raise (simple comparisons of
-  names with constants, ``open('x')``, ``holiday('ES')``) and ``aₖ`` has a
-  gate, that gate: evaluation stops at or before ``aₖ`` with a false value.
-  The most selective such gate is used.
-* a rule: every branch has a condition with a gate; gate = union.
-
-The field values are checked at run time (text names must be ``str``; record
-fields ``str``/``None``/numbers); anything else makes the call use the plain
-loop.
+At load time each rule gets a *gate* (:class:`_Gates`): atoms such that, if none
+holds for the call, the rule is false without raising or side effects. At run
+time :meth:`RuleIndex.candidates` looks the call's fields up in tables built from
+the gates; the rules it skips get the trace lines the plain loop would have written.
 """
 
 from __future__ import annotations
@@ -80,7 +45,39 @@ class IndexedRule(Protocol):
 
 
 class _Gates:
-    """Derives gates from condition trees (the original, un-normalised AST)."""
+    """Derives gates from condition trees (the original, un-normalised AST).
+
+    A rule list is evaluated top to bottom, first decision wins. With 1,000 rules
+    most conditions are ``dnis == '…'``, ``caller_id == '…'``, ``matches(caller_id,
+    '+3491*')`` or ``customer.tier == 'gold'``: one look-up in a table keyed by the
+    call's DNIS (caller, tier …) tells which of them *can* be true. A rule's
+    **gate** is a set of atoms
+
+    * ``(field, "eq", value)``   — the field equals this text,
+    * ``(field, "prefix", text)`` — the field starts with this text,
+
+    such that if no atom holds for the call, every branch of the rule evaluates to
+    false **without raising and without calling anything with side effects**
+    (``lookup``) — i.e. exactly what the plain loop would have done, down to the
+    trace lines it appends. A rule that has no such gate (an ``else``, an
+    unconditional rule, ``open('support')`` …) is always evaluated.
+
+    Soundness of a gate, by the shape of the condition (``region`` normalisation
+    is the one the compiler applies):
+
+    * ``f == 'c'`` / ``'c' == f`` / ``f in ['a', 'b']`` for a text name ``f``
+      (always a ``str`` in the scope) or ``customer.x``: true only if ``f`` is one
+      of the texts; never raises.
+    * ``matches(f, 'pat')`` / ``startswith(f, 'pre')`` for a text name: true only
+      if ``f`` starts with the literal prefix of the pattern; never raises on text.
+    * ``a or b or …``: false without raising if every part is; gate = union.
+    * ``a and b and …``: if ``a₁ … aₖ₋₁`` cannot raise (simple comparisons of
+      names with constants, ``open('x')``, ``holiday('ES')``) and ``aₖ`` has a
+      gate, that gate: evaluation stops at or before ``aₖ`` with a false value.
+      The most selective such gate is used.
+    * a rule: every branch has a condition with a gate; gate = union
+      (:func:`rule_gate`).
+    """
 
     def __init__(self, normalize: Callable[[str], str]) -> None:
         self.normalize = normalize
@@ -240,7 +237,19 @@ class _Fallback(Exception):
 
 @dataclass(frozen=True)
 class RuleIndex:
-    """Candidates of one rule list and the trace lines of the rules it skips."""
+    """Candidates of one rule list and the trace lines of the rules it skips.
+
+    The candidates (ungated rules + rules whose gate holds) are evaluated in their
+    original order by the same loop as the plain evaluation; the trace lines of the
+    rules skipped in between are copied from ``false_lines``.
+    :meth:`RuleSet.decide <ctiserver.core.rules.model.RuleSet.decide>` with
+    ``use_index=False`` runs the plain loop; the tests compare both on generated
+    rule sets and calls, trace included.
+
+    The field values are checked at run time (text names must be ``str``; record
+    fields ``str``/``None``/numbers); anything else makes the call use the plain
+    loop (:meth:`candidates` returns None).
+    """
 
     always: tuple[int, ...]
     tables: tuple[_FieldTable, ...]
