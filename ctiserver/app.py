@@ -33,10 +33,10 @@ from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
-from ctiserver.core.rules.loader import Known
+from ctiserver.core.rules.model import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
-from ctiserver.rules_runtime import RulesRuntime
+from ctiserver.rules.runtime import RulesRuntime
 from ctiserver.store import Store
 from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app

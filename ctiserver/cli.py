@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from ctiserver import config as config_mod
-from ctiserver import rules_cli
+from ctiserver.rules import cli as rules_cli
 
 DEFAULT_CONFIG = os.environ.get("CTISERVER_CONFIG", "ctiserver.toml")
 

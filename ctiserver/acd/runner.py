@@ -36,7 +36,7 @@ def freeze_state() -> None:
     engine's state (thousands of long-lived objects per thousand agents) is no longer
     walked by a collection that happens during a decision. What is frozen is still freed
     by reference counting when dropped (the engine's records hold no cycles). The rule
-    sets are frozen the same way at each load (rules_runtime.freeze_heap)."""
+    sets are frozen the same way at each load (ctiserver.rules.runtime.freeze_heap)."""
     gc.collect()
     gc.freeze()
 

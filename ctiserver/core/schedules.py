@@ -1,21 +1,8 @@
 """Business hours and holidays: is a schedule open at a given instant?
 
-A schedule has, per weekday, a list of opening intervals in its own IANA time
-zone, an optional public-holiday calendar (the ``holidays`` library, by
-country and region), custom closed dates and special hours for given dates.
-
-Rules of the calendar, in order, for the local date ``d`` of the instant:
-
-1. ``special[d]`` replaces the weekday's hours for that date (``[]`` = closed);
-2. else, if ``d`` is in ``closed`` or is a public holiday, the schedule is closed;
-3. else the weekday's hours apply.
-
-An interval may cross midnight (``22:00-02:00``): it belongs to the day it
-starts on, so Friday ``22:00-02:00`` is open until Saturday 02:00 even if
-Saturday is a holiday. ``24:00`` may be used as an end. Times are local wall
-clock: on the day clocks change, ``09:00`` is 09:00 local whatever the UTC
-offset; an instant in the skipped hour simply never occurs.
-
+A schedule has, per weekday, opening intervals in its own IANA time zone, an
+optional public-holiday calendar (the ``holidays`` library), custom closed dates
+and special hours for given dates (:meth:`Schedule.is_open` says how they combine).
 Pure: the instant is passed in; nothing reads the clock.
 """
 
@@ -152,7 +139,20 @@ class Schedule:
         return day in holiday_calendar(self.holiday_country, self.holiday_subdiv)
 
     def is_open(self, now: datetime) -> bool:
-        """Whether the schedule is open at the aware instant ``now``."""
+        """Whether the schedule is open at the aware instant ``now``.
+
+        Rules of the calendar, in order, for the local date ``d`` of the instant:
+
+        1. ``special[d]`` replaces the weekday's hours for that date (``[]`` = closed);
+        2. else, if ``d`` is in ``closed`` or is a public holiday, the schedule is closed;
+        3. else the weekday's hours apply.
+
+        An interval may cross midnight (``22:00-02:00``): it belongs to the day it
+        starts on, so Friday ``22:00-02:00`` is open until Saturday 02:00 even if
+        Saturday is a holiday. ``24:00`` may be used as an end. Times are local wall
+        clock: on the day clocks change, ``09:00`` is 09:00 local whatever the UTC
+        offset; an instant in the skipped hour simply never occurs.
+        """
         if now.tzinfo is None:
             raise ValueError("is_open needs a timezone-aware datetime")
         local = now.astimezone(self.zone)

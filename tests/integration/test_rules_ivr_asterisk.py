@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ctiserver.rules_runtime import content_hash, read_dir
+from ctiserver.rules.bundle import content_hash, read_dir
 from ctiserver.store import Store
 from tests.integration.harness import (
     REPO,

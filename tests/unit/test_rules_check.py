@@ -11,8 +11,8 @@ import pytest
 from ctiserver.core.rules import Known, load_ruleset
 from ctiserver.core.rules.expr import Env, ExprError, compile_expr
 from ctiserver.core.rules.functions import make_functions
-from ctiserver.rules_cli import main as cli_main
-from ctiserver.rules_cli import run
+from ctiserver.rules.cli import main as cli_main
+from ctiserver.rules.cli import run
 
 KNOWN = Known(
     queues=frozenset({"sales", "support"}),
@@ -300,7 +300,7 @@ def test_check_command_ok_and_config_toml(tmp_path):
     out = io.StringIO()
     import argparse
 
-    from ctiserver.rules_cli import add_subcommands
+    from ctiserver.rules.cli import add_subcommands
 
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command"))

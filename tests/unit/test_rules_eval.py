@@ -325,7 +325,7 @@ def test_runtime_error_in_condition_counts_as_false():
 
 
 def test_shipped_example_answers_the_christmas_eve_question():
-    from ctiserver.rules_runtime import compile_sources, read_dir
+    from ctiserver.rules.bundle import compile_sources, read_dir
 
     bundle = compile_sources(read_dir(ROOT / "routing_rules"), read_dir(ROOT / "ivr_flows"))
     assert bundle.ok, [str(p) for p in bundle.problems]

@@ -9,8 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ctiserver.core.rules import CallContext
-from ctiserver.rules_cli import main as cli_main
-from ctiserver.rules_runtime import ReloadResult, RulesRuntime
+from ctiserver.rules.cli import main as cli_main
+from ctiserver.rules.runtime import ReloadResult, RulesRuntime
 
 NOW = datetime(2026, 12, 22, 11, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 RULES = (

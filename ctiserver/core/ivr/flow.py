@@ -1,18 +1,7 @@
 """IVR flows: YAML text -> a checked :class:`Flow` (steps by name, with line numbers).
 
-A flow is a set of named steps; ``start`` names the first. Step kinds::
-
-    play:    {sounds: [..], next: <target>}
-    say_digits: {var: customer_number, next: <target>}
-    menu:    {prompt: [..], options: {"1": <target>, …}, timeout: 5, retries: 2,
-              invalid: [option-is-invalid], on_timeout: <target>?, on_invalid: <target>?,
-              on_fail: <target>, var: choice?}
-    collect: {prompt: [..], var: name, min: 1, max: 10, terminator: "#", timeout: 5,
-              retries: 2, invalid: [..], next: <target>, on_fail: <target>}
-
-A target is ``{goto: step}``, ``{route: true}`` (back to the routing rules,
-with the answers), or an action as in the rules (``{queue: sales}``), each
-optionally with ``set: {name: value}`` to record an answer.
+The file format is described for supervisors in ``routing_rules/README.md`` (IVR
+flows); the step kinds are summed up in :meth:`_FlowParser.step`.
 """
 
 from __future__ import annotations
@@ -22,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctiserver.core.problems import Problem
 from ctiserver.core.rules.actions import (
     ActionError,
     ActionSpec,
@@ -31,7 +21,6 @@ from ctiserver.core.rules.actions import (
     sounds,
 )
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Problem
 from ctiserver.core.rules.yamlsrc import LineDict, YamlError, load_yaml
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
@@ -147,6 +136,20 @@ class _FlowParser:
         return self.target(node[key], node.line_of(key)) if key in node else None
 
     def step(self, name: str, node: Any, line: int) -> Step:
+        """One named step; ``start`` names the first. Step kinds::
+
+            play:    {sounds: [..], next: <target>}
+            say_digits: {var: customer_number, next: <target>}
+            menu:    {prompt: [..], options: {"1": <target>, …}, timeout: 5, retries: 2,
+                      invalid: [option-is-invalid], on_timeout: <target>?, on_invalid: <target>?,
+                      on_fail: <target>, var: choice?}
+            collect: {prompt: [..], var: name, min: 1, max: 10, terminator: "#", timeout: 5,
+                      retries: 2, invalid: [..], next: <target>, on_fail: <target>}
+
+        A target is ``{goto: step}``, ``{route: true}`` (back to the routing rules,
+        with the answers), or an action as in the rules (``{queue: sales}``), each
+        optionally with ``set: {name: value}`` to record an answer.
+        """
         if not isinstance(node, LineDict) or len(node) != 1 or next(iter(node)) not in STEP_KINDS:
             raise _Fail(line, f"step '{name}' must be one of {', '.join(STEP_KINDS)}")
         kind = next(iter(node))

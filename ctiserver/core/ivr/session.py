@@ -1,25 +1,6 @@
 """The IVR interpreter: a pure state machine that yields instructions and is fed results.
 
-Usage (the adapter owns the telephony)::
-
-    session = IvrSession(flow)
-    instruction = session.start()
-    while not isinstance(instruction, Done):
-        if isinstance(instruction, Collect):
-            digits = ...  # '' (or None) when the caller pressed nothing before the timeout
-            instruction = session.feed(digits)
-        else:  # Play / SayDigits
-            instruction = session.feed(None)
-
-``Done.decision`` is the action chosen inside the flow, or ``None`` meaning
-"continue with the routing rules, using ``Done.answers``".
-
-Menus and collections re-prompt on timeout or invalid input up to ``retries``
-times (so ``retries: 2`` gives three attempts), then follow ``on_fail``
-(default: play ``goodbye`` and hang up). ``on_timeout`` / ``on_invalid``, when
-given, are taken on the first timeout / invalid input instead of re-prompting.
-A flow that keeps jumping between steps without asking the caller anything
-ends after :data:`MAX_TRANSITIONS` steps, with ``goodbye``.
+The adapter owns the telephony; :class:`IvrSession` says how to drive it.
 """
 
 from __future__ import annotations
@@ -68,6 +49,30 @@ class IvrError(RuntimeError):
 
 
 class IvrSession:
+    """One caller going through one flow.
+
+    Usage (the adapter owns the telephony)::
+
+        session = IvrSession(flow)
+        instruction = session.start()
+        while not isinstance(instruction, Done):
+            if isinstance(instruction, Collect):
+                digits = ...  # '' (or None) when the caller pressed nothing before the timeout
+                instruction = session.feed(digits)
+            else:  # Play / SayDigits
+                instruction = session.feed(None)
+
+    ``Done.decision`` is the action chosen inside the flow, or ``None`` meaning
+    "continue with the routing rules, using ``Done.answers``".
+
+    Menus and collections re-prompt on timeout or invalid input up to ``retries``
+    times (so ``retries: 2`` gives three attempts), then follow ``on_fail``
+    (default: play ``goodbye`` and hang up). ``on_timeout`` / ``on_invalid``, when
+    given, are taken on the first timeout / invalid input instead of re-prompting.
+    A flow that keeps jumping between steps without asking the caller anything
+    ends after :data:`MAX_TRANSITIONS` steps, with ``goodbye``.
+    """
+
     def __init__(self, flow: Flow, answers: Mapping[str, str] | None = None) -> None:
         self.flow = flow
         self.answers: dict[str, str] = dict(answers or {})

@@ -1,18 +1,7 @@
 """Actions: the YAML mapping that says where a call goes, turned into a Decision.
 
-One action key per mapping (see ``routing_rules/README.md``)::
-
-    queue: sales            priority: 5   skills: {spanish: 3}
-    ivr: main_menu
-    agent: "1002"           timeout: 20   fallback: {queue: sales}
-    agent_of: customer.assigned_agent     (an expression; same timeout/fallback)
-    extension: "1003"
-    voicemail: "1001"
-    message: [vm-nobodyavail, goodbye]    (alone: play, then hang up)
-    callback: support                     (offer a callback for that queue)
-    hangup: true
-
-``message`` next to another action is played before it.
+The supervisor's reference is ``routing_rules/README.md`` (Actions); the keys
+are summed up in :func:`parse_action`.
 """
 
 from __future__ import annotations
@@ -116,7 +105,22 @@ def parse_action(
     line: int,
     extra_allowed: frozenset[str] = frozenset(),
 ) -> ActionSpec:
-    """Parse an action mapping. ``env`` None: expressions (``agent_of``) not allowed."""
+    """Parse an action mapping. ``env`` None: expressions (``agent_of``) not allowed.
+
+    One action key per mapping::
+
+        queue: sales            priority: 5   skills: {spanish: 3}
+        ivr: main_menu
+        agent: "1002"           timeout: 20   fallback: {queue: sales}
+        agent_of: customer.assigned_agent     (an expression; same timeout/fallback)
+        extension: "1003"
+        voicemail: "1001"
+        message: [vm-nobodyavail, goodbye]    (alone: play, then hang up)
+        callback: support                     (offer a callback for that queue)
+        hangup: true
+
+    ``message`` next to another action is played before it.
+    """
     if not isinstance(node, Mapping):
         raise ActionError("an action must be a mapping, e.g. {queue: sales}", line)
     line = node.line if isinstance(node, LineDict) else line

@@ -1,29 +1,8 @@
 """Rule conditions: simpleeval's expression language, checked once and compiled to closures.
 
-The grammar is simpleeval's (``SimpleEval``): names, constants, ``and`` / ``or``
-/ ``not``, comparisons (``==``, ``<``, ``in`` …), arithmetic, ``x if c else y``,
-subscripts and calls of whitelisted functions. Each expression is parsed once
-with :mod:`ast` at load time and every node is checked against a whitelist; it
-is then turned into a tree of Python closures, so evaluating a condition costs
-a few hundred nanoseconds instead of simpleeval's tree walk (a 1,000-rule set
-must decide in well under a millisecond). Python's ``eval``/``compile`` are
-never used.
-
-What is refused, at load time, with the column of the mistake:
-
-* anything not in the whitelist: lambda, comprehensions, f-strings, dict/set
-  literals, keyword or starred arguments, walrus, ``import`` …;
-* unknown names and functions; attribute names starting with ``_``;
-* expressions longer than :data:`MAX_EXPR_LEN` characters or with more than
-  :data:`MAX_NODES` nodes;
-* constant sub-expressions that break a limit (``9**9**9``, ``'a'*10**9``):
-  they are folded at load time with the same guarded operators.
-
-At run time the guarded operators (simpleeval's ``safe_power`` / ``safe_mult``
-/ ``safe_add`` idea, with tighter limits) keep a condition from allocating
-huge numbers or strings. Attribute access reads keys of records
-(``customer.tier``) and never touches Python attributes; ``None.x`` is
-``None`` so ``customer.tier == 'gold'`` is simply false for unknown callers.
+Each expression is parsed with :mod:`ast` at load time, every node checked against
+a whitelist (:class:`_Compiler`), then turned into a tree of Python closures: a
+condition costs a few hundred nanoseconds. Python's ``eval``/``compile`` are never used.
 """
 
 from __future__ import annotations
@@ -68,6 +47,9 @@ MISSING: Any = _Missing()
 
 
 # ------------------------------------------------------------ guarded operators
+# simpleeval's safe_power / safe_mult / safe_add idea, with tighter limits: they keep a
+# condition from allocating huge numbers or strings, at run time and when folding
+# constants at load time.
 
 
 def safe_power(a: Any, b: Any) -> Any:
@@ -228,6 +210,29 @@ def compile_expr(source: str, env: Env) -> Compiled:
 
 
 class _Compiler:
+    """Checks an expression tree against the whitelist and turns it into closures.
+
+    The grammar is simpleeval's (``SimpleEval``): names, constants, ``and`` / ``or``
+    / ``not``, comparisons (``==``, ``<``, ``in`` …), arithmetic, ``x if c else y``,
+    subscripts and calls of whitelisted functions; one ``_<NodeType>`` method each.
+    Evaluating the closures replaces simpleeval's tree walk (a 1,000-rule set must
+    decide in well under a millisecond).
+
+    What is refused, at load time, with the column of the mistake:
+
+    * anything not in the whitelist: lambda, comprehensions, f-strings, dict/set
+      literals, keyword or starred arguments, walrus, ``import`` …;
+    * unknown names and functions; attribute names starting with ``_``;
+    * expressions longer than :data:`MAX_EXPR_LEN` characters or with more than
+      :data:`MAX_NODES` nodes (checked by :func:`compile_expr`);
+    * constant sub-expressions that break a limit (``9**9**9``, ``'a'*10**9``):
+      they are folded at load time with the same guarded operators.
+
+    Attribute access reads keys of records (``customer.tier``, :func:`get_attr`)
+    and never touches Python attributes; ``None.x`` is ``None`` so
+    ``customer.tier == 'gold'`` is simply false for unknown callers.
+    """
+
     def __init__(self, env: Env) -> None:
         self.env = env
         self.used: set[str] = set()

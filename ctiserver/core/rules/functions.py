@@ -1,18 +1,6 @@
 """The names and functions rule conditions can use, and wildcard number patterns.
 
-Names (set per call by :func:`make_scope`):
-
-``caller_id``, ``dnis``  E.164 numbers (``+34915551234``); internal extensions as dialled
-``caller_name``         caller ID name, text
-``digits``              digits the caller keyed in (text, may be empty)
-``answers``             all IVR answers, a record: ``answers.department``
-``<answer name>``       every variable an IVR flow sets, as text ('' if not answered)
-``customer``            the CRM record of the caller or None: ``customer.tier``
-``now``                 the instant (``now.hour`` …) in the rules' time zone
-``time``                local time as text ``'21:30'``; compare with ``time >= '09:00'``
-``date``                local date as text ``'2026-12-24'``
-``weekday``             ``'mon'`` … ``'sun'``
-``hour``, ``minute``, ``day``, ``month``, ``year``  numbers
+The supervisor's reference for both is ``routing_rules/README.md`` (Conditions).
 """
 
 from __future__ import annotations
@@ -52,6 +40,14 @@ CTX_KEY = "\x00ctx"  # not a valid identifier: unreachable from expressions
 
 
 # ------------------------------------------------------------------ wildcards
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a pattern before its first wildcard."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?":
+            return pattern[:i]
+    return pattern
 
 
 def wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -302,7 +298,20 @@ def make_functions(
 
 
 def make_scope(ctx: CallContext, zone: Any, soft_names: frozenset[str]) -> dict[str, Any]:
-    """The names one call exposes to the conditions."""
+    """The names one call exposes to the conditions.
+
+    ``caller_id``, ``dnis``  E.164 numbers (``+34915551234``); internal extensions as dialled
+    ``caller_name``         caller ID name, text
+    ``digits``              digits the caller keyed in (text, may be empty)
+    ``answers``             all IVR answers, a record: ``answers.department``
+    ``<answer name>``       every variable an IVR flow sets, as text ('' if not answered)
+    ``customer``            the CRM record of the caller or None: ``customer.tier``
+    ``now``                 the instant (``now.hour`` …) in the rules' time zone
+    ``time``                local time as text ``'21:30'``; compare with ``time >= '09:00'``
+    ``date``                local date as text ``'2026-12-24'``
+    ``weekday``             ``'mon'`` … ``'sun'``
+    ``hour``, ``minute``, ``day``, ``month``, ``year``  numbers
+    """
     local: datetime = ctx.now.astimezone(zone)
     scope: dict[str, Any] = {
         "caller_id": ctx.caller_id,

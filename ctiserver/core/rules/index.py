@@ -1,44 +1,9 @@
 """Skip rules whose conditions are provably false for a call, without changing anything.
 
-A rule list is evaluated top to bottom, first decision wins. With 1,000 rules
-most conditions are ``dnis == '…'``, ``caller_id == '…'``, ``matches(caller_id,
-'+3491*')`` or ``customer.tier == 'gold'``: one look-up in a table keyed by the
-call's DNIS (caller, tier …) tells which of them *can* be true. This module
-derives, at load time, for each rule a **gate**: a set of atoms
-
-* ``(field, "eq", value)``   — the field equals this text,
-* ``(field, "prefix", text)`` — the field starts with this text,
-
-such that if no atom holds for the call, every branch of the rule evaluates to
-false **without raising and without calling anything with side effects**
-(``lookup``) — i.e. exactly what the plain loop would have done, down to the
-trace lines it appends. A rule that has no such gate (an ``else``, an
-unconditional rule, ``open('support')`` …) is always evaluated.
-
-At run time the candidates (ungated rules + rules whose gate holds) are
-evaluated in their original order by the same loop as the plain evaluation;
-the trace lines of the rules skipped in between are copied from a precomputed
-table. :meth:`RuleSet.decide` with ``use_index=False`` runs the plain loop;
-the tests compare both on generated rule sets and calls, trace included.
-
-Soundness of a gate, by the shape of the condition (``region`` normalisation
-is the one the compiler applies):
-
-* ``f == 'c'`` / ``'c' == f`` / ``f in ['a', 'b']`` for a text name ``f``
-  (always a ``str`` in the scope) or ``customer.x``: true only if ``f`` is one
-  of the texts; never raises.
-* ``matches(f, 'pat')`` / ``startswith(f, 'pre')`` for a text name: true only
-  if ``f`` starts with the literal prefix of the pattern; never raises on text.
-* ``a or b or …``: false without raising if every part is; gate = union.
-* ``a and b and …``: if ``a₁ … aₖ₋₁`` cannot raise (simple comparisons of
-  names with constants, ``open('x')``, ``holiday('ES')``) and ``aₖ`` has a
-  gate, that gate: evaluation stops at or before ``aₖ`` with a false value.
-  The most selective such gate is used.
-* a rule: every branch has a condition with a gate; gate = union.
-
-The field values are checked at run time (text names must be ``str``; record
-fields ``str``/``None``/numbers); anything else makes the call use the plain
-loop.
+At load time each rule gets a *gate* (:class:`_Gates`): atoms such that, if none
+holds for the call, the rule is false without raising or side effects. At run
+time :meth:`RuleIndex.candidates` looks the call's fields up in tables built from
+the gates; the rules it skips get the trace lines the plain loop would have written.
 """
 
 from __future__ import annotations
@@ -46,13 +11,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ctiserver.core.rules.expr import get_attr
-from ctiserver.core.rules.functions import NUMBER_NAMES, TEXT_NAMES
-
-if TYPE_CHECKING:
-    from ctiserver.core.rules.loader import Rule
+from ctiserver.core.rules.expr import Compiled, get_attr
+from ctiserver.core.rules.functions import NUMBER_NAMES, TEXT_NAMES, literal_prefix
 
 Field = tuple[str, str | None]  # (scope name, record key or None)
 Atom = tuple[Field, str, str]  # (field, "eq" | "prefix", text)
@@ -65,15 +27,57 @@ LOW_CARDINALITY = frozenset({"weekday", "time", "date"})
 _NO_MATCH_TYPES = (type(None), int, float, bool)  # can never equal a text
 
 
-def _literal_prefix(pattern: str) -> str:
-    for i, ch in enumerate(pattern):
-        if ch in "*?":
-            return pattern[:i]
-    return pattern
+class IndexedBranch(Protocol):
+    """What the index reads of a branch (:class:`ctiserver.core.rules.model.Branch`)."""
+
+    @property
+    def cond(self) -> Compiled | None: ...
+
+    @property
+    def on_false(self) -> str: ...
+
+
+class IndexedRule(Protocol):
+    """What the index reads of a rule (:class:`ctiserver.core.rules.model.Rule`)."""
+
+    @property
+    def branches(self) -> Sequence[IndexedBranch]: ...
 
 
 class _Gates:
-    """Derives gates from condition trees (the original, un-normalised AST)."""
+    """Derives gates from condition trees (the original, un-normalised AST).
+
+    A rule list is evaluated top to bottom, first decision wins. With 1,000 rules
+    most conditions are ``dnis == '…'``, ``caller_id == '…'``, ``matches(caller_id,
+    '+3491*')`` or ``customer.tier == 'gold'``: one look-up in a table keyed by the
+    call's DNIS (caller, tier …) tells which of them *can* be true. A rule's
+    **gate** is a set of atoms
+
+    * ``(field, "eq", value)``   — the field equals this text,
+    * ``(field, "prefix", text)`` — the field starts with this text,
+
+    such that if no atom holds for the call, every branch of the rule evaluates to
+    false **without raising and without calling anything with side effects**
+    (``lookup``) — i.e. exactly what the plain loop would have done, down to the
+    trace lines it appends. A rule that has no such gate (an ``else``, an
+    unconditional rule, ``open('support')`` …) is always evaluated.
+
+    Soundness of a gate, by the shape of the condition (``region`` normalisation
+    is the one the compiler applies):
+
+    * ``f == 'c'`` / ``'c' == f`` / ``f in ['a', 'b']`` for a text name ``f``
+      (always a ``str`` in the scope) or ``customer.x``: true only if ``f`` is one
+      of the texts; never raises.
+    * ``matches(f, 'pat')`` / ``startswith(f, 'pre')`` for a text name: true only
+      if ``f`` starts with the literal prefix of the pattern; never raises on text.
+    * ``a or b or …``: false without raising if every part is; gate = union.
+    * ``a and b and …``: if ``a₁ … aₖ₋₁`` cannot raise (simple comparisons of
+      names with constants, ``open('x')``, ``holiday('ES')``) and ``aₖ`` has a
+      gate, that gate: evaluation stops at or before ``aₖ`` with a false value.
+      The most selective such gate is used.
+    * a rule: every branch has a condition with a gate; gate = union
+      (:func:`rule_gate`).
+    """
 
     def __init__(self, normalize: Callable[[str], str]) -> None:
         self.normalize = normalize
@@ -149,7 +153,7 @@ class _Gates:
             name, pattern = node.args[0].id, node.args[1].value
             if name in NUMBER_NAMES and pattern.startswith("00"):
                 pattern = "+" + pattern[2:]  # as the compiler reads it
-            prefix = _literal_prefix(pattern) if node.func.id == "matches" else pattern
+            prefix = literal_prefix(pattern) if node.func.id == "matches" else pattern
             return frozenset({((name, None), "prefix", prefix)})
         return None
 
@@ -206,7 +210,7 @@ def _rank(gate: Gate) -> tuple[int, int]:
     return (worst, len(gate))
 
 
-def rule_gate(rule: Rule, gates: _Gates) -> Gate | None:
+def rule_gate(rule: IndexedRule, gates: _Gates) -> Gate | None:
     atoms: set[Atom] = set()
     for br in rule.branches:
         if br.cond is None or br.cond.constant:
@@ -233,7 +237,19 @@ class _Fallback(Exception):
 
 @dataclass(frozen=True)
 class RuleIndex:
-    """Candidates of one rule list and the trace lines of the rules it skips."""
+    """Candidates of one rule list and the trace lines of the rules it skips.
+
+    The candidates (ungated rules + rules whose gate holds) are evaluated in their
+    original order by the same loop as the plain evaluation; the trace lines of the
+    rules skipped in between are copied from ``false_lines``.
+    :meth:`RuleSet.decide <ctiserver.core.rules.model.RuleSet.decide>` with
+    ``use_index=False`` runs the plain loop; the tests compare both on generated
+    rule sets and calls, trace included.
+
+    The field values are checked at run time (text names must be ``str``; record
+    fields ``str``/``None``/numbers); anything else makes the call use the plain
+    loop (:meth:`candidates` returns None).
+    """
 
     always: tuple[int, ...]
     tables: tuple[_FieldTable, ...]
@@ -273,7 +289,7 @@ class RuleIndex:
         return cands
 
 
-def build_index(rules: Sequence[Rule], normalize: Callable[[str], str]) -> RuleIndex | None:
+def build_index(rules: Sequence[IndexedRule], normalize: Callable[[str], str]) -> RuleIndex | None:
     """The index of one rule list, or None when no rule has a gate."""
     gates = _Gates(normalize)
     always: list[int] = []

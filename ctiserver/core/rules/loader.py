@@ -8,28 +8,20 @@ in file order, first decision wins.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ctiserver.core.numbers import normalize
+from ctiserver.core.problems import Problem
 from ctiserver.core.rules.actions import ActionError, ActionSpec, is_action, parse_action
-from ctiserver.core.rules.context import CallContext
-from ctiserver.core.rules.decision import HANGUP, Decision
+from ctiserver.core.rules.checks import branch_problems, reachability_problems
+from ctiserver.core.rules.decision import HANGUP
 from ctiserver.core.rules.expr import Compiled, Env, ExprError, compile_expr
-from ctiserver.core.rules.functions import (
-    BASE_NAMES,
-    NUMBER_NAMES,
-    TEXT_NAMES,
-    make_functions,
-    make_scope,
-    pattern_contains,
-    patterns_overlap,
-)
-from ctiserver.core.rules.index import RuleIndex, build_index
+from ctiserver.core.rules.functions import BASE_NAMES, NUMBER_NAMES, TEXT_NAMES, make_functions
+from ctiserver.core.rules.index import build_index
+from ctiserver.core.rules.model import Branch, Known, LoadResult, Rule, RuleSet
 from ctiserver.core.rules.yamlsrc import LineDict, LineList, YamlError, load_yaml
 from ctiserver.core.schedules import Schedule, ScheduleError, build_schedule, get_zone
 
@@ -44,173 +36,11 @@ CONFIG_KEYS = {
     "description",
 }
 MAX_DEPTH = 16
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    message: str
-    rule: str | None = None
-    severity: str = "error"  # error | warning
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        who = f" rule '{self.rule}':" if self.rule else ""
-        return f"{where}: {self.severity}:{who} {self.message}"
-
-
-@dataclass(frozen=True)
-class Known:
-    """Names that exist outside the rule files; empty = not checked (except flows)."""
-
-    queues: frozenset[str] = frozenset()
-    agents: frozenset[str] = frozenset()
-    flows: frozenset[str] | None = None  # None: IVR flows not checked
-    answers: frozenset[str] = frozenset()  # variables the IVR flows set
-
-
-@dataclass(frozen=True)
-class Branch:
-    cond: Compiled | None  # None: else / unconditional
-    line: int
-    action: ActionSpec | None
-    rules: tuple[Rule, ...]
-    on_true: str  # precomputed trace lines
-    on_false: str
-    on_error: str
-    fell_through: str
-    indent: str
-    # index of ``rules`` (set by the builder once the set is complete)
-    index: RuleIndex | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    file: str
-    line: int
-    branches: tuple[Branch, ...]
-    # (condition evaluator or None, branch) pairs, for the hot loop
-    steps: tuple[tuple[Any, Branch], ...] = ()
-
-    def __post_init__(self) -> None:
-        steps = tuple((b.cond.fn if b.cond is not None else None, b) for b in self.branches)
-        object.__setattr__(self, "steps", steps)
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    rules: tuple[Rule, ...]
-    schedules: Mapping[str, Schedule]
-    zone: ZoneInfo
-    region: str
-    default: Decision
-    soft_names: frozenset[str]
-    lookup_tables: frozenset[str]
-    queues: frozenset[str]
-    agents: frozenset[str]
-    index: RuleIndex | None = field(default=None, compare=False, repr=False)
-
-    def decide(self, ctx: CallContext, *, use_index: bool = True) -> Decision:
-        """Route one call. Never raises for bad call data: errors are traced as false.
-
-        ``use_index=False`` evaluates every condition in order (the reference
-        semantics); the index only skips rules that are provably false for the
-        call, so the result, trace included, is the same.
-        """
-        scope = make_scope(ctx, self.zone, self.soft_names)
-        trace: list[str] = []
-        found = _run(self.rules, self.index, scope, trace, use_index)
-        if found is None:
-            trace.append(f"no rule decided: default → {self.default.describe()}")
-            return self.default.explained(None, tuple(trace))
-        decision, rule = found
-        trace.append(f"→ {decision.describe()} (rule '{rule}')")
-        return decision.explained(rule, tuple(trace))
-
-
-def _run(
-    rules: tuple[Rule, ...],
-    index: RuleIndex | None,
-    scope: Mapping[str, Any],
-    trace: list[str],
-    use_index: bool = True,
-) -> tuple[Decision, str] | None:
-    """The first rule that decides, in order. With ``use_index``, only the rules the index
-    cannot rule out are evaluated; the others get the trace lines they would have written.
-    Without it, every condition is evaluated (the reference semantics)."""
-    if not use_index:
-        index = None
-    order: Iterable[int] | None = None if index is None else index.candidates(scope)
-    if order is None:
-        order = range(len(rules))
-        index = None
-    append = trace.append
-    pos = 0
-    for i in order:
-        if i < pos:
-            continue  # a rule found through two atoms
-        if i > pos and index is not None:
-            # the rules in between are false without side effects: copy their trace
-            trace.extend(index.false_lines[index.starts[pos] : index.starts[i]])
-        pos = i + 1
-        rule = rules[i]
-        for cond, br in rule.steps:
-            if cond is not None:
-                try:
-                    ok = cond(scope)
-                except Exception as exc:
-                    trace.append(f"{br.on_error}{exc}")
-                    continue
-                if not ok:
-                    append(br.on_false)
-                    continue
-            append(br.on_true)
-            if br.action is not None:
-                decision, why = br.action.resolve(scope)
-                if why:
-                    trace.append(f"{br.indent}    {why}")
-                if decision is not None:
-                    return decision, rule.name
-            else:
-                found = _run(br.rules, br.index, scope, trace, use_index)
-                if found is not None:
-                    return found
-                trace.append(br.fell_through)
-            break
-    if index is not None:
-        trace.extend(index.false_lines[index.starts[pos] :])
-    return None
-
-
-@dataclass
-class LoadResult:
-    ruleset: RuleSet | None
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.ruleset is not None
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-
-class _Fail(Exception):
-    def __init__(self, line: int | None, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
+NOTHING_KNOWN = Known()
 
 
 def load_ruleset(
-    sources: Iterable[tuple[str, str]] | Mapping[str, str], known: Known = Known()
+    sources: Iterable[tuple[str, str]] | Mapping[str, str], known: Known = NOTHING_KNOWN
 ) -> LoadResult:
     """Parse and check rule files given as ``(file name, text)`` pairs."""
     items = list(sources.items()) if isinstance(sources, Mapping) else list(sources)
@@ -368,7 +198,7 @@ class _Builder:
             rule = self.rule(fname, item, node.line_of(index), depth, parent, index)
             if rule is not None:
                 out.append(rule)
-        self.check_reachability(fname, out)
+        self.problems.extend(reachability_problems(out, self.norm))
         return out
 
     def rule(
@@ -466,7 +296,7 @@ class _Builder:
                 return None
             branches.append(br)
         rule = Rule(name, fname, line, tuple(branches))
-        self.check_branches(fname, rule)
+        self.problems.extend(branch_problems(fname, rule))
         return rule
 
     def branch(
@@ -560,92 +390,13 @@ class _Builder:
                 )
         return spec
 
-    # ---------------------------------------------------------------- checks
-
-    def check_branches(self, fname: str, rule: Rule) -> None:
-        """elif/else after an always-true condition can never run."""
-        for i, br in enumerate(rule.branches):
-            if br.cond is not None and br.cond.constant and not br.cond.value:
-                self.warn(
-                    fname, br.line, f"condition '{br.cond.source}' is always false", rule.name
-                )
-            if _always_true(br) and i + 1 < len(rule.branches):
-                nxt = rule.branches[i + 1]
-                self.error(
-                    fname,
-                    nxt.line,
-                    f"this branch can never be taken: the condition at line {br.line} "
-                    "is always true",
-                    rule.name,
-                )
-                break
-
-    def check_reachability(self, fname: str, rules: list[Rule]) -> None:
-        for i, rule in enumerate(rules):
-            if _rule_always_decides(rule) and i + 1 < len(rules):
-                nxt = rules[i + 1]
-                self.error(
-                    nxt.file,
-                    nxt.line,
-                    f"unreachable: rule '{rule.name}' (line {rule.line}) always decides before it",
-                    nxt.name,
-                )
-                break
-        # wildcard shadowing: an earlier single-pattern rule that always decides
-        required = [
-            [
-                (name, inner, _literal_prefix(inner))
-                for name, inner in _required_patterns(r.branches[0].cond.tree, self.region)
-            ]
-            if r.branches[0].cond is not None
-            else []
-            for r in rules
-        ]
-        for i, earlier in enumerate(rules):
-            if len(earlier.branches) != 1 or earlier.branches[0].cond is None:
-                continue
-            pat = _simple_pattern(earlier.branches[0].cond.tree, self.region)
-            if pat is None or not _body_always_decides(earlier.branches[0]):
-                continue
-            literal = _literal_prefix(pat[1])
-            for j in range(i + 1, len(rules)):
-                later = rules[j]
-                for name, inner, lit in required[j]:
-                    if name != pat[0]:
-                        continue
-                    if inner.startswith(literal) and pattern_contains(pat[1], inner):
-                        self.error(
-                            later.file,
-                            later.line,
-                            f"shadowed: every {name} matching '{inner}' also matches "
-                            f"'{pat[1]}' of rule '{earlier.name}' (line {earlier.line}), "
-                            "which always decides first",
-                            later.name,
-                        )
-                        break
-                    if (
-                        (lit.startswith(literal) or literal.startswith(lit))
-                        and _is_wildcard(pat[1])
-                        and _is_wildcard(inner)
-                        and not pattern_contains(inner, pat[1])  # general after specific: fine
-                        and patterns_overlap(pat[1], inner)
-                    ):
-                        self.warn(
-                            later.file,
-                            later.line,
-                            f"partly shadowed: a {name} matching both '{inner}' and "
-                            f"'{pat[1]}' is decided by rule '{earlier.name}' "
-                            f"(line {earlier.line}) first, never by this rule",
-                            later.name,
-                        )
-                        break
+    def norm(self, text: str) -> str:
+        """A number as the compiler normalises it (the rules' region)."""
+        return _normalize(text, self.region)
 
     def build(self) -> RuleSet:
         zone = ZoneInfo(self.zone_name)
-        region = self.region
-
-        def norm(text: str) -> str:
-            return _normalize(text, region)
+        norm = self.norm
 
         def index_nested(rules: Iterable[Rule]) -> None:
             for rule in rules:
@@ -669,71 +420,6 @@ class _Builder:
         )
 
 
-def _always_true(br: Branch) -> bool:
-    return br.cond is None or (br.cond.constant and bool(br.cond.value))
-
-
-def _body_always_decides(br: Branch) -> bool:
-    if br.action is not None:
-        return br.action.agent_of is None or br.action.decision.fallback is not None
-    return any(_rule_always_decides(r) for r in br.rules)
-
-
-def _rule_always_decides(rule: Rule) -> bool:
-    for br in rule.branches:
-        if br.cond is not None and br.cond.constant and not br.cond.value:
-            continue  # never taken
-        if not _body_always_decides(br):
-            return False
-        if _always_true(br):
-            return True
-    return False
-
-
 @lru_cache(maxsize=4096)
 def _normalize(text: str, region: str) -> str:
     return normalize(text, region)
-
-
-def _simple_pattern(tree: ast.expr, region: str) -> tuple[str, str] | None:
-    """``matches(name, 'pat')`` or ``name == 'const'`` on a number name -> (name, pattern)."""
-    if (
-        isinstance(tree, ast.Call)
-        and isinstance(tree.func, ast.Name)
-        and tree.func.id == "matches"
-        and len(tree.args) == 2
-        and isinstance(tree.args[0], ast.Name)
-        and tree.args[0].id in NUMBER_NAMES
-        and isinstance(tree.args[1], ast.Constant)
-        and isinstance(tree.args[1].value, str)
-    ):
-        pat = tree.args[1].value
-        return tree.args[0].id, "+" + pat[2:] if pat.startswith("00") else pat
-    if (
-        isinstance(tree, ast.Compare)
-        and len(tree.ops) == 1
-        and isinstance(tree.ops[0], ast.Eq)
-        and isinstance(tree.left, ast.Name)
-        and tree.left.id in NUMBER_NAMES
-        and isinstance(tree.comparators[0], ast.Constant)
-        and isinstance(tree.comparators[0].value, str)
-    ):
-        value = _normalize(tree.comparators[0].value, region).replace("*", "").replace("?", "")
-        return tree.left.id, value
-    return None
-
-
-def _is_wildcard(pattern: str) -> bool:
-    return "*" in pattern or "?" in pattern
-
-
-def _literal_prefix(pattern: str) -> str:
-    for i, ch in enumerate(pattern):
-        if ch in "*?":
-            return pattern[:i]
-    return pattern
-
-
-def _required_patterns(tree: ast.expr, region: str) -> list[tuple[str, str]]:
-    parts = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
-    return [p for p in (_simple_pattern(t, region) for t in parts) if p is not None]

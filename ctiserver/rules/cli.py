@@ -1,6 +1,7 @@
 """``ctiserver rules check|test|history|rollback``: the supervisor's tools for routing rules.
 
-Until the main CLI wires it in, run it as ``python -m ctiserver.rules_cli rules check``.
+Registered on the main ``ctiserver`` command by :mod:`ctiserver.cli`; also runs as
+``python -m ctiserver.rules.cli rules check``.
 Exit status: 0 ok, 1 problems found / refused, 2 usage error.
 """
 
@@ -19,8 +20,9 @@ from zoneinfo import ZoneInfo
 from ctiserver.core.ivr.session import Collect, Done, IvrSession
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Known
-from ctiserver.rules_runtime import Bundle, RulesRuntime, compile_sources, read_dir
+from ctiserver.core.rules.model import Known
+from ctiserver.rules.bundle import Bundle, compile_sources, read_dir
+from ctiserver.rules.runtime import RulesRuntime
 
 DEFAULT_RULES = "routing_rules"
 DEFAULT_FLOWS = "ivr_flows"

@@ -4,101 +4,31 @@ The daemon builds one :class:`RulesRuntime` and calls :meth:`RulesRuntime.decide
 for each call. ``reload()`` is called by the file watcher (:meth:`watch`) and by
 the SIGHUP handler; it never replaces a good rule set with a broken one.
 
-Every rule set that loaded is stored under ``<state_dir>/rules/versions/<id>/``
-(``id`` = first 12 hex digits of the SHA-256 of all file names and contents),
-listed in ``<state_dir>/rules/history.json``. ``rollback(id)`` writes that
-version's files back into the rule and flow directories (files the version did
-not have are renamed ``*.rolled-back``) and makes it current, so a running
-daemon and a later restart agree with what is on disk. At start-up, if the
-files on disk are broken, the last good stored version is used.
+Every rule set that loaded is stored (:mod:`ctiserver.rules.versions`) and can
+be rolled back to; at start-up, broken files fall back to the last good one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ctiserver.core.ivr.flow import Flow, check_flow_refs, load_flows
+from ctiserver.core.ivr.flow import Flow
 from ctiserver.core.ivr.session import IvrSession
+from ctiserver.core.problems import Problem
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
-from ctiserver.core.rules.loader import Known, Problem, RuleSet, load_ruleset
+from ctiserver.core.rules.model import Known, RuleSet
+from ctiserver.rules.bundle import SUFFIXES, Bundle, compile_sources, content_hash, read_dir
+from ctiserver.rules.versions import VersionInfo, VersionStore
 
-log = logging.getLogger(__name__)
-
-SUFFIXES = (".yaml", ".yml")
-MAX_FILE_BYTES = 1_000_000
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """Rules and flows compiled together (or the problems that stop them)."""
-
-    ruleset: RuleSet | None
-    flows: dict[str, Flow]
-    problems: tuple[Problem, ...]
-    version: str
-
-    @property
-    def ok(self) -> bool:
-        return self.ruleset is not None and not any(p.severity == "error" for p in self.problems)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-
-def read_dir(path: Path, label: str | None = None) -> list[tuple[str, str]]:
-    """``(display name, text)`` of each YAML file in ``path``, sorted by name."""
-    if not path.is_dir():
-        return []
-    out = []
-    for entry in sorted(path.iterdir()):
-        if entry.suffix in SUFFIXES and entry.is_file():
-            if entry.stat().st_size > MAX_FILE_BYTES:
-                raise OSError(f"{entry}: larger than {MAX_FILE_BYTES} bytes")
-            out.append((f"{label or path}/{entry.name}", entry.read_text(encoding="utf-8")))
-    return out
-
-
-def content_hash(rules: Iterable[tuple[str, str]], flows: Iterable[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
-    for kind, items in (("rules", rules), ("flows", flows)):
-        for name, text in items:
-            for part in (kind, name.rsplit("/", 1)[-1], text):
-                digest.update(part.encode())
-                digest.update(b"\0")
-    return digest.hexdigest()[:12]
-
-
-def compile_sources(
-    rules: list[tuple[str, str]], flows: list[tuple[str, str]], known: Known | None = None
-) -> Bundle:
-    """Parse and cross-check rule files and IVR flow files (pure: text in)."""
-    known = known or Known()
-    flow_map, flow_problems = load_flows(flows)
-    answers = frozenset().union(*(f.variables for f in flow_map.values())) | known.answers
-    # flows that failed to parse still count as existing for the rules' check
-    flow_names = frozenset(flow_map) | {n.rsplit("/", 1)[-1].rsplit(".", 1)[0] for n, _ in flows}
-    result = load_ruleset(rules, Known(known.queues, known.agents, flow_names, answers))
-    problems = list(result.problems) + flow_problems
-    if result.ruleset is not None:
-        for flow in flow_map.values():
-            problems += check_flow_refs(
-                flow, result.ruleset.queues, result.ruleset.agents, frozenset(flow_map)
-            )
-    if not rules:
-        problems.append(Problem("(rules)", None, "no rule files (*.yaml) found"))
-    return Bundle(result.ruleset, flow_map, tuple(problems), content_hash(rules, flows))
+log = logging.getLogger("ctiserver.rules_runtime")  # the name the daemon's log has always shown
 
 
 def freeze_heap() -> None:
@@ -130,13 +60,6 @@ class ReloadResult:
         return f"refused, still using {self.version or 'nothing'}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    id: str
-    loaded_at: float
-    files: tuple[str, ...] = field(default_factory=tuple)
-
-
 class RulesRuntime:
     def __init__(
         self,
@@ -149,6 +72,7 @@ class RulesRuntime:
         self.rules_dir = Path(rules_dir)
         self.flows_dir = Path(flows_dir)
         self.store = Path(state_dir) / "rules"
+        self.versions = VersionStore(self.store)
         self.known = known or Known()
         self.clock = clock
         self.bundle: Bundle | None = None
@@ -241,48 +165,16 @@ class RulesRuntime:
 
     # ------------------------------------------------------------- history
 
-    def _history_file(self) -> Path:
-        return self.store / "history.json"
-
     def history(self) -> list[VersionInfo]:
-        try:
-            data: list[dict[str, Any]] = json.loads(self._history_file().read_text())
-        except (OSError, ValueError):
-            return []
-        return [
-            VersionInfo(d["id"], float(d["loaded_at"]), tuple(d.get("files", ()))) for d in data
-        ]
+        return self.versions.history()
 
     def _store(
         self, version: str, rules: list[tuple[str, str]], flows: list[tuple[str, str]]
     ) -> None:
-        vdir = self.store / "versions" / version
-        try:
-            if not vdir.exists():
-                tmp = vdir.with_name(version + ".tmp")
-                for sub, items in (("rules", rules), ("flows", flows)):
-                    (tmp / sub).mkdir(parents=True, exist_ok=True)
-                    for name, text in items:
-                        (tmp / sub / name.rsplit("/", 1)[-1]).write_text(text, encoding="utf-8")
-                tmp.rename(vdir)
-            entries = [
-                e.__dict__ | {"files": list(e.files)} for e in self.history() if e.id != version
-            ]
-            files = [n.rsplit("/", 1)[-1] for n, _ in rules] + [
-                n.rsplit("/", 1)[-1] for n, _ in flows
-            ]
-            entries.append({"id": version, "loaded_at": self.clock(), "files": files})
-            tmpf = self._history_file().with_suffix(".tmp")
-            tmpf.write_text(json.dumps(entries, indent=1))
-            tmpf.replace(self._history_file())
-        except OSError as exc:  # history is a convenience: routing goes on
-            log.error("rules: cannot store version %s: %s", version, exc)
+        self.versions.save(version, rules, flows, self.clock())
 
     def _stored_sources(self, version: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        vdir = self.store / "versions" / version
-        return read_dir(vdir / "rules", str(self.rules_dir)), read_dir(
-            vdir / "flows", str(self.flows_dir)
-        )
+        return self.versions.sources(version, str(self.rules_dir), str(self.flows_dir))
 
     def _compile_stored(self, version: str) -> Bundle | None:
         try:
@@ -292,19 +184,14 @@ class RulesRuntime:
         return compile_sources(rules, flows, self.known)
 
     def resolve_version(self, prefix: str | None) -> str:
-        ids = [v.id for v in self.history()]
-        if prefix is None:
-            older = [i for i in ids if i != self.version]
-            if not older:
-                raise KeyError("no earlier version to roll back to")
-            return older[-1]
-        matches = [i for i in ids if i.startswith(prefix)]
-        if len(matches) != 1:
-            raise KeyError(f"version {prefix!r} " + ("is ambiguous" if matches else "not found"))
-        return matches[0]
+        return self.versions.resolve(prefix, self.version)
 
     def rollback(self, version: str | None = None) -> ReloadResult:
-        """Make a stored version current again and write its files back to disk."""
+        """Make a stored version current again and write its files back to disk.
+
+        Files the version did not have are renamed ``*.rolled-back``, so a running
+        daemon and a later restart agree with what is on disk.
+        """
         try:
             vid = self.resolve_version(version)
         except KeyError as exc:
