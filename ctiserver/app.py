@@ -65,7 +65,7 @@ class Daemon:
             channels["mqtt"] = self.mqtt
         self.notifier = FanOut(channels)
         self.pops = PopService(self.store, self.notifier, crm_url_template=cfg.crm_url_template,
-                               lookup_timeout=cfg.lookup_timeout, region=cfg.region,
+                               lookup_timeout=cfg.lookup_timeout,
                                spool_path=cfg.state_dir / "interactions.spool")
         self.rules = RulesRuntime(cfg.rules_dir, cfg.flows_dir, cfg.state_dir,
                                   known=Known(queues=frozenset(cfg.acd.queues),

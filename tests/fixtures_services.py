@@ -24,9 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ctiserver.calls.model import CallInfo
 from ctiserver.mqtt import MqttNotifier
 from ctiserver.notify import FanOut
-from ctiserver.pops import CallInfo, PopService
+from ctiserver.pops import PopService
 from ctiserver.store import Store
 from ctiserver.store.demo import load_demo
 from ctiserver.web import AgentControlError, WebSocketHub, make_app

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ctiserver.acd.ports import AgentControlError
 from ctiserver.acd.runner import AcdRunner
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import AcdError
-from ctiserver.web.ports import AgentControlError
 
 
 class EngineControl:

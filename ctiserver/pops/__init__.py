@@ -7,8 +7,7 @@
 """
 
 from ctiserver.pops.agent_states import PERSISTED_STATES
-from ctiserver.pops.payload import CallInfo
 from ctiserver.pops.ports import PopStore
 from ctiserver.pops.service import PopService
 
-__all__ = ["PERSISTED_STATES", "CallInfo", "PopService", "PopStore"]
+__all__ = ["PERSISTED_STATES", "PopService", "PopStore"]

@@ -7,46 +7,28 @@ interaction record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from ctiserver.core.numbers import normalize
+from ctiserver.calls.model import CallInfo
 from ctiserver.core.records import Identification, InteractionRecord, from_epoch
-
-
-@dataclass
-class CallInfo:
-    """A queued call as the call adapter knows it."""
-
-    call_id: str  # stable: the caller channel's Linkedid
-    caller_id: str  # E.164 when it could be normalised
-    caller_name: str = ""
-    dnis: str = ""
-    queue: str = ""
-    digits: str = ""
-    answers: dict[str, Any] = field(default_factory=dict)
-    joined_at: float = 0.0
-    offered_at: float | None = None
 
 
 def offered_pop(
     info: CallInfo,
     ident: Identification | None,
     *,
-    region: str = "ES",
     crm_url_template: str | None = None,
 ) -> dict[str, Any]:
     """The pop shown when the agent's phone rings: full with the CRM's answer ``ident``,
-    partial (``partial: true``, what the call itself tells) without it."""
-    # the caller's number, normalised again (routing gave it normalised already)
-    e164 = normalize(info.caller_id, region)
+    partial (``partial: true``, what the call itself tells) without it. The caller's
+    number is E.164 already where it could be (routing normalised it, once)."""
     customers = ident.customers if ident is not None else ()
     waited = (info.offered_at or 0) - info.joined_at if info.joined_at else None
     return {
         "call_id": info.call_id,
         "stage": "offered",
-        "caller_id": e164 or info.caller_id,
+        "caller_id": info.caller_id,
         "caller_name": info.caller_name,
         "dnis": info.dnis,
         "queue": info.queue,
@@ -60,7 +42,7 @@ def offered_pop(
         "customer": customers[0].to_dict() if customers else None,
         "other_matches": [{"id": c.id, "name": c.name} for c in customers[1:]],
         "history": [history_item(h) for h in ident.history] if ident is not None else [],
-        "crm_url": crm_url(crm_url_template, e164 or info.caller_id),
+        "crm_url": crm_url(crm_url_template, info.caller_id),
     }
 
 

@@ -8,13 +8,15 @@ the daemon's is a ``FanOut`` of the WebSocket hub and MQTT.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import Publisher
 
-__all__ = ["AgentStateStore", "CrmLookup", "InteractionStore", "PopStore", "Publisher"]
+__all__ = [
+    "AgentStateStore", "CrmLookup", "InteractionStore", "PopStore", "Publisher", "Screens",
+]
 
 
 class CrmLookup(Protocol):
@@ -44,3 +46,18 @@ class AgentStateStore(Protocol):
 
 class PopStore(CrmLookup, InteractionStore, AgentStateStore, Protocol):
     """Everything the pop service needs from the CRM store."""
+
+
+class Screens(Protocol):
+    """What the agent's page asks of the pops (``PopService`` offers it)."""
+
+    def current(self, agent_id: str) -> dict[str, Any] | None:
+        """The pop on this agent's screen (for a page reload), or None."""
+
+    def shown_to(self, agent_id: str, call_id: str) -> bool: ...
+
+    async def dispose(self, call_id: str, agent_id: str, disposition: str, notes: str) -> bool:
+        """Record the agent's disposition and notes. True when already in the database."""
+
+    async def link_customer(self, call_id: str, customer: Mapping[str, Any]) -> None:
+        """The agent created the caller's record: the pop and interaction point to it."""

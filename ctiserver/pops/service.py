@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ctiserver.calls.model import CallInfo
 from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import AGENT_STATE, CALL_ENDED, POP_ANSWERED, POP_OFFERED, Publisher
 from ctiserver.pops import payload
 from ctiserver.pops.agent_states import PERSISTED_STATES, AgentStateKeeper
 from ctiserver.pops.interactions import InteractionLog
 from ctiserver.pops.lookups import LookupCache, answer
-from ctiserver.pops.payload import CallInfo
 from ctiserver.pops.ports import PopStore
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ class PopService:
         history: int = 5,
         lookup_ttl: float = 3600.0,
         spool_path: str | os.PathLike[str] | None = None,
-        region: str = "ES",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -64,7 +63,6 @@ class PopService:
         self.crm_url_template = crm_url_template
         self.lookup_timeout = lookup_timeout
         self.late_lookup_timeout = late_lookup_timeout
-        self.region = region
         self.clock = clock
         self.lookups = LookupCache(store, history=history, ttl=lookup_ttl)
         self.interactions = InteractionLog(store, save_timeout=save_timeout,
@@ -286,7 +284,7 @@ class PopService:
             ident = answer(lookup, active.info.call_id)
         else:
             self._spawn(self._late_pop(lookup, active, agent_id))
-        active.pop = payload.offered_pop(active.info, ident, region=self.region,
+        active.pop = payload.offered_pop(active.info, ident,
                                          crm_url_template=self.crm_url_template)
         if ident is not None and ident.customers:
             active.customer_id = ident.customers[0].id
@@ -315,7 +313,7 @@ class PopService:
         if self._current.get(agent_id) is not active:
             return
         stage = active.pop.get("stage", "offered")
-        active.pop = {**payload.offered_pop(active.info, ident, region=self.region,
+        active.pop = {**payload.offered_pop(active.info, ident,
                                             crm_url_template=self.crm_url_template),
                       "stage": stage}
         if ident.customers:

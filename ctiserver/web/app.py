@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ctiserver.pops import PopService
 from ctiserver.web.auth import COOKIE, Session, Sessions, SignInThrottle
 from ctiserver.web.hub import SUPERVISING, WebSocketHub
-from ctiserver.web.ports import AgentControl, AgentControlError, StoreError, WebStore
+from ctiserver.web.ports import AgentControl, AgentControlError, Screens, StoreError, WebStore
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ DEFAULT_STATIC = Path(__file__).resolve().parents[2] / "screenpop"
 TIERS = ("standard", "silver", "gold", "platinum")
 
 STORE = web.AppKey[WebStore]("store")
-POPS: web.AppKey[PopService] = web.AppKey("pops", PopService)
+POPS: web.AppKey[Screens] = web.AppKey("pops")
 CONTROL = web.AppKey[AgentControl]("control")
 HUB: web.AppKey[WebSocketHub] = web.AppKey("hub", WebSocketHub)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
@@ -50,7 +49,7 @@ USER_FAILURES, ADDRESS_FAILURES = 5, 30
 def make_app(
     *,
     store: WebStore,
-    pops: PopService,
+    pops: Screens,
     control: AgentControl,
     hub: WebSocketHub,
     static_dir: Path | None = None,

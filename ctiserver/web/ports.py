@@ -1,7 +1,8 @@
 """What the web layer needs from the rest of ctiserver, as ports.
 
-``AgentControl`` is implemented by the daemon on top of the task that owns the ACD engine;
-the storage ports (``WebStore`` and its parts) by ``ctiserver.store.Store``. The web layer
+``AgentControl`` (the ACD feature's port, ``ctiserver.acd.ports``) and ``Screens`` (the
+pops feature's, ``ctiserver.pops.ports``) are named here with the storage ports
+(``WebStore`` and its parts, which ``ctiserver.store.Store`` offers). The web layer
 only translates HTTP requests into these calls. The record types and ``StoreError`` are
 the store's plain value types, named here so that the rest of ``ctiserver.web`` imports
 nothing from the store.
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from ctiserver.acd.ports import AgentControl, AgentControlError
 from ctiserver.core.records import CustomerRecord, InteractionRecord, StoreError, UserRecord
+from ctiserver.pops.ports import Screens
 
 __all__ = [
     "Accounts",
@@ -23,38 +26,12 @@ __all__ = [
     "Customers",
     "InteractionRecord",
     "Interactions",
+    "Screens",
     "SessionStore",
     "StoreError",
     "UserRecord",
     "WebStore",
 ]
-
-
-class AgentControlError(Exception):
-    """The ACD refuses the command (unknown agent, not logged in…). Shown to the agent."""
-
-
-class AgentControl(Protocol):
-    async def login(self, agent_id: str) -> None: ...
-
-    async def logout(self, agent_id: str) -> None: ...
-
-    async def pause(self, agent_id: str, reason: str) -> None: ...
-
-    async def ready(self, agent_id: str) -> None: ...
-
-    def snapshot(self) -> dict[str, Any]:
-        """The real-time view for supervisors. Expected shape (extra keys welcome)::
-
-        {"agents": {"1001": {"state": "ready", "reason": None, "call_id": None, ...}},
-         "queues": {"support": {"waiting": 2, "longest_wait": 31.5, ...}}}
-        """
-        ...
-
-    def current_call(self, agent_id: str) -> dict[str, Any] | None:
-        """The call the agent is offered / on / wrapping up, e.g.
-        ``{"call_id": "...", "state": "on_call"}``, or None."""
-        ...
 
 
 # ------------------------------------------------------------------ storage

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from ctiserver.pops import CallInfo
+from ctiserver.calls.model import CallInfo
 from tests.fixtures_services import WebStack
 
 pytestmark = pytest.mark.integration
@@ -126,7 +126,7 @@ async def test_unknown_caller_is_created_from_the_page(tmp_path: Path) -> None:
             await page.get_by_role("button", name="Sign in").click()
             await expect(page.locator("#link")).to_have_text("connected")
             await stack.control.offer(
-                CallInfo("c-unknown", "932000111", queue="sales", joined_at=time.time()), "1002"
+                CallInfo("c-unknown", "+34932000111", queue="sales", joined_at=time.time()), "1002"
             )
             unknown = page.get_by_role("heading", name="Unknown caller", exact=True)
             await expect(unknown).to_be_visible()

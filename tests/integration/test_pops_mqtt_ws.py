@@ -15,7 +15,7 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from ctiserver.pops import CallInfo
+from ctiserver.calls.model import CallInfo
 from tests.fixtures_services import MosquittoServer, PostgresServer, WebStack
 
 pytestmark = pytest.mark.integration

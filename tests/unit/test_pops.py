@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from ctiserver.calls.model import CallInfo
 from ctiserver.core.records import Identification, InteractionRecord
 from ctiserver.notify import FanOut, RecordingNotifier
-from ctiserver.pops import CallInfo, PopService
+from ctiserver.pops import PopService
 from ctiserver.store import Store
 from ctiserver.store.demo import load_demo
 
@@ -45,7 +46,7 @@ def screen(pops: PopService, agent_id: str) -> dict[str, Any]:
 def ana_call(call_id: str = "1700000000.1", joined: float = 1_700_000_000.0) -> CallInfo:
     return CallInfo(
         call_id=call_id,
-        caller_id="915551234",
+        caller_id="+34915551234",  # routing normalised it
         caller_name="ANA",
         dnis="+34910000000",
         queue="support",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ctiserver.calls.model import CallInfo
 from ctiserver.core.records import CustomerRecord, Identification, InteractionRecord
 from ctiserver.pops.payload import (
-    CallInfo,
     answered_note,
     crm_url,
     ended,
@@ -35,7 +35,7 @@ PAST = InteractionRecord(
 def call(**changes: object) -> CallInfo:
     info = CallInfo(
         call_id="c1",
-        caller_id="915551234",
+        caller_id="+34915551234",  # as routing gives it: normalised once, there
         caller_name="ANA",
         dnis="+34910000000",
         queue="support",
@@ -52,12 +52,12 @@ def call(**changes: object) -> CallInfo:
 def test_the_full_pop_names_the_first_customer_and_lists_the_others_and_the_history() -> None:
     info = call()
     ident = Identification("+34915551234", (ANA, ANNA), (PAST,))
-    pop = offered_pop(info, ident, region="ES",
+    pop = offered_pop(info, ident,
                       crm_url_template="https://crm.example/s?phone={e164}")
     assert pop == {
         "call_id": "c1",
         "stage": "offered",
-        "caller_id": "+34915551234",  # normalised for the region
+        "caller_id": "+34915551234",
         "caller_name": "ANA",
         "dnis": "+34910000000",
         "queue": "support",
@@ -121,7 +121,7 @@ def test_an_answered_call_ends_with_its_record_and_the_agent_s_note() -> None:
     assert record == InteractionRecord(
         call_id="c1",
         customer_id=1,
-        caller_id="915551234",
+        caller_id="+34915551234",  # as routing gives it: normalised once, there
         dnis="+34910000000",
         queue="support",
         agent_id="1001",
