@@ -106,6 +106,8 @@ class Engine:
         self._dispatcher = Dispatcher(
             self._machine, self._callers, self._queues, self._timers, rng or random.Random()
         )
+        self._calls = self._callers.calls  # the same dict, one attribute less to read
+        self._dispatch = self._dispatcher.dispatch
         self._seq = 0
         self._now = float("-inf")
         self._build(config, None, [])
@@ -118,7 +120,7 @@ class Engine:
         out: list[Effect] = []
         self._fire_timers(now, out)
         self._apply(event, now, out)
-        self._dispatcher.dispatch(now, out)
+        self._dispatch(now, out)
         return _ring_wins(out)
 
     def next_deadline(self) -> float | None:
@@ -130,11 +132,11 @@ class Engine:
         out: list[Effect] = []
         self._fire_timers(now, out)
         self._build(config, now, out)
-        self._dispatcher.dispatch(now, out)
+        self._dispatch(now, out)
         return _ring_wins(out)
 
     def position(self, call_id: str) -> int | None:
-        c = self._callers.calls.get(call_id)
+        c = self._calls.get(call_id)
         if c is None or c.status is CONNECTED:
             return None
         return self._queues[c.queue].line.position(c)
@@ -168,7 +170,7 @@ class Engine:
 
     @property
     def calls(self) -> Mapping[str, CallerRt]:
-        return MappingProxyType(self._callers.calls)
+        return MappingProxyType(self._calls)
 
     # ------------------------------------------------------------------ events
 
@@ -181,7 +183,7 @@ class Engine:
         if isinstance(event, CallerJoined):
             if event.queue not in self._queues:
                 raise AcdError(f"call {event.call_id}: unknown queue {event.queue!r}")
-            if event.call_id in self._callers.calls:
+            if event.call_id in self._calls:
                 raise AcdError(f"call {event.call_id}: already in the ACD")
         elif isinstance(event, AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady):
             a = self._agents.get(event.agent_id)
@@ -203,7 +205,7 @@ class Engine:
                 now,
                 self._seq,
             )
-            self._callers.calls[c.call_id] = c
+            self._calls[c.call_id] = c
             if event.preferred_timeout is not None:
                 self._callers.pref_timeout[c.call_id] = event.preferred_timeout
             self._callers.enter_queue(c, event.queue, now, out)
@@ -245,7 +247,7 @@ class Engine:
                 self._machine.apply(a, _In.OFFER_ENDED, now, out)
 
     def _answered(self, call_id: str, agent_id: str, now: float, out: list[Effect]) -> None:
-        c = self._callers.calls.get(call_id)
+        c = self._calls.get(call_id)
         a = self._agents.get(agent_id)
         if c is None or a is None or c.status is CONNECTED:
             return
@@ -277,7 +279,7 @@ class Engine:
     def _ring_failed(
         self, call_id: str, agent_id: str, reason: str, now: float, out: list[Effect]
     ) -> None:
-        c = self._callers.calls.get(call_id)
+        c = self._calls.get(call_id)
         a = self._agents.get(agent_id)
         if c is None or a is None or c.status is not RINGING or agent_id not in c.offered_to:
             return
@@ -320,7 +322,7 @@ class Engine:
         if kind == WRAPUP_END:
             a = self._agents.get(target)
             return a is not None and a.epoch == epoch and a.state is WRAP_UP
-        c = self._callers.calls.get(target)
+        c = self._calls.get(target)
         if c is None:
             return False
         if kind == RING_GUARD:
@@ -345,7 +347,7 @@ class Engine:
             if kind == WRAPUP_END:
                 self._machine.apply(self._agents[target], _In.WORK_DONE, now, out)
                 continue
-            c = callers.calls[target]
+            c = self._calls[target]
             if kind == RING_GUARD:
                 agents = sorted(c.offered_to)
                 out.append(CancelRing(c.call_id, tuple(agents), "guard_timeout"))
@@ -375,7 +377,7 @@ class Engine:
 
     def _build(self, config: AcdConfig, now: float | None, out: list[Effect]) -> None:
         old = dict(self._agents)
-        calls = self._callers.calls
+        calls = self._calls
         agents: dict[str, AgentRt] = {}
         for order, (aid, acfg) in enumerate(config.agents.items()):
             a = old.get(aid) or AgentRt(acfg, order)
