@@ -137,6 +137,7 @@ class CallerBook:
 
     def forget(self, c: CallerRt) -> None:
         self.calls.pop(c.call_id, None)
+        self.unlisted.pop(c.call_id, None)  # placed in this step by a timer, then removed
         self.pref_timeout.pop(c.call_id, None)
         c.q_epoch += 1
         c.ring_epoch += 1
