@@ -1,9 +1,9 @@
 """Skill requirements: what a caller needs of an agent, and whether an agent has it.
 
-``fits`` is the one definition of "the agent's skills meet the caller's needs". The
-hot loops (dispatch.py, ready_index.py) carry inlined copies of it where
-bench/acd_micro.py shows the call costs; tests/unit/test_acd_skills.py holds each of
-them equal to ``fits``.
+``fits`` is the one definition of "the agent's skills meet the caller's needs"; every
+check calls it (a copy inlined by hand in the hottest loop did not measurably pay in
+bench/acd_micro.py). tests/unit/test_acd_skills.py holds it, ``needs_at`` and the
+dispatcher's pick equal to a reference written from docs/acd.md.
 """
 
 from __future__ import annotations
