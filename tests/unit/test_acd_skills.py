@@ -1,6 +1,8 @@
 """The skill-fit test is defined once (skills.fits); the relaxed requirements
 (skills.needs_at, cached per caller) and the dispatcher's pick of a caller for a freed
-agent are held equal to a reference written from the spec (docs/acd.md, Skills)."""
+agent (best_caller_for, with fits and needs_at's cached case inlined) are held equal to
+a reference written from the spec (docs/acd.md, Skills). ReadyIndex.pick's inlined copy
+is held to a brute force in test_acd_ready_index."""
 
 from __future__ import annotations
 

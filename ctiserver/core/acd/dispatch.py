@@ -120,7 +120,15 @@ class Dispatcher:
                     if best_key is not None and key >= best_key:
                         break
                     c = calls[key[3]]
-                    if fits(skills, needs_at(c, q.relax, now)):
+                    cache = c.needs  # needs_at(), its cached case inlined
+                    if cache is not None and cache[1] is c.req and now - c.arrival < cache[3]:
+                        needs = cache[2]
+                    else:
+                        needs = needs_at(c, q.relax, now)
+                    for name, need in needs:  # fits(), inlined
+                        if skills.get(name, 0) < need:
+                            break
+                    else:
                         best, best_key = c, key
                         break
         return best

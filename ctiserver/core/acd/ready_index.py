@@ -312,7 +312,11 @@ class ReadyIndex:
                 r = ((k[2] - first) % n_members,) if rr else k
                 if r >= p_rank:
                     return fallback
-            if fits(agents[k[3]].cfg.skills, needs):
+            skills = agents[k[3]].cfg.skills  # fits(), inlined
+            for name, nd in needs:
+                if skills.get(name, 0) < nd:
+                    break
+            else:
                 return [k[3]]
         return fallback
 

@@ -1,9 +1,11 @@
 """Skill requirements: what a caller needs of an agent, and whether an agent has it.
 
-``fits`` is the one definition of "the agent's skills meet the caller's needs"; every
-check calls it (a copy inlined by hand in the hottest loop did not measurably pay in
-bench/acd_micro.py). tests/unit/test_acd_skills.py holds it, ``needs_at`` and the
-dispatcher's pick equal to a reference written from docs/acd.md.
+``fits`` is the one definition of "the agent's skills meet the caller's needs". Two
+hot loops carry a copy inlined by hand, where the bench measured that it pays:
+``Dispatcher.best_caller_for`` (with the cached case of ``needs_at``) and the walk of
+``ReadyIndex.pick``. tests/unit/test_acd_skills.py holds ``fits``, ``needs_at`` and
+``best_caller_for`` equal to a reference written from docs/acd.md; test_acd_ready_index
+does the same for ``pick``.
 """
 
 from __future__ import annotations
