@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # no longer than this (a missed device event must not strand them)
 RING_BLOCK_MAX = 30.0
 
-_IGNORE, _DEFER, _WITHDRAW, _END_WORK = Act.IGNORE, Act.DEFER, Act.WITHDRAW, Act.END_WORK
+_SET, _DEFER, _WITHDRAW, _END_WORK = Act.SET, Act.DEFER, Act.WITHDRAW, Act.END_WORK
 _TABLE = AGENT_TRANSITIONS
 _WITHDRAW_REASON = {AgentInput.LOG_OUT: "agent_logged_out", AgentInput.PAUSE: "agent_paused"}
 
@@ -67,62 +67,56 @@ class AgentMachine:
         reason: str | None = None,
         call_id: str | None = None,
     ) -> None:
-        """Take ``a`` through the table's row for its state and ``inp``."""
-        step = _TABLE.get((a.state, inp))
-        target, act = step if step is not None else agent_step(a.id, a.state, inp)
-        if act is _IGNORE:
-            return
-        if act is _DEFER:
-            a.pending = None if target is READY or target is None else (target, reason)
-            return
-        if act is _WITHDRAW:
-            self.callers.withdraw(a, _WITHDRAW_REASON[inp], now, out)
-        elif act is _END_WORK:
-            if target is None:
-                target, reason = a.pending or (READY, None)
-                a.pending = None
-            q = self.queues.get(a.call_queue or "")
-            if q is not None:
-                q.stats.add_handle(a.last_talk + (now - a.wrap_started))
-            a.call_queue = None
-        if target is None or (target is a.state and reason == a.reason):
-            return
-        self._enter(a, target, reason, call_id, now, out)
-
-    def _enter(
-        self,
-        a: AgentRt,
-        state: AgentState,
-        reason: str | None,
-        call_id: str | None,
-        now: float,
-        out: list[Effect],
-    ) -> None:
+        """Take ``a`` through the table's row for its state and ``inp``: the one place
+        an agent's state changes (the counts and the ready indexes follow)."""
         was = a.state
+        step = _TABLE.get((was, inp))
+        target, act = step if step is not None else agent_step(a.id, was, inp)
+        if act is not _SET:
+            if act is _END_WORK:
+                if target is None:
+                    target, reason = a.pending or (READY, None)
+                    a.pending = None
+                q = self.queues.get(a.call_queue or "")
+                if q is not None:
+                    q.stats.add_handle(a.last_talk + (now - a.wrap_started))
+                a.call_queue = None
+            elif act is _WITHDRAW:
+                self.callers.withdraw(a, _WITHDRAW_REASON[inp], now, out)
+            elif act is _DEFER:
+                a.pending = None if target is READY or target is None else (target, reason)
+                return
+            else:  # ignored
+                return
+        if target is None or (target is was and reason == a.reason):
+            return
+        state: AgentState = target
         if state is READY and was is not READY and was is not OFFERED:
             a.idle_since = now
             a.idle_waits_phone = a.device_state in BLOCKING_DEVICE_STATES
         elif state is not READY:
             a.idle_waits_phone = False
-        queues = self.queues
         if (was in STAFFED) != (state in STAFFED):
+            queues = self.queues
             d = 1 if state in STAFFED else -1
-            for q in a.queues:
-                queues[q].staffed += d
+            for qname in a.queues:
+                queues[qname].staffed += d
         if (was is LOGGED_OUT) != (state is LOGGED_OUT):
-            for q in a.queues:
+            queues = self.queues
+            for qname in a.queues:
                 if state is LOGGED_OUT:
-                    queues[q].logged_in.discard(a.id)
+                    queues[qname].logged_in.discard(a.id)
                 else:
-                    queues[q].logged_in.add(a.id)
+                    queues[qname].logged_in.add(a.id)
         a.state, a.reason, a.call_id, a.since = state, reason, call_id, now
         a.epoch += 1
         out.append(AgentStateChanged(a.id, state, reason, call_id))
         if state is LOGGED_OUT:
             a.pending = None
-        self.sync_index(a)
-        if state is LOGGED_OUT:
+            self.sync_index(a)
             self.callers.agent_logged_out(a, was is not LOGGED_OUT, now, out)
+        else:
+            self.sync_index(a)
 
     # ------------------------------------------------------------------ the phone
 

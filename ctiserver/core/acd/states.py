@@ -1,8 +1,9 @@
 """Agent and caller states, and the agent transition table (``AGENT_TRANSITIONS``).
 
-Every change of an agent's state is a row of the table, looked up by
-``agent_step``; ``agents.AgentMachine.apply`` is its only user. The caller states are
-a separate enum with values of their own. See docs/acd.md for the policies.
+Every change of an agent's state is a row of the table, applied only by
+``agents.AgentMachine.apply`` (``Engine`` looks an agent's request up first, so that a
+refused one changes nothing). The caller states are a separate enum with values of
+their own. See docs/acd.md for the policies.
 """
 
 from __future__ import annotations
