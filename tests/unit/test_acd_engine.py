@@ -596,3 +596,20 @@ def test_reconfigure_removing_a_queue_overflows_its_callers() -> None:
     out = h.engine.reconfigure(cfg, h.t + 1)
     assert out == [Overflow("c1", "sales", "fallback", "queue_removed")]
     assert h.engine.position("c1") is None
+
+
+def test_reconfigure_removing_the_queue_a_timer_just_moved_a_caller_to() -> None:
+    """The timers due are fired before the new configuration is taken: a caller moved
+    by its max_wait into a queue the new configuration removes goes to fallback (the
+    engine used to fail with KeyError, the caller left half-filed)."""
+    li = QueueConfig("li", max_wait=10, overflow="queue:x")
+    h = Harness(config([li, QueueConfig("x")], [agent("a1", "x")]))
+    h.after(1, CallerJoined("c1", "li"))
+    out = h.engine.reconfigure(config([li], [agent("a1", "li")]), h.t + 15)
+    assert out == [
+        QueueChanged("c1", "li", "x", "max_wait"),
+        Overflow("c1", "x", "fallback", "queue_removed"),
+    ]
+    assert h.engine.position("c1") is None
+    h.login("a1")
+    assert rung(h.after(1, CallerJoined("c2", "li"))) == [("c2", ("a1",))]

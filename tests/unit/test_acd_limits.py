@@ -3,6 +3,7 @@ busy/unavailable ring (the block is bounded)."""
 
 from __future__ import annotations
 
+from ctiserver.core.acd.agents import RING_BLOCK_MAX
 from ctiserver.core.acd.events import (
     AgentLoggedOut,
     AgentPaused,
@@ -17,7 +18,6 @@ from ctiserver.core.acd.events import (
     Tick,
 )
 from ctiserver.core.acd.model import QueueConfig
-from ctiserver.core.acd.scheduler import RING_BLOCK_MAX
 
 from .acd_helpers import Harness, agent, config, of, rung
 

@@ -133,7 +133,9 @@ class AcdMachine(RuleBasedStateMachine):
         try:
             out = self.engine.handle(event, self.t)
         except AcdError:
-            return []
+            # refused, nothing changed, not even the timers due by now: the runner's own
+            # Tick at next_deadline() would fire them, so does this one
+            return [] if isinstance(event, Tick) else self.send(Tick())
         for e in out:
             if isinstance(e, CallAbandoned | Overflow):
                 assert e.call_id in self.live, f"{e} for a call not in line"

@@ -1,4 +1,4 @@
-"""ACD ready index (strategies.py) on its own: whatever tombstones the skill lists hold,
+"""ACD ready index (ready_index.py) on its own: whatever tombstones the skill lists hold,
 a pick gives the answer of a brute force over the available agents, and pending agents
 weigh exactly as if they had been inserted first (same agent, same random draws)."""
 
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctiserver.core.acd import strategies
+from ctiserver.core.acd import ready_index, skill_lists
 from ctiserver.core.acd.model import AgentConfig, QueueConfig, Strategy
-from ctiserver.core.acd.runtime import READY, AgentRt, CallerRt
-from ctiserver.core.acd.strategies import ReadyIndex
+from ctiserver.core.acd.ready_index import ReadyIndex
+from ctiserver.core.acd.runtime import AgentRt, CallerRt
+from ctiserver.core.acd.states import READY
 
 SKILLS = ("de", "en", "es", "fr", "it")
 N_AGENTS = 14
@@ -57,7 +58,7 @@ def set_figures(a: AgentRt, f: tuple[int, int, int, int]) -> None:
 def caller_needs(
     queue: dict[str, int], call: dict[str, int], cap: int | None
 ) -> tuple[tuple[str, int], ...]:
-    """The engine's relaxed requirements (scheduler._needs)."""
+    """The engine's relaxed requirements (skills.needs_at)."""
     req = dict(queue)
     for name, level in call.items():
         req[name] = max(req.get(name, 0), level)
@@ -100,12 +101,12 @@ def brute_force(
 @contextlib.contextmanager
 def sweep_limits(slack: int, skill_cap: int) -> Iterator[None]:
     """The ready index's sweep thresholds set for one example, restored after."""
-    saved = strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP
-    strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = slack, skill_cap
+    saved = ready_index._SWEEP_SLACK, skill_lists._SKILL_MIN_CAP
+    ready_index._SWEEP_SLACK, skill_lists._SKILL_MIN_CAP = slack, skill_cap
     try:
         yield
     finally:
-        strategies._SWEEP_SLACK, strategies._SKILL_MIN_CAP = saved
+        ready_index._SWEEP_SLACK, skill_lists._SKILL_MIN_CAP = saved
 
 
 @settings(max_examples=300, deadline=None)
@@ -290,12 +291,12 @@ def test_an_agent_back_with_the_same_key_after_a_sweep_is_found_by_skill() -> No
         idx.add(a)
     for a in agents[:3]:
         idx.remove(a)  # the next removal sweeps the main list (tombstones > live + slack)
-    saved = strategies._SWEEP_SLACK
-    strategies._SWEEP_SLACK = 0
+    saved = ready_index._SWEEP_SLACK
+    ready_index._SWEEP_SLACK = 0
     try:
         idx.remove(agents[3])
     finally:
-        strategies._SWEEP_SLACK = saved
+        ready_index._SWEEP_SLACK = saved
     assert idx._sl == []
     idx.add(agents[0])
     by_id = {a.id: a for a in agents}

@@ -82,7 +82,7 @@ async def test_the_state_built_from_the_start_up_events_is_frozen_out_of_the_gc(
     gc.unfreeze()
     runner = AcdRunner(engine(), lambda _e, _f: None)
     runner.submit(ev.AgentLoggedIn("a1"))  # queued before the task runs, as at start
-    state = runner.engine._agents["a1"]
+    state = runner.engine.agents["a1"]
     task = await run_with(runner)
     await runner.request(ev.AgentLoggedIn("a2"))
     task.cancel()

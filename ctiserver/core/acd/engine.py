@@ -1,76 +1,28 @@
 """The ACD engine: one synchronous state machine for every agent, queue and caller.
 
-Events in, effects out (``events.py``); no I/O, no asyncio, the clock is the ``now``
-given to each call. One owner feeds it and asks ``next_deadline()`` when to send
-``Tick()``. Every ``handle()`` first fires the timers due at ``now`` (so a late Tick
-loses nothing), then applies the event, then *dispatches*: it offers callers to
-agents until no available agent fits any caller it could take.
-
-Policies
---------
-- **Order of callers** (one scheduler across all queues): higher effective priority
-  first (the call's priority + its queue's priority), then the longest waiting
-  (arrival in the first queue), then join order. An agent who frees up takes, among
-  all the queues they serve, first a caller reserved for them (see assigned agent),
-  then the first caller in that order whose skill requirements they meet. Several
-  agents freeing up at once (ring-all losers, reconfiguration) are resolved caller by
-  caller in that order, each caller picking its agent by its queue's strategy.
-- **Which agent**: the queue's strategy, see ``strategies.py`` (ties: longest idle,
-  then the queue's member order).
-- **Assigned agent first**: a caller with a ``preferred_agent`` who is logged in is
-  reserved for that agent for ``CallerJoined.preferred_timeout`` (the routing rule's
-  timeout) or else the queue's ``preferred_agent_timeout`` (with 0: only if
-  the agent is available at once); the agent's skills and membership are not checked.
-  When the window ends, or the agent fails to answer, the queue's strategy takes over.
-- **Skills**: a caller needs, for each skill of its queue and of the call (the higher
-  level when both name it), an agent level at least the requirement. After each
-  ``skill_relax`` step (wait counted from arrival) every requirement drops to at most
-  the step's ``min_level``; 0 means "has the skill at any level".
-- **Ring-no-answer**: the agent goes not_ready "no answer" (under ring-all too: every
-  agent whose phone rang out); the caller is offered again at once, keeping its place.
-  busy / unavailable: the agent stays ready but is not offered until its device
-  reports NOT_INUSE (or UNKNOWN), or for ``RING_BLOCK_MAX`` (30 s) at most: then the
-  engine counts the device as UNKNOWN (offerable) again, so a missed device event
-  cannot strand the agent (a device event meanwhile takes over, with no time limit,
-  as any device state does). cancel: the agent is ready again. The engine's own
-  guard (ring timeout + ``RING_GUARD_GRACE``) treats a missing RingFailed as noanswer
-  and emits ``CancelRing``.
-- **Device state**: INUSE, BUSY, UNAVAILABLE, INVALID, RINGING, RINGINUSE, ONHOLD
-  block offers to a ready agent (private call, unreachable phone); while the agent is
-  offered or on one of our calls they are expected and ignored.
-- **Overflow**: at ``max_wait`` in a queue (counted from entering *that* queue) the
-  caller goes to the queue's ``overflow`` target (or ``fallback`` if none). If the
-  caller is ringing at that moment the overflow happens only if the offer fails.
-  ``queue:NAME`` is done inside the engine (``QueueChanged`` effect): the caller keeps
-  its arrival time, so its place among equal priorities and its skill relaxation count
-  the whole wait; the new queue's max_wait and announcements start at the move. A
-  caller never enters the same queue twice: such a target (or an unknown queue)
-  becomes ``fallback``. ``when_no_agents="overflow"``: a caller entering a queue where
-  no logged-in member could serve them, even at the last relax step, overflows at once;
-  so do the callers waiting there when the last member who could serve them logs out
-  (reason ``no_agents``; callers ringing or reserved for their preferred agent stay).
-- **Estimated wait**: position x mean of the queue's last 20 handle times (talk +
-  wrap-up) / staffed members (ready, ringing, on call or in wrap-up); ``None`` with
-  fewer than 3 samples or nobody staffed.
-- **Agent requests**: pause or logout while on a call take effect when the call ends
-  (no wrap-up then); while ringing they withdraw the offer (``CancelRing``); during
-  wrap-up they end it. Ready during wrap-up ends it.
-- **Errors**: requests naming an unknown agent or queue, a second CallerJoined for a
-  live call, or pause/ready of a logged-out agent raise ``AcdError`` and change
-  nothing. Telephony events about unknown or finished calls are ignored (stale).
-- Time never goes backwards: ``now`` earlier than a previous call counts as that one.
+Events in, effects out (events.py); no I/O, no asyncio, the clock is the ``now`` given
+to each call. ``Engine`` is the public face and the event handlers; it is made of an
+``AgentMachine`` (agents.py: the agents' states, by the table in states.py), a
+``CallerBook`` (callers.py: the callers' queue stays) and a ``Dispatcher``
+(dispatch.py: who gets whom). The policies it follows are specified in docs/acd.md.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
+from .agents import RING_BLOCK_MAX, AgentMachine
+from .callers import CallerBook
+from .dispatch import RING_GUARD_GRACE, Dispatcher
 from .events import (
     AgentLoggedIn,
     AgentLoggedOut,
     AgentPaused,
     AgentReady,
+    AgentStateChanged,
     Announce,
     CallAbandoned,
     CallEnded,
@@ -80,6 +32,7 @@ from .events import (
     DeviceStateChanged,
     Effect,
     Event,
+    Overflow,
     Ring,
     RingAnswered,
     RingFailed,
@@ -87,23 +40,40 @@ from .events import (
     Tick,
 )
 from .model import AcdConfig
-from .runtime import (
+from .ready_index import ReadyIndex
+from .runtime import AgentRt, CallerRt, QueueRt, QueueStats
+from .snapshot import AcdView, build_snapshot, read_model
+from .states import (
     CONNECTED,
     LOGGED_OUT,
-    NOT_READY,
     OFFERED,
     ON_CALL,
-    READY,
+    RESERVED,
     RINGING,
+    STAFFED,
+    WAITING,
     WRAP_UP,
-    AgentRt,
-    CallerRt,
+    AcdError,
+    AgentInput,
+    AgentState,
+    agent_step,
 )
-from .scheduler import Scheduler
-from .snapshot import build_snapshot
-from .timers import WRAPUP_END
+from .timers import (
+    ANNOUNCE,
+    MAX_WAIT,
+    PREFERRED_END,
+    RELAX,
+    RING_BLOCK_END,
+    RING_GUARD,
+    WRAPUP_END,
+    Timer,
+    Timers,
+)
 
-__all__ = ["AcdError", "Engine"]
+__all__ = ["RING_BLOCK_MAX", "RING_GUARD_GRACE", "AcdError", "Engine"]
+
+_In = AgentInput
+AgentRequest = AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady
 
 
 def _ring_wins(out: list[Effect]) -> list[Effect]:
@@ -115,14 +85,32 @@ def _ring_wins(out: list[Effect]) -> list[Effect]:
     return [e for e in out if not (isinstance(e, Announce) and e.call_id in rung)]
 
 
-class AcdError(Exception):
-    """The engine's user asked for something impossible (unknown agent or queue,
-    duplicate call, pause of a logged-out agent). Nothing was changed."""
+def _request_input(event: AgentRequest) -> tuple[AgentInput, str | None]:
+    if isinstance(event, AgentLoggedIn):
+        return (_In.LOG_IN, None) if event.ready else (_In.LOG_IN_PAUSED, "login")
+    if isinstance(event, AgentLoggedOut):
+        return _In.LOG_OUT, None
+    if isinstance(event, AgentPaused):
+        return _In.PAUSE, event.reason
+    return _In.GO_READY, None
 
 
-class Engine(Scheduler):
+class Engine:
     def __init__(self, config: AcdConfig, *, rng: random.Random | None = None) -> None:
-        super().__init__(config, rng or random.Random())
+        self._config = config
+        self._timers = Timers()
+        self._agents: dict[str, AgentRt] = {}  # shared by the parts, changed in place
+        self._queues: dict[str, QueueRt] = {}
+        self._callers = CallerBook(self._agents, self._queues, self._timers)
+        self._machine = AgentMachine(self._agents, self._queues, self._timers, self._callers)
+        self._dispatcher = Dispatcher(
+            self._machine, self._callers, self._queues, self._timers, rng or random.Random()
+        )
+        self._calls = self._callers.calls  # the same dict, one attribute less to read
+        self._dispatch = self._dispatcher.dispatch
+        self._seq = 0
+        self._now = float("-inf")
+        self._build(config, None, [])
 
     # ------------------------------------------------------------------ public API
 
@@ -149,9 +137,9 @@ class Engine(Scheduler):
 
     def position(self, call_id: str) -> int | None:
         c = self._calls.get(call_id)
-        if c is None or c.status == CONNECTED:
+        if c is None or c.status is CONNECTED:
             return None
-        return self._lines[c.queue].position(c)
+        return self._queues[c.queue].line.position(c)
 
     def agent_state(self, agent_id: str) -> str:
         a = self._agents.get(agent_id)
@@ -159,14 +147,41 @@ class Engine(Scheduler):
             raise AcdError(f"unknown agent {agent_id!r}")
         return a.state
 
+    def view(self, now: float) -> AcdView:
+        """The read model of agents, queues and waiting callers (snapshot.py)."""
+        return read_model(self, max(now, self._now))
+
     def snapshot(self, now: float) -> dict[str, Any]:
-        return build_snapshot(self, max(now, self._now))
+        return build_snapshot(self.view(now))
+
+    # the parts' records, read-only (for the read model and tests; never mutate them)
+
+    @property
+    def config(self) -> AcdConfig:
+        return self._config
+
+    @property
+    def agents(self) -> Mapping[str, AgentRt]:
+        return MappingProxyType(self._agents)
+
+    @property
+    def queues(self) -> Mapping[str, QueueRt]:
+        return MappingProxyType(self._queues)
+
+    @property
+    def calls(self) -> Mapping[str, CallerRt]:
+        return MappingProxyType(self._calls)
 
     # ------------------------------------------------------------------ events
 
+    def _clock(self, now: float) -> float:
+        if now > self._now:
+            self._now = now
+        return self._now
+
     def _validate(self, event: Event) -> None:
         if isinstance(event, CallerJoined):
-            if event.queue not in self._config.queues:
+            if event.queue not in self._queues:
                 raise AcdError(f"call {event.call_id}: unknown queue {event.queue!r}")
             if event.call_id in self._calls:
                 raise AcdError(f"call {event.call_id}: already in the ACD")
@@ -174,8 +189,7 @@ class Engine(Scheduler):
             a = self._agents.get(event.agent_id)
             if a is None:
                 raise AcdError(f"unknown agent {event.agent_id!r}")
-            if isinstance(event, AgentPaused | AgentReady) and a.state == LOGGED_OUT:
-                raise AcdError(f"agent {event.agent_id}: not logged in")
+            agent_step(a.id, a.state, _request_input(event)[0])  # AcdError if illegal
 
     def _apply(self, event: Event, now: float, out: list[Effect]) -> None:
         if isinstance(event, Tick):
@@ -193,8 +207,8 @@ class Engine(Scheduler):
             )
             self._calls[c.call_id] = c
             if event.preferred_timeout is not None:
-                self._pref_timeout[c.call_id] = event.preferred_timeout
-            self._enter_queue(c, event.queue, now, out)
+                self._callers.pref_timeout[c.call_id] = event.preferred_timeout
+            self._callers.enter_queue(c, event.queue, now, out)
         elif isinstance(event, CallerLeft | CallEnded):
             self._caller_gone(event.call_id, now, out)
         elif isinstance(event, RingStarted):
@@ -204,163 +218,241 @@ class Engine(Scheduler):
         elif isinstance(event, RingFailed):
             self._ring_failed(event.call_id, event.agent_id, event.reason, now, out)
         elif isinstance(event, DeviceStateChanged):
-            for aid in self._device_agents.get(event.device, ()):
-                a = self._agents[aid]
-                a.device_state = event.state.upper()
-                a.block_epoch += 1
-                if a.idle_waits_phone and a.available:
-                    # ready since its call ended, free only now that the phone is: the idle
-                    # period (longest idle's key) starts here, as Asterisk would tell it
-                    a.idle_since = max(a.idle_since, now)
-                    a.idle_waits_phone = False
-                self._sync_index(a)
+            self._machine.device_changed(event.device, event.state, now)
         else:
-            self._agent_request(event, now, out)
-
-    def _agent_request(
-        self,
-        event: AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady,
-        now: float,
-        out: list[Effect],
-    ) -> None:
-        a = self._agents[event.agent_id]
-        if isinstance(event, AgentLoggedIn):
-            if a.state == LOGGED_OUT:
-                if event.ready:
-                    self._set_state(a, READY, None, None, now, out)
-                else:
-                    self._set_state(a, NOT_READY, "login", None, now, out)
-            return
-        if isinstance(event, AgentLoggedOut):
-            target: tuple[str, str | None] = (LOGGED_OUT, None)
-            withdraw = "agent_logged_out"
-        elif isinstance(event, AgentPaused):
-            target = (NOT_READY, event.reason)
-            withdraw = "agent_paused"
-        else:
-            target = (READY, None)
-            withdraw = ""
-        state = a.state
-        if state == ON_CALL:
-            a.pending = None if target[0] == READY else target
-        elif state == OFFERED:
-            if withdraw:
-                self._withdraw(a, withdraw, now, out)
-                self._set_state(a, target[0], target[1], None, now, out)
-        elif state == WRAP_UP:
-            self._end_wrapup(a, now, out, target)
-        elif state == LOGGED_OUT:
-            return
-        elif (state, a.reason) != target:
-            self._set_state(a, target[0], target[1], None, now, out)
+            inp, reason = _request_input(event)
+            self._machine.apply(self._agents[event.agent_id], inp, now, out, reason)
 
     # ------------------------------------------------------------------ calls
 
     def _caller_gone(self, call_id: str, now: float, out: list[Effect]) -> None:
-        c = self._calls.get(call_id)
+        callers = self._callers
+        c = callers.calls.get(call_id)
         if c is None:
             return
-        if c.status == CONNECTED:
+        if c.status is CONNECTED:
             self._end_call(c, now, out)
             return
-        q = self._config.queues[c.queue]
-        st = self._stats[c.queue]
-        offered = sorted(c.offered_to) if c.status == RINGING else []
-        self._leave_queue(c)
-        st.abandoned += 1
-        if now - c.entered > q.service_level:
-            st.abandoned_after_sl += 1
+        q = self._queues[c.queue]
+        offered = sorted(c.offered_to) if c.status is RINGING else []
+        callers.leave_queue(c)
+        q.stats.abandoned += 1
+        if now - c.entered > q.cfg.service_level:
+            q.stats.abandoned_after_sl += 1
         out.append(CallAbandoned(c.call_id, c.queue, now - c.arrival))
-        self._forget(c)
+        callers.forget(c)
         for aid in offered:
             a = self._agents[aid]
-            if a.state == OFFERED and a.call_id == call_id:
-                self._set_state(a, READY, None, None, now, out)
+            if a.state is OFFERED and a.call_id == call_id:
+                self._machine.apply(a, _In.OFFER_ENDED, now, out)
 
     def _answered(self, call_id: str, agent_id: str, now: float, out: list[Effect]) -> None:
         c = self._calls.get(call_id)
         a = self._agents.get(agent_id)
-        if c is None or a is None or c.status == CONNECTED:
+        if c is None or a is None or c.status is CONNECTED:
             return
-        if a.state in (ON_CALL, WRAP_UP) or (a.state == OFFERED and a.call_id != call_id):
+        if a.state in (ON_CALL, WRAP_UP) or (a.state is OFFERED and a.call_id != call_id):
             return  # an agent never has two calls: a stale or crossed event
         others = sorted(c.offered_to - {agent_id})
-        q = self._config.queues[c.queue]
-        st = self._stats[c.queue]
-        self._leave_queue(c)
+        q = self._queues[c.queue]
+        st = q.stats
+        self._callers.leave_queue(c)
         wait = now - c.entered
         st.answered += 1
         st.wait_sum += wait
-        if wait <= q.service_level:
+        if wait <= q.cfg.service_level:
             st.answered_in_sl += 1
         c.status = CONNECTED
         c.agent_id = agent_id
         c.answered_at = now
-        if a.state in (READY, OFFERED):
+        if a.state in (AgentState.READY, OFFERED):
             a.idle_total += now - a.idle_since
             a.idle_periods += 1
         a.answered_at = now
         a.call_queue = c.queue
-        self._set_state(a, ON_CALL, None, call_id, now, out)
+        self._machine.apply(a, _In.ANSWER, now, out, call_id=call_id)
         for oid in others:  # ring-all: the others are free again
             o = self._agents[oid]
-            if o.state == OFFERED and o.call_id == call_id:
-                self._set_state(o, READY, None, None, now, out)
+            if o.state is OFFERED and o.call_id == call_id:
+                self._machine.apply(o, _In.OFFER_ENDED, now, out)
 
     def _ring_failed(
         self, call_id: str, agent_id: str, reason: str, now: float, out: list[Effect]
     ) -> None:
         c = self._calls.get(call_id)
         a = self._agents.get(agent_id)
-        if c is None or a is None or c.status != RINGING or agent_id not in c.offered_to:
+        if c is None or a is None or c.status is not RINGING or agent_id not in c.offered_to:
             return
         c.offered_to.discard(agent_id)
-        if a.state == OFFERED and a.call_id == call_id:
+        if a.state is OFFERED and a.call_id == call_id:
             reason = reason.lower()
             if reason == "noanswer":
-                self._set_state(a, NOT_READY, "no answer", None, now, out)
+                self._machine.apply(a, _In.NO_ANSWER, now, out, "no answer")
             else:
                 if reason in ("busy", "unavailable"):
-                    self._block_after_ring(a, reason.upper(), now)
-                self._set_state(a, READY, None, None, now, out)
+                    self._machine.block_after_ring(a, reason.upper(), now)
+                self._machine.apply(a, _In.OFFER_ENDED, now, out)
         if not c.offered_to:
-            self._return_caller(c, now, out)
+            self._callers.return_caller(c, now, out)
 
     def _end_call(self, c: CallerRt, now: float, out: list[Effect]) -> None:
-        self._forget(c)
+        self._callers.forget(c)
         a = self._agents.get(c.agent_id or "")
-        if a is None or a.state != ON_CALL or a.call_id != c.call_id:
+        if a is None or a.state is not ON_CALL or a.call_id != c.call_id:
             return
         talk = now - a.answered_at
         a.talk_total += talk
         a.calls += 1
         a.last_talk = talk
         a.wrap_started = now
-        q = self._config.queues.get(c.queue)
-        if a.pending is not None:
-            target, a.pending = a.pending, None
-            self._end_wrapup(a, now, out, target)
-        elif q is not None and q.wrapup > 0:
-            self._set_state(a, WRAP_UP, None, c.call_id, now, out)
-            self._timers.add(now + q.wrapup, WRAPUP_END, a.id, a.epoch)
-        else:
-            self._end_wrapup(a, now, out, (READY, None))
+        q = self._queues.get(c.queue)
+        if a.pending is None and q is not None and q.cfg.wrapup > 0:
+            self._machine.apply(a, _In.CALL_ENDED, now, out, call_id=c.call_id)
+            self._timers.add(now + q.cfg.wrapup, WRAPUP_END, a.id, a.epoch)
+        else:  # to the state asked for during the call, else ready
+            self._machine.apply(a, _In.WORK_DONE, now, out)
 
-    def _withdraw(self, a: AgentRt, reason: str, now: float, out: list[Effect]) -> None:
-        """Take a ringing agent off its offer (the agent's own state is set by the caller)."""
-        c = self._calls.get(a.call_id or "")
-        if c is None or c.status != RINGING or a.id not in c.offered_to:
+    # ------------------------------------------------------------------ timers
+
+    def _timer_live(self, t: Timer) -> bool:
+        _due, _seq, kind, target, epoch = t
+        if kind == RING_BLOCK_END:
+            a = self._agents.get(target)
+            return a is not None and a.block_epoch == epoch
+        if kind == WRAPUP_END:
+            a = self._agents.get(target)
+            return a is not None and a.epoch == epoch and a.state is WRAP_UP
+        c = self._calls.get(target)
+        if c is None:
+            return False
+        if kind == RING_GUARD:
+            return c.status is RINGING and c.ring_epoch == epoch
+        if c.q_epoch != epoch:
+            return False
+        if kind == RELAX:
+            return c.status is WAITING
+        if kind == PREFERRED_END:
+            return c.status is RESERVED
+        return c.status is not CONNECTED
+
+    def _fire_timers(self, now: float, out: list[Effect]) -> None:
+        callers = self._callers
+        for t in self._timers.pop_due(now):
+            if not self._timer_live(t):
+                continue
+            kind, target = t[2], t[3]
+            if kind == RING_BLOCK_END:
+                self._machine.unblock(self._agents[target])
+                continue
+            if kind == WRAPUP_END:
+                self._machine.apply(self._agents[target], _In.WORK_DONE, now, out)
+                continue
+            c = self._calls[target]
+            if kind == RING_GUARD:
+                agents = sorted(c.offered_to)
+                out.append(CancelRing(c.call_id, tuple(agents), "guard_timeout"))
+                c.offered_to.clear()
+                for aid in agents:
+                    a = self._agents[aid]
+                    if a.state is OFFERED and a.call_id == c.call_id:
+                        self._machine.apply(a, _In.NO_ANSWER, now, out, "no answer")
+                callers.return_caller(c, now, out)
+            elif kind == MAX_WAIT:
+                if c.status is RINGING:
+                    c.overdue = True
+                else:
+                    callers.overflow(c, "max_wait", now, out)
+            elif kind == ANNOUNCE:
+                q = self._queues[c.queue]
+                if c.status is not RINGING:
+                    pos = q.line.position(c)
+                    out.append(Announce(c.call_id, pos, q.estimate(pos)))
+                self._timers.add(now + q.cfg.announce_frequency, ANNOUNCE, c.call_id, c.q_epoch)
+            elif kind == RELAX:
+                callers.mark(c)
+            elif kind == PREFERRED_END:
+                callers.unreserve(c)
+
+    # ------------------------------------------------------------------ configuration
+
+    def _build(self, config: AcdConfig, now: float | None, out: list[Effect]) -> None:
+        old = dict(self._agents)
+        calls = self._calls
+        agents: dict[str, AgentRt] = {}
+        for order, (aid, acfg) in enumerate(config.agents.items()):
+            a = old.get(aid) or AgentRt(acfg, order)
+            a.cfg, a.order, a.in_index, a.queues = acfg, order, False, ()
+            a.tags = (None, *acfg.skills)
+            agents[aid] = a
+        t = now if now is not None else 0.0
+        for aid, a in old.items():
+            if aid in agents:
+                continue
+            if a.state is OFFERED:
+                c = calls.get(a.call_id or "")
+                if c is not None and aid in c.offered_to:
+                    c.offered_to.discard(aid)
+                    out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
+            elif a.call_id in calls and calls[a.call_id or ""].status is CONNECTED:
+                del calls[a.call_id or ""]
+                self._callers.pref_timeout.pop(a.call_id or "", None)
+            if a.state is not LOGGED_OUT:
+                out.append(AgentStateChanged(aid, LOGGED_OUT, "removed"))
+        self._agents.clear()
+        self._agents.update(agents)
+        self._config = config
+        old_queues = dict(self._queues)
+        self._queues.clear()
+        machine = self._machine
+        machine.unindexed.clear()
+        machine.devices.clear()
+        self._callers.reserved.clear()
+        served: dict[str, list[str]] = {aid: [] for aid in agents}
+        for qname, qcfg in config.queues.items():
+            members = tuple(m for m in config.queue_members(qname) if m in agents)
+            pos = {m: i for i, m in enumerate(members)}
+            idx = ReadyIndex(qcfg, pos, {m: agents[m].cfg.skills for m in members})
+            was = old_queues.get(qname)
+            if was is not None:
+                idx.last_rung = was.ready.last_rung
+            q = QueueRt(qcfg, members, idx, was.stats if was is not None else QueueStats())
+            for m in members:
+                served[m].append(qname)
+            q.staffed = sum(1 for m in members if agents[m].state in STAFFED)
+            q.logged_in = {m for m in members if agents[m].state is not LOGGED_OUT}
+            self._queues[qname] = q
+        for aid, a in agents.items():
+            a.queues = tuple(served[aid])
+            machine.devices.setdefault(a.cfg.device, []).append(aid)
+            machine.sync_index(a)
+        machine.flush_unindexed()
+        machine.dirty.clear()
+        self._callers.dirty.clear()
+        for c in sorted(calls.values(), key=lambda c: c.seq):
+            self._rebuild_caller(c, t, out)
+
+    def _rebuild_caller(self, c: CallerRt, now: float, out: list[Effect]) -> None:
+        if c.status is CONNECTED:
             return
-        out.append(CancelRing(c.call_id, (a.id,), reason))
-        c.offered_to.discard(a.id)
-        if not c.offered_to:
-            self._return_caller(c, now, out)
+        callers = self._callers
+        q = self._queues.get(c.queue)
+        if q is None:
+            for aid in sorted(c.offered_to):
+                a = self._agents[aid]
+                out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
+                if a.state is OFFERED and a.call_id == c.call_id:
+                    self._machine.apply(a, _In.OFFER_ENDED, now, out)
+            out.append(Overflow(c.call_id, c.queue, "fallback", "queue_removed"))
+            callers.forget(c)
+            return
+        status = c.status
+        if status is RINGING and not c.offered_to:
+            status = WAITING
+        if status is RESERVED:
+            p = self._agents.get(c.preferred or "")
+            status = RESERVED if p is not None and p.state is not LOGGED_OUT else WAITING
+        entered = c.entered
+        callers.place(c, q, now, status)
+        c.entered = entered
+        callers.schedule_queue_timers(c, now)
 
-    def _end_wrapup(
-        self, a: AgentRt, now: float, out: list[Effect], target: tuple[str, str | None]
-    ) -> None:
-        st = self._stats.get(a.call_queue or "")
-        if st is not None:
-            st.add_handle(a.last_talk + (now - a.wrap_started))
-        a.call_queue = None
-        self._set_state(a, target[0], target[1], None, now, out)

@@ -1,7 +1,7 @@
 """Run-time records of the ACD engine: one per agent, one per call, one per queue.
 
-Plain mutable objects owned by :class:`ctiserver.core.acd.engine.Engine`; nothing
-here decides anything. Times are epoch seconds (float).
+Plain mutable objects owned by the engine's parts; nothing here decides anything.
+Times are epoch seconds (float).
 """
 
 from __future__ import annotations
@@ -9,28 +9,17 @@ from __future__ import annotations
 from collections import deque
 
 from .model import AgentConfig, QueueConfig
-
-# agent states (the strings that AgentStateChanged carries)
-LOGGED_OUT = "logged_out"
-READY = "ready"
-NOT_READY = "not_ready"
-OFFERED = "offered"
-ON_CALL = "on_call"
-WRAP_UP = "wrap_up"
-STAFFED = frozenset({READY, OFFERED, ON_CALL, WRAP_UP})
-
-# caller states
-WAITING = "waiting"  # in line, any eligible agent may get it
-RESERVED = "reserved"  # in line, but only for its preferred agent (assigned agent first)
-RINGING = "offered"  # being offered (ringing one agent, or several under ring-all)
-CONNECTED = "connected"  # answered, on a call with an agent
-
-# device states that mean "the phone is busy or unreachable" when it is not our call
-BLOCKING_DEVICE_STATES = frozenset(
-    {"INUSE", "BUSY", "UNAVAILABLE", "INVALID", "RINGING", "RINGINUSE", "ONHOLD"}
+from .ready_index import ReadyIndex
+from .skills import Needs
+from .states import (
+    BLOCKING_DEVICE_STATES,
+    LOGGED_OUT,
+    READY,
+    WAITING,
+    AgentState,
+    CallerState,
 )
-
-Needs = tuple[tuple[str, int], ...]  # skill -> minimum level (>= 1) an agent must have
+from .waiting import QueueLine
 
 RECENT_HANDLE_SAMPLES = 20  # estimated wait: mean of the last N handle times
 MIN_HANDLE_SAMPLES = 3  # below this the estimate is not honest: None
@@ -71,7 +60,7 @@ class AgentRt:
         self.queues: tuple[str, ...] = ()  # queues this agent serves
         # the class-head tags it can fit (waiting.py): None, then its skills
         self.tags: tuple[str | None, ...] = (None, *cfg.skills)
-        self.state = LOGGED_OUT
+        self.state: AgentState = LOGGED_OUT
         self.reason: str | None = None
         self.since = 0.0
         self.call_id: str | None = None
@@ -90,7 +79,7 @@ class AgentRt:
         self.wrap_started = 0.0
         self.last_talk = 0.0
         # deferred change requested while on a call: (state, reason)
-        self.pending: tuple[str, str | None] | None = None
+        self.pending: tuple[AgentState, str | None] | None = None
         self.epoch = 0  # bumped on every state change; timers carry it
         self.in_index = False  # currently in the ready indexes (available)
 
@@ -153,7 +142,7 @@ class CallerRt:
         # cache of the relaxed requirements: (relax cap, req it was made from, needs,
         # the wait from which they no longer hold: the next relax step)
         self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs, float] | None = None
-        self.status = WAITING
+        self.status: CallerState = WAITING
         self.offered_to: set[str] = set()
         self.agent_id: str | None = None
         self.answered_at = 0.0
@@ -211,5 +200,50 @@ class QueueStats:
         return 100.0 * self.answered_in_sl / base if base else None
 
 
-def effective_queue_priority(q: QueueConfig, base: int) -> int:
-    return base + q.priority
+class QueueRt:
+    """One queue's run-time record: its line of callers, its ready index, its counts."""
+
+    __slots__ = (
+        "cfg",
+        "last_relax",
+        "line",
+        "logged_in",
+        "members",
+        "ready",
+        "relax",
+        "req",
+        "staffed",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        cfg: QueueConfig,
+        members: tuple[str, ...],
+        ready: ReadyIndex,
+        stats: QueueStats,
+    ) -> None:
+        self.cfg = cfg
+        self.members = members  # logged in or not, in the queue's member order
+        self.ready = ready  # its available agents in strategy order
+        self.line = QueueLine(cfg.required_skills)  # its callers not yet answered
+        self.stats = stats  # kept across reconfigurations
+        # the skill_relax steps, cumulative: (after, the lowest min_level so far)
+        cum: list[tuple[float, int]] = []
+        low: int | None = None
+        for s in sorted(cfg.skill_relax, key=lambda s: s.after):
+            low = s.min_level if low is None else min(low, s.min_level)
+            cum.append((s.after, low))
+        self.relax: tuple[tuple[float, int], ...] = tuple(cum)
+        self.last_relax = low  # the cap at the last step (None: no step)
+        # the queue's own requirements, sorted (a new tuple at each reconfiguration)
+        self.req: Needs = tuple(sorted(cfg.required_skills.items()))
+        self.staffed = 0  # members ready, offered, on a call or in wrap-up
+        self.logged_in: set[str] = set()  # members not logged out
+
+    def estimate(self, position: int) -> float | None:
+        """Estimated wait at ``position``: position x recent mean handle time / staffed."""
+        aht = self.stats.recent_aht()
+        if aht is None or self.staffed <= 0:
+            return None
+        return position * aht / self.staffed

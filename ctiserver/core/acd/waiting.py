@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedList
 
-from .runtime import CallerRt
+if TYPE_CHECKING:
+    from .runtime import CallerRt
 
 ClassKey = tuple[int, tuple[tuple[str, int], ...]]
 LineKey = tuple[int, float, int, str]

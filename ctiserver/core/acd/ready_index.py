@@ -1,176 +1,32 @@
-"""Who gets the call: the available agents of one queue, kept sorted by the queue's
-strategy, and the pick itself.
+"""The ready index: one queue's available agents kept sorted by its strategy, and the pick.
 
-Every queue keeps its available agents (ready, phone free) in a sorted list whose key
-is the strategy's measure. Keys only depend on figures that change while the agent is
-*not* available (talk time, number of calls, idle clock), so an agent's key is computed
-when it enters the index and never goes stale. Picking walks a list from the front and
-stops at the first agent who fits the caller: that one ranks best.
-
-Every index also keeps, per skill, the available agents having that skill, sorted by
-the same keys (the very same key objects), with each one's level of the skill in a
-parallel list. An agent who fits a caller has every required skill (queue's and
-call's) at the required level or more (a relaxed requirement still means level 1 or
-more), so the skill list of any requirement holds every fitting agent in rank order.
-A caller with requirements is served from the list of the *rarest* skill among them
-(the one the fewest members have; the main list if most members have it, as its front
-then usually fits): levels below the requirement are skipped without looking at the
-agent, and in practice the first agent at the level fits. A call with a skill of its
-own (a language few agents speak) thus costs about what a plain call costs, however
-many agents the queue has; the worst case is one step per agent having that skill.
-
-The sorted lists are plain Python lists kept sorted with ``bisect`` (an insert is a
-``memmove``: cheaper than a ``SortedList`` at the size of a queue). Removal is lazy: an
-agent leaving the index only leaves ``_keys``; its key stays in the lists as a
-*tombstone* (live iff ``_keys[id] is key``), skipped by the walks and dropped when
-found at the front. The main list is swept once its tombstones outnumber the live
-keys; a skill list is swept by an insertion that finds it twice as long as after its
-last sweep (both amortised O(1) per removal; a bisect over a few hundred tuples
-scattered in memory costs microseconds, and an agent picked for a call leaves all its
-queues). An agent coming back revives its own tombstone if its key is unchanged. The
-random strategy removes from the main list at once: its pick draws list positions.
-The price of lazy removal: an agent's old keys stay alive until their lists are swept,
-which gives the cyclic garbage collector's young generation more to count.
-
-Ties are broken the same way in every strategy: longest idle first (earliest
-``idle_since``), then the agent's position in the queue's member order
-(``AcdConfig.queue_members``), which is unique.
-
-Strategies:
-- first_available: member order only (no idle tie-break: the order is the strategy).
-- round_robin: member order, starting after the member rung last in this queue (the
-  walks go round the list from there).
-- ring_all: every available eligible agent at once.
-- longest_idle: earliest ``idle_since`` (the moment the agent last became ready, or, after
-  a call, the moment its phone was free of that call, if later).
-- highest_average_idle: highest mean of completed idle periods (ready until answering);
-  agents who never answered yet rank first.
-- least_talk_time / least_average_talk_time / fewest_calls: lowest figure since start.
-- best_skill: highest *sum* of the agent's levels over the required skills (queue's
-  and call's); a missing skill counts 0 (and makes the agent ineligible anyway). The
-  key holds the sum over the queue's skills. The lists of the other skills (which only
-  calls bring) are ranked by the key with the agent's level of that skill added, so a
-  call with one such skill is served by the same walk as the other strategies; a call
-  with several is scored over every candidate.
-- random: uniform among the available eligible agents, from the injected ``rng``.
-
-``pick`` may also be given *pending* agents: available agents the engine has not put
-in the index yet (it inserts an agent who frees up only if no caller takes them in the
-same step, see scheduler.py). Every strategy weighs them as if they were in the index:
-the ranking ones compare the best pending agent with the index's best, ring_all and
-random merge their keys into the sorted list they draw from (so the draws, and the
-decision, are the same as after an insertion).
+Keys never go stale inside the index (they only depend on figures that change while
+the agent is out of it), removal is lazy (tombstones), and a caller with skill
+requirements is served from the list of its rarest skill (skill_lists.py). The
+design and every strategy's order are written down in docs/acd.md.
 """
 
 from __future__ import annotations
 
 import random
-from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .model import QueueConfig, Strategy
-from .runtime import AgentRt, CallerRt
+from .skill_lists import IndexKey, Rank, SkillList, dead_prefix, discard
+from .skills import Needs, fits
 
-IndexKey = tuple[float, float, int, str]
-Eligible = Callable[[AgentRt], bool]
+if TYPE_CHECKING:
+    from .runtime import AgentRt, CallerRt
+
+Eligible = Callable[["AgentRt"], bool]
 
 _RANDOM_TRIES = 8
 # tombstones allowed beyond the number of live keys before a sweep of the main list
 _SWEEP_SLACK = 64
-# a skill list is swept when an insertion finds it twice as long as after its last
-# sweep, and never below this length
-_SKILL_MIN_CAP = 8
 _NO_MERGE = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
-Needs = tuple[tuple[str, int], ...]
-Rank = tuple[Any, ...]  # round robin: (cyclic distance,); best_skill with a call skill:
-# (-total score, idle since, member position, id); the others: the key
-
-
-def _discard(lst: list[IndexKey], k: IndexKey) -> None:
-    i = bisect_left(lst, k)
-    if i < len(lst) and lst[i] == k:
-        del lst[i]
-
-
-def _dead_prefix(lst: list[IndexKey], live: dict[str, IndexKey]) -> int:
-    """How many keys at the front of ``lst`` are tombstones: no longer their agent's live
-    key in ``live``."""
-    i, n = 0, len(lst)
-    while i < n and live.get(lst[i][3]) is not lst[i]:
-        i += 1
-    return i
-
-
-class SkillList:
-    """The available agents of one queue having one skill: ``keys`` in key order (may
-    hold tombstones, see above), ``levels[i]`` the skill's level of ``keys[i]``'s
-    agent. ``members``: agents of the queue having the skill, to find the rarest
-    requirement. A skill most members have is *common*: its list is not kept (the main
-    list serves, its front usually has the skill).
-
-    Ranked lists (best_skill, a skill the queue does not require) are in the order of
-    ``ranks[i]``: the key with the level added to the score, (key[0] - level, key[1],
-    key[2], key[3]); the others have ``ranks`` None. They are never common.
-
-    ``firsts[i]`` is the first element of entry i's order (key[0] or rank[0]) in a flat
-    array: an insertion bisects it (a few cache lines) rather than the tuples (two
-    scattered objects per step), and only compares tuples among equal first elements."""
-
-    __slots__ = ("cap", "common", "firsts", "keys", "levels", "members", "ranks")
-
-    def __init__(self, ranked: bool, members: int = 0, common: bool = False) -> None:
-        self.keys: list[IndexKey] = []
-        self.levels: list[int] = []
-        self.ranks: list[Rank] | None = [] if ranked else None
-        self.firsts: array[float] = array("d")
-        self.cap = _SKILL_MIN_CAP
-        self.members = members
-        self.common = common
-
-    def insert(self, k: IndexKey, level: int) -> None:
-        """Add a live key, or make the agent's own tombstone of the same value live."""
-        ranks = self.ranks
-        order = k if ranks is None else (k[0] - level, k[1], k[2], k[3])
-        x = order[0]
-        firsts = self.firsts
-        if not firsts or firsts[-1] < x:  # the last (idle order: the usual case)
-            i = len(firsts)
-        else:
-            lo = bisect_left(firsts, x)
-            hi = bisect_right(firsts, x, lo)
-            seq: list[Any] = self.keys if ranks is None else ranks
-            i = bisect_left(seq, order, lo, hi) if hi > lo else lo
-            if i < hi and seq[i] == order:  # its own tombstone
-                self.keys[i] = k
-                return
-        if ranks is not None:
-            ranks.insert(i, order)
-        self.keys.insert(i, k)
-        self.levels.insert(i, level)
-        firsts.insert(i, x)
-
-    def sweep(self, live: dict[str, IndexKey]) -> None:
-        keep = [i for i, k in enumerate(self.keys) if live.get(k[3]) is k]
-        keys, levels, ranks, firsts = self.keys, self.levels, self.ranks, self.firsts
-        self.keys = [keys[i] for i in keep]
-        self.levels = [levels[i] for i in keep]
-        self.firsts = array("d", [firsts[i] for i in keep])
-        if ranks is not None:
-            self.ranks = [ranks[i] for i in keep]
-        self.cap = max(_SKILL_MIN_CAP, 2 * len(keep))
-
-    def drop_dead_front(self, live: dict[str, IndexKey]) -> None:
-        keys = self.keys
-        i = _dead_prefix(keys, live)
-        if i:
-            del keys[:i]
-            del self.levels[:i]
-            del self.firsts[:i]
-            if self.ranks is not None:
-                del self.ranks[:i]
 
 
 class ReadyIndex:
@@ -274,7 +130,7 @@ class ReadyIndex:
                 if not sk.common:
                     out.append((sk, level))
             groups = self._groups[a.id] = tuple(out)
-            if any(skills.get(n, 0) < lvl for n, lvl in self._queue_needs.items()):
+            if not fits(skills, tuple(self._queue_needs.items())):
                 self._weak.add(a.id)
         return groups
 
@@ -313,7 +169,7 @@ class ReadyIndex:
         if aid in self._weak:
             self._weak_live -= 1
         if not self._lazy:
-            _discard(self._sl, k)
+            discard(self._sl, k)
             return
         self._dead += 1
         if self._dead > len(self._keys) + _SWEEP_SLACK:
@@ -325,7 +181,7 @@ class ReadyIndex:
         """``_sl`` with the tombstones at its front dropped."""
         sl = self._sl
         if self._dead:
-            i = _dead_prefix(sl, self._keys)
+            i = dead_prefix(sl, self._keys)
             if i:
                 del sl[:i]
                 self._dead -= i
@@ -376,39 +232,21 @@ class ReadyIndex:
             return []
         sk, need, name = rarest
         if sk.common:
-            return [k for k in self._sl if keys.get(k[3]) is k and self._fits(agents, k, needs)]
-        self._trim(sk)
+            return [
+                k for k in self._sl if keys.get(k[3]) is k and fits(agents[k[3]].cfg.skills, needs)
+            ]
+        sk.trim(self._keys)
         if self._meets_queue(needs, name):  # the level is all there is to check
             return [
                 k
                 for k, lvl in zip(sk.keys, sk.levels, strict=True)
                 if lvl >= need and keys.get(k[3]) is k
             ]
-        out = []
-        for k, lvl in zip(sk.keys, sk.levels, strict=True):
-            if lvl < need or keys.get(k[3]) is not k:
-                continue
-            skills = agents[k[3]].cfg.skills  # eligible(), inlined
-            for n, nd in needs:
-                if skills.get(n, 0) < nd:
-                    break
-            else:
-                out.append(k)
-        return out
-
-    @staticmethod
-    def _fits(agents: dict[str, AgentRt], k: IndexKey, needs: Needs) -> bool:
-        skills = agents[k[3]].cfg.skills
-        for name, need in needs:
-            if skills.get(name, 0) < need:
-                return False
-        return True
-
-    def _trim(self, sk: SkillList) -> None:
-        """Before a walk of the whole of ``sk``: sweep it if it has grown to twice the
-        number of agents indexed (it may be mostly tombstones: agents left, none came)."""
-        if len(sk.keys) > 2 * len(self._keys) + _SKILL_MIN_CAP:
-            sk.sweep(self._keys)
+        return [
+            k
+            for k, lvl in zip(sk.keys, sk.levels, strict=True)
+            if lvl >= need and keys.get(k[3]) is k and fits(agents[k[3]].cfg.skills, needs)
+        ]
 
     def pick(
         self,
@@ -420,8 +258,8 @@ class ReadyIndex:
         pending: Sequence[AgentRt] = (),
     ) -> list[str]:
         """The agent(s) to ring for ``caller``, whose relaxed requirements are
-        ``needs`` (``eligible(a)``: ``a`` meets every one of them, a check also done
-        inline here): [] when nobody available fits. ``pending``: available agents of
+        ``needs`` (``eligible(a)``: ``a`` meets every one of them, the same test as
+        ``skills.fits``): [] when nobody available fits. ``pending``: available agents of
         this queue not in the index yet, weighed as if they were."""
         s = self.strategy
         if s in _NO_MERGE:
@@ -439,13 +277,7 @@ class ReadyIndex:
         for a in pending:
             pos = self.member_pos[a.id]
             r: Rank = ((pos - first) % n_members,) if rr else self._key(a, pos)
-            if p_rank is not None and r >= p_rank:
-                continue
-            skills = a.cfg.skills  # eligible(), inlined
-            for name, nd in needs:
-                if skills.get(name, 0) < nd:
-                    break
-            else:
+            if (p_rank is None or r < p_rank) and fits(a.cfg.skills, needs):
                 p_rank, p_id = r, a.id
         fallback = [p_id] if p_id is not None else []
         keys = self._keys
@@ -480,7 +312,7 @@ class ReadyIndex:
                 r = ((k[2] - first) % n_members,) if rr else k
                 if r >= p_rank:
                     return fallback
-            skills = agents[k[3]].cfg.skills  # eligible(), inlined
+            skills = agents[k[3]].cfg.skills  # fits(), inlined
             for name, nd in needs:
                 if skills.get(name, 0) < nd:
                     break
@@ -592,7 +424,7 @@ class ReadyIndex:
         if len(extra) == 1 and sl is not None and sl.ranks is not None and keys:
             # one skill beyond the queue's: its list is ranked by the whole score, the
             # first fitting agent there is the index's best
-            self._trim(sl)
+            sl.trim(keys)
             sl.drop_dead_front(keys)
             ranks, levels = sl.ranks, sl.levels
             need = dict(needs).get(extra[0], 1)
@@ -602,18 +434,14 @@ class ReadyIndex:
                 r = ranks[i]
                 if best is not None and r >= best:
                     break
-                skills = agents[k[3]].cfg.skills  # eligible(), inlined
-                for n, nd in needs:
-                    if skills.get(n, 0) < nd:
-                        break
-                else:
+                if fits(agents[k[3]].cfg.skills, needs):
                     best = r
                     break
             return [] if best is None else [best[3]]
         rarest = self._rarest(needs) if keys else None
         if rarest is not None:
             sl, need, _name = rarest
-            self._trim(sl)
+            sl.trim(keys)
             pool = (
                 zip(sl.keys, sl.levels, strict=True)
                 if not sl.common

@@ -1,0 +1,181 @@
+"""The matching loop: offer callers to agents until no available agent fits any caller.
+
+``Dispatcher.dispatch`` runs at the end of every engine step. It looks only at what
+changed in the step: the agents who became available (``AgentMachine.dirty``) and the
+callers who (re)joined a line (``CallerBook.dirty``), and resolves them in service
+order (docs/acd.md, "Order of callers").
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from typing import TYPE_CHECKING
+
+from .events import Effect, Ring
+from .skills import fits, needs_at
+from .states import RESERVED, RINGING, WAITING, AgentInput
+from .timers import RING_GUARD, Timers
+
+if TYPE_CHECKING:
+    from .agents import AgentMachine
+    from .callers import CallerBook
+    from .runtime import AgentRt, CallerRt, QueueRt
+
+RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
+# more agents than this freed in one step: put them all in the indexes before picking
+MAX_PENDING = 8
+
+_OFFER = AgentInput.OFFER
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        machine: AgentMachine,
+        callers: CallerBook,
+        queues: dict[str, QueueRt],
+        timers: Timers,
+        rng: random.Random,
+    ) -> None:
+        self.machine = machine
+        self.callers = callers
+        self.queues = queues
+        self.timers = timers
+        self.rng = rng
+
+    def dispatch(self, now: float, out: list[Effect]) -> None:
+        machine = self.machine
+        callers = self.callers
+        agents = machine.agents
+        dirty = machine.dirty
+        heap = callers.dirty
+        calls = callers.calls
+        while dirty or heap:
+            # 1. an agent who frees up takes the callers reserved for them first
+            for aid in list(dirty):
+                a = agents.get(aid)
+                if a is None or not a.available:
+                    dirty.discard(aid)
+                    continue
+                mine = callers.reserved.get(aid)
+                if mine:
+                    c = min(mine.values(), key=lambda c: c.order_key)
+                    self.offer(c, [aid], now, out)
+            # 2. the first caller in service order that some freed agent could take
+            best: CallerRt | None = None
+            for aid in list(dirty):
+                cand = self.best_caller_for(agents[aid], now)
+                if cand is None:
+                    dirty.discard(aid)
+                elif best is None or cand.order_key < best.order_key:
+                    best = cand
+            # 3. ... or a caller who (re)joined the line, if it goes first
+            while heap:
+                prio, arrival, seq, cid = heap[0]
+                hc = calls.get(cid)
+                if (
+                    hc is None
+                    or (hc.status is not WAITING and hc.status is not RESERVED)
+                    or hc.priority != -prio
+                ):
+                    heapq.heappop(heap)
+                    continue
+                if best is None or (prio, arrival, seq) < best.order_key:
+                    heapq.heappop(heap)
+                    best = hc
+                break
+            if best is None:
+                break
+            picked = self.pick_agents(best, now)
+            if picked:
+                self.offer(best, picked, now, out)
+            else:
+                for aid in list(dirty):  # cannot happen; never loop forever on it
+                    if self.best_caller_for(agents[aid], now) is best:
+                        dirty.discard(aid)
+        machine.flush_unindexed()
+        callers.list_placed()
+
+    def best_caller_for(self, a: AgentRt, now: float) -> CallerRt | None:
+        """The first caller, in service order, among ``a``'s queues that ``a`` fits.
+        Only class heads are looked at (see waiting.py), in order, so the walk stops
+        at the first fit in each queue."""
+        best: CallerRt | None = None
+        best_key: tuple[int, float, int, str] | None = None
+        calls = self.callers.calls
+        queues = self.queues
+        skills = a.cfg.skills
+        tags = a.tags
+        for qname in a.queues:
+            q = queues[qname]
+            heads = q.line.heads
+            if not heads:
+                continue
+            for tag in tags if len(heads) > 1 else heads:
+                lst = heads.get(tag)
+                if lst is None:
+                    continue
+                for key in lst:
+                    if best_key is not None and key >= best_key:
+                        break
+                    c = calls[key[3]]
+                    cache = c.needs  # needs_at(), its cached case inlined
+                    if cache is not None and cache[1] is c.req and now - c.arrival < cache[3]:
+                        needs = cache[2]
+                    else:
+                        needs = needs_at(c, q.relax, now)
+                    for name, need in needs:  # fits(), inlined
+                        if skills.get(name, 0) < need:
+                            break
+                    else:
+                        best, best_key = c, key
+                        break
+        return best
+
+    def pick_agents(self, c: CallerRt, now: float) -> list[str]:
+        machine = self.machine
+        if c.status is RESERVED:
+            p = machine.agents.get(c.preferred or "")
+            return [p.id] if p is not None and p.available else []
+        q = self.queues[c.queue]
+        idx = q.ready
+        pending: list[AgentRt] = []
+        unindexed = machine.unindexed
+        if unindexed:
+            if len(unindexed) > MAX_PENDING:
+                machine.flush_unindexed()
+            else:
+                mp = idx.member_pos
+                pending = [a for aid, a in unindexed.items() if aid in mp]
+        needs = needs_at(c, q.relax, now)
+
+        def eligible(a: AgentRt) -> bool:
+            return fits(a.cfg.skills, needs)
+
+        return idx.pick(c, machine.agents, eligible, self.rng, needs, pending)
+
+    def offer(self, c: CallerRt, agent_ids: list[str], now: float, out: list[Effect]) -> None:
+        callers = self.callers
+        qrt = self.queues[c.queue]
+        q = qrt.cfg
+        if c.status is WAITING:
+            callers.unpick(c)
+        elif c.status is RESERVED:
+            callers.reserved.get(c.preferred or "", {}).pop(c.call_id, None)
+        c.status = RINGING
+        c.offered_to = set(agent_ids)
+        c.ring_epoch += 1
+        idx = qrt.ready
+        if len(agent_ids) == 1 and agent_ids[0] in idx.member_pos:
+            idx.last_rung = idx.member_pos[agent_ids[0]]
+        machine = self.machine
+        agents = machine.agents
+        devices = tuple([agents[aid].cfg.device for aid in agent_ids])
+        out.append(Ring(c.call_id, tuple(agent_ids), devices, q.ring_timeout))
+        for aid in agent_ids:
+            machine.apply(agents[aid], _OFFER, now, out, call_id=c.call_id)
+            machine.dirty.discard(aid)
+        self.timers.add(
+            now + q.ring_timeout + RING_GUARD_GRACE, RING_GUARD, c.call_id, c.ring_epoch
+        )
