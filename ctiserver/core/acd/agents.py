@@ -27,7 +27,8 @@ from .timers import RING_BLOCK_END, Timers
 
 if TYPE_CHECKING:
     from .callers import CallerBook
-    from .runtime import AgentRt, QueueRt
+    from .queues import QueueRt
+    from .runtime import AgentRt
 
 # a busy/unavailable ring blocks the agent until their device reports NOT_INUSE, but
 # no longer than this (a missed device event must not strand them)

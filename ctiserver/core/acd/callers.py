@@ -17,7 +17,8 @@ from .states import LOGGED_OUT, RESERVED, RINGING, WAITING, CallerState
 from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, Timers
 
 if TYPE_CHECKING:
-    from .runtime import AgentRt, CallerRt, QueueRt
+    from .queues import QueueRt
+    from .runtime import AgentRt, CallerRt
 
 DirtyEntry = tuple[int, float, int, str]  # (-priority, arrival, seq, call id)
 

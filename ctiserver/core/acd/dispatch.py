@@ -20,7 +20,8 @@ from .timers import RING_GUARD, Timers
 if TYPE_CHECKING:
     from .agents import AgentMachine
     from .callers import CallerBook
-    from .runtime import AgentRt, CallerRt, QueueRt
+    from .queues import QueueRt
+    from .runtime import AgentRt, CallerRt
 
 RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
 # more agents than this freed in one step: put them all in the indexes before picking

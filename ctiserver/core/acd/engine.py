@@ -40,8 +40,9 @@ from .events import (
     Tick,
 )
 from .model import AcdConfig
+from .queues import QueueRt, QueueStats
 from .ready_index import ReadyIndex
-from .runtime import AgentRt, CallerRt, QueueRt, QueueStats
+from .runtime import AgentRt, CallerRt
 from .snapshot import AcdView, build_snapshot, read_model
 from .states import (
     CONNECTED,

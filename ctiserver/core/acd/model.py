@@ -71,3 +71,9 @@ class AcdConfig:
             if queue in agent.queues and agent.id not in seen:
                 seen.append(agent.id)
         return tuple(seen)
+
+
+# skill requirements as the engine keeps them: (skill, minimum level >= 1), sorted
+Needs = tuple[tuple[str, int], ...]
+# cumulative skill_relax steps: (after seconds, level cap)
+Relax = tuple[tuple[float, int], ...]

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .runtime import CallerRt
 
-Needs = tuple[tuple[str, int], ...]  # skill -> minimum level (>= 1) an agent must have
-Relax = tuple[tuple[float, int], ...]  # cumulative relax steps: (after, level cap)
+from .model import Needs, Relax
+
+__all__ = ["Needs", "Relax", "caller_req", "capped", "fits", "needs_at"]
 
 
 def fits(skills: Mapping[str, int], needs: Needs) -> bool:

@@ -7,13 +7,14 @@ Built from the engine's public, read-only records (``Engine.agents``, ``queues``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .model import AcdConfig
+from .queues import QueueRt
+from .runtime import AgentRt, CallerRt
 from .states import READY, RINGING, AgentState, CallerState
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 # the snapshot's word for a caller's state: a ringing caller has always been "offered"
 # there (the caller's and the agent's words for a ring were the same until they
@@ -77,7 +78,20 @@ class AcdView:
     queues: tuple[QueueView, ...]
 
 
-def read_model(eng: Engine, now: float) -> AcdView:
+class EngineState(Protocol):
+    """The engine's public, read-only records (``Engine`` offers them)."""
+
+    @property
+    def config(self) -> AcdConfig: ...
+    @property
+    def agents(self) -> Mapping[str, AgentRt]: ...
+    @property
+    def queues(self) -> Mapping[str, QueueRt]: ...
+    @property
+    def calls(self) -> Mapping[str, CallerRt]: ...
+
+
+def read_model(eng: EngineState, now: float) -> AcdView:
     agents = tuple(
         AgentView(
             id=a.id,
