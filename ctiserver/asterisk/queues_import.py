@@ -1,33 +1,7 @@
 """Import an existing app_queue setup (Asterisk ``queues.conf``) into an ``AcdConfig``.
 
-The file is read with pyst2's ``asterisk.config.Config``. pyst2 knows plain
-``[category]`` headers only: the template forms ``[name](!)`` and ``[name](tpl,...)``
-would be a ParseError, so they are rewritten to ``[name]`` before pyst2 parses the
-lines, and the inheritance is applied here (a template's options first, then the
-category's own). Templates themselves (``(!)``) are not queues. ``[general]`` holds
-global settings and is skipped. ``#include`` and ``#exec`` are not followed.
-
-Mapping
--------
-- ``strategy``: ringall -> ring_all, leastrecent -> longest_idle, fewestcalls ->
-  fewest_calls, random and wrandom -> random, rrmemory and rrordered -> round_robin,
-  linear -> first_available. The default, as in Asterisk, is ringall.
-- ``timeout`` -> ring_timeout, ``wrapuptime`` -> wrapup, ``announce-frequency`` ->
-  announce_frequency, ``servicelevel`` -> service_level, ``weight`` -> priority
-  (Asterisk rings shared members for the higher-weight queue first: the same effect).
-- ``member => interface[,penalty[,membername[,state_interface[,...]]]]``: one agent per
-  interface (id: the part after ``Tech/``, or the whole interface if two technologies
-  share it; name: membername or the id; device: the interface). An interface listed
-  in several queues is one agent serving all of them.
-- **penalty**: the ACD has no penalty tiers. Members are listed in ascending penalty
-  (stable for equal ones), so penalty decides the order for first_available and
-  round_robin, and the member-order tie-break of every other strategy. A higher
-  penalty is *not* held back while lower-penalty members are busy; use skills and
-  ``skill_relax`` for real tiers. Each member is also given the skill
-  ``queue:<name>`` at level ``max(1, 10 - penalty)`` so a best_skill queue (set by
-  hand) ranks low penalties first.
-- Ignored (listed in ``warnings``): maxlen, musicclass, joinempty, leavewhenempty and
-  any other option the ACD has no equivalent for.
+Read with pyst2; templates are resolved here, ``#include`` / ``#exec`` not followed. How
+each option and member maps to the ACD, and what is ignored: docs/queues-conf-import.md.
 """
 
 from __future__ import annotations

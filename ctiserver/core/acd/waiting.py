@@ -1,24 +1,5 @@
-"""The callers of one queue: their line (positions) and the lists agents pick from.
-
-``line`` holds every caller of the queue who is not yet answered (waiting, reserved
-for a preferred agent, or ringing), in service order: higher priority first, then
-earlier arrival, then join order. A caller's position is its rank in ``line``.
-
-For the agent's side of the decision, the callers that any eligible agent may take
-(status WAITING) are also split into *classes*: same effective priority and same
-skill requirements. Inside a class the callers are in arrival order, and because
-skill requirements only relax with waiting time (the queue's steps apply to all of
-them alike), the head of a class is its most relaxed caller: if the head does not fit
-an agent, nobody in the class does. So an agent who frees up only looks at the head
-of each class of each of its queues: the cost is the number of classes, not of
-callers.
-
-The class heads are further filed by *tag*: ``None`` for classes that need no skill
-beyond the queue's own, else the first skill (by name) the class needs beyond them.
-An agent lacking that skill cannot fit the class, so an agent only walks the heads
-filed under ``None`` and under the skills it has: classes stuck on skills it lacks
-are never looked at.
-"""
+"""The callers of one queue: their line (positions) and the lists agents pick from
+(how the lists keep an agent's pick cheap: ``QueueLine``'s docstring)."""
 
 from __future__ import annotations
 
@@ -37,6 +18,26 @@ ClassEntry = tuple[float, int, str]
 
 
 class QueueLine:
+    """``line`` holds every caller of the queue who is not yet answered (waiting, reserved
+    for a preferred agent, or ringing), in service order: higher priority first, then
+    earlier arrival, then join order. A caller's position is its rank in ``line``.
+
+    For the agent's side of the decision, the callers that any eligible agent may take
+    (status WAITING) are also split into *classes*: same effective priority and same
+    skill requirements. Inside a class the callers are in arrival order, and because
+    skill requirements only relax with waiting time (the queue's steps apply to all of
+    them alike), the head of a class is its most relaxed caller: if the head does not fit
+    an agent, nobody in the class does. So an agent who frees up only looks at the head
+    of each class of each of its queues: the cost is the number of classes, not of
+    callers.
+
+    The class heads are further filed by *tag*: ``None`` for classes that need no skill
+    beyond the queue's own, else the first skill (by name) the class needs beyond them.
+    An agent lacking that skill cannot fit the class, so an agent only walks the heads
+    filed under ``None`` and under the skills it has: classes stuck on skills it lacks
+    are never looked at.
+    """
+
     def __init__(self, queue_skills: Iterable[str] = ()) -> None:
         self.line = SortedList()
         self.classes: dict[ClassKey, list[ClassEntry]] = {}  # each sorted by arrival
