@@ -275,7 +275,7 @@ class InProcessAgentControl:
 
     async def answer(self, call_id: str, agent_id: str) -> None:
         await self._set(agent_id, "on_call", call_id=call_id)
-        await self.pops.answered(call_id, agent_id)
+        self.pops.answered_nowait(call_id, agent_id)
 
     async def hang_up(self, call_id: str, agent_id: str) -> None:
         await self.pops.ended(call_id, agent_id)

@@ -126,10 +126,6 @@ class PopService:
         note = payload.answered_note(call_id, active.answered_at, active.info.joined_at)
         self.notifier.publish_nowait(POP_ANSWERED, note, agent_id=agent_id)
 
-    async def answered(self, call_id: str, agent_id: str) -> None:
-        """``answered_nowait``, for async callers."""
-        self.answered_nowait(call_id, agent_id)
-
     def ended_nowait(
         self,
         call_id: str,

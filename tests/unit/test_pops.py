@@ -71,7 +71,7 @@ async def test_known_caller_pop_then_answer_end_and_disposition(store: Store) ->
     assert (pop["queue"], pop["digits"], pop["answers"]) == ("support", "2", {"account": "77"})
 
     clock.now += 3
-    await pops.answered("1700000000.1", "1001")
+    pops.answered_nowait("1700000000.1", "1001")
     clock.now += 100
     await pops.ended("1700000000.1", "1001")
     assert notes.of_kind("call.ended", "1001")[0].data["talk"] == 100.0
@@ -188,7 +188,7 @@ async def test_database_down_pop_partial_and_interaction_spooled_then_flushed(
     await pops.offered(ana_call(), "1001")
     assert time.monotonic() - started < 0.3
     assert notes.of_kind("pop.offered")[0].data["partial"] is True
-    await pops.answered("1700000000.1", "1001")
+    pops.answered_nowait("1700000000.1", "1001")
     await pops.ended("1700000000.1", "1001")
     assert not await pops.dispose("1700000000.1", "1001", "callback", "call her back")
     assert list(pops.pending) == ["1700000000.1"]
