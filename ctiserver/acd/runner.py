@@ -73,7 +73,7 @@ class AcdRunner:
     def after_steps(self, hook: Callable[[], None]) -> None:
         """``hook`` runs each time the task has taken everything queued, before it sleeps:
         work that must not delay the engine's decisions on the events queued with it (the
-        call adapter's screen-pop notes)."""
+        call tracker's screen-pop notes)."""
         self._hooks.append(hook)
 
     def poke(self) -> None:

@@ -3,7 +3,7 @@ loud-but-not-fatal behaviour while Asterisk is absent, and never a secret in a l
 
 Events are handed, in arrival order, to one synchronous callback; actions are sent
 without waiting for their responses (AMI processes one session's actions in order,
-so ``Setvar`` then ``Redirect`` is safe to pipeline). The call adapter's actions
+so ``Setvar`` then ``Redirect`` is safe to pipeline). The calls feature's actions
 (``send_nowait``) skip panoramisk altogether: written as text with our own ActionID
 (``cti-<n>``), their responses recognised in ``EventProtocol.data_received`` and only
 an error logged. Login, ping and the actions whose answer we read (``call``) go through
