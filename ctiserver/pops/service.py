@@ -28,9 +28,6 @@ from ctiserver.pops.ports import PopStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PERSISTED_STATES", "CallInfo", "PopService", "PopStore"]
-
-
 @dataclass
 class _Active:
     """A call offered to an agent, until it ends."""

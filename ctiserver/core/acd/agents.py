@@ -112,12 +112,10 @@ class AgentMachine:
         a.state, a.reason, a.call_id, a.since = state, reason, call_id, now
         a.epoch += 1
         out.append(AgentStateChanged(a.id, state, reason, call_id))
+        self.sync_index(a)
         if state is LOGGED_OUT:
             a.pending = None
-            self.sync_index(a)
             self.callers.agent_logged_out(a, was is not LOGGED_OUT, now, out)
-        else:
-            self.sync_index(a)
 
     # ------------------------------------------------------------------ the phone
 
