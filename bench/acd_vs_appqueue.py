@@ -1,28 +1,33 @@
 """ctiserver's ACD against Asterisk's app_queue, on the same sandbox Asterisk.
 
 Same sipp agents (2001-2060 on 127.0.0.1:5080, answering after 200 ms, talking 0.5-1.5 s),
-same sipp callers, at 5, 20 and 50 calls/s (the last one above the agents' capacity,
-60 / ~1.2 s). Each rate runs once through ctiserver (trunk ``sipp`` -> rule -> queue
-``bench``, longest_idle, the 60 agents auto-logged-in) and once through app_queue (trunk
-``appqueue`` -> queue ``bench-appqueue``, leastrecent). Every time comes from Asterisk's own
-AMI event Timestamps, read by the ``benchobserver`` AMI user (sandbox manager.conf: only the
-event classes and dialplan steps timed here, so that watching costs both systems little):
+same sipp callers, at 5, 20 and 60 calls/s. The agents' capacity is about 60 / 1.2 s = 50
+calls/s, so 60/s is an overload of about 1.2x (the load each run really put on the agents,
+the agent-seconds busy per agent-second, is printed). Each rate runs once through ctiserver
+(trunk ``sipp`` -> rule -> queue ``bench``, longest_idle, the 60 agents auto-logged-in) and
+once through app_queue (trunk ``appqueue`` -> queue ``bench-appqueue``, leastrecent). Every
+time comes from Asterisk's own AMI event Timestamps, read by the ``benchobserver`` AMI user
+(sandbox manager.conf: only the event classes and dialplan steps timed here, so that
+watching costs both systems little):
 
-- join: app_queue ``QueueCallerJoin``; ctiserver: the caller leaving the FastAGI route into
-  the queue (first ``Newexten`` into ``ctiserver-hold`` or ``ctiserver-connect``). Printed
-  too, for ctiserver: ring latency counted from the *start* of the AGI route (``Newexten``
-  of ``AGI`` in ``ctiserver-inbound``), i.e. with rules, CRM lookup and FastAGI round trips.
+- join, judged: ctiserver, the caller's entry into ``ctiserver-inbound`` (the ``Newexten``
+  of its first step, ``Answer``), stamped by Asterisk before any of ctiserver's work: the
+  figure holds the answer, the routing decision (a pre-decided agent, or FastAGI with the
+  rules, the CRM lookup and the engine), the reply and the dialplan steps to ``Dial``.
+  app_queue: ``QueueCallerJoin``, after its own ``Answer`` and the start of ``Queue``. That
+  is the strict comparison (ctiserver's clock starts earlier). Printed beside it for both,
+  the lenient one from each caller's entry into its context, and the end-to-end one from the
+  caller's ``Newchannel``. For ctiserver also from the start of the FastAGI route, for the
+  callers that took it.
 - ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
-- a pick is the true longest-idle one when no agent idle longer was left idle: the rung
-  agent was the longest idle, or each agent idle longer was rung within
-  ``DISPATCH_WINDOW`` (one dispatch, in either order). A pick is timed where Asterisk
-  creates the agent's channel (``Newchannel`` of the agent's leg, in both systems the
-  first thing Asterisk does to ring an agent): ``DialBegin`` comes after the channel
-  driver has been asked to call, from each caller's own thread, so under overload two
-  agents rung in order can show their DialBegins in the other order, milliseconds apart.
-  Printed too: the same count by DialBegin, the strict count by DialBegin order alone, and
-  for ctiserver by where each agent's Dial starts (the caller entering
-  ``ctiserver-connect``). Latencies stay on DialBegin, the later moment.
+- longest idle, judged strictly over contested picks: a pick is contested when two or more
+  agents were free; it is exact when no free agent had been idle longer than the rung one.
+  A pick is timed where Asterisk creates the agent's channel (``Newchannel`` of the agent's
+  leg, in both systems the first thing Asterisk does to ring an agent). Printed beside it:
+  the same count timed at ``DialBegin``, and a lenient count that forgives an older agent
+  rung within ``DISPATCH_WINDOW`` (two callers of one dispatch whose Dials create the
+  agents' channels in the other order, from their own threads). Latencies stay on
+  ``DialBegin``, the later moment.
 
 Each run also prints the CPU time the hypervisor took from this machine meanwhile (steal, from
 /proc/stat): on a shared VM, bursts of it stall Asterisk's threads for milliseconds, which
@@ -164,15 +169,22 @@ class Result:
     lost: int = 0
     ring_latency: list[float] = field(default_factory=list)  # free agent at join
     ring_latency_from_route: list[float] = field(default_factory=list)
+    # the same free-agent rings from the caller's entry into its context / its Newchannel
+    ring_latency_from_entry: list[float] = field(default_factory=list)
+    ring_latency_from_newchannel: list[float] = field(default_factory=list)
+    fast_path: int = 0  # ctiserver: free-agent rings that took no FastAGI route
+    load: float = 0.0  # agent-seconds busy (rung or talking) per agent-second of the run
     free_to_ring: list[float] = field(default_factory=list)  # waiting callers
     idle_while_waiting: float = 0.0
     per_agent: tuple[int, int] = (0, 0)
     picks: int = 0
-    # the rung agent was the longest idle, or every agent idle longer was rung within
-    # DISPATCH_WINDOW: timed at the agent's channel creation (judged), at DialBegin
-    exact_dispatch: int = 0
-    exact_dialbegin: int = 0
-    exact_picks: int = 0  # strictly in DialBegin order: the rung agent was the longest idle
+    contested: int = 0  # picks with two or more agents free
+    # contested picks where no free agent had been idle longer: timed at the agent's channel
+    # creation (judged), at DialBegin
+    strict: int = 0
+    strict_dialbegin: int = 0
+    # ... or every agent idle longer was rung within DISPATCH_WINDOW (lenient, printed)
+    lenient: int = 0
     # the same count with each pick timed where the agent's Dial starts (ctiserver: the
     # caller entering ctiserver-connect), not at DialBegin: informative, not a target
     exact_dial_start: tuple[int, int] | None = None
@@ -193,8 +205,9 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         if ev == "Newchannel" and d["Channel"].startswith(trunk_prefix) and (
                 trunk_prefix != "PJSIP/trunk-" or not d["Channel"].startswith(
                     "PJSIP/trunk-appqueue")):
-            callers[uid] = {"join": None, "route": None, "rings": [], "answered": False,
-                            "hangup": None}
+            callers[uid] = {"join": None, "route": None, "entry": None, "rings": [],
+                            "answered": False, "hangup": None,
+                            "created": float(d["Timestamp"])}
     for ev, d in events:
         c = callers.get(d.get("Uniqueid", ""))
         if c is None:
@@ -202,12 +215,14 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         ts = float(d["Timestamp"])
         if ev == "QueueCallerJoin" and c["join"] is None:
             c["join"] = ts
+        elif ev == "Newexten" and d.get("Context") in ("ctiserver-inbound", "bench-appqueue") \
+                and c["entry"] is None:
+            c["entry"] = ts  # the caller's first step in the system's context
+            if d["Context"] == "ctiserver-inbound":
+                c["join"] = ts
         elif ev == "Newexten" and d.get("Context") == "ctiserver-inbound" and d.get(
                 "Application") == "AGI" and c["route"] is None:
             c["route"] = ts
-        elif ev == "Newexten" and d.get("Context") in ("ctiserver-hold", "ctiserver-connect") \
-                and c["join"] is None:
-            c["join"] = ts
         elif ev == "DialBegin":
             c["rings"].append((ts, d["DestChannel"].rsplit("-", 1)[0].split("/")[1]))
         elif ev == "DialEnd" and d.get("DialStatus") == "ANSWER":
@@ -263,16 +278,31 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
                         r.free_to_ring.append(ts - freed)
                     else:
                         r.ring_latency.append(ts - joined)
-                        if c["route"] is not None:
+                        r.ring_latency_from_newchannel.append(ts - c["created"])
+                        if c["entry"] is not None:
+                            r.ring_latency_from_entry.append(ts - c["entry"])
+                        if c["route"] is not None and c["route"] < ts:
                             r.ring_latency_from_route.append(ts - c["route"])
+                        elif name == "ctiserver":
+                            r.fast_path += 1
                 del idle_since[agent]
             counts[agent] += 1
             first_ring.add(uid)
             waiting.pop(uid, None)
-    r.exact_dispatch, _, r.picks, r.misses = judge_picks(
-        timeline, t0, lambda ts, uid, leg: created.get(leg, ts),
-        lambda *a: explain_miss(events, *a))
-    r.exact_dialbegin, r.exact_picks, _, _ = judge_picks(timeline, t0, lambda ts, uid, leg: ts)
+    at_channel = judge_picks(timeline, t0, lambda ts, uid, leg: created.get(leg, ts),
+                             lambda *a: explain_miss(events, *a))
+    r.picks, r.contested, r.strict, r.lenient, r.misses = at_channel
+    r.strict_dialbegin = judge_picks(timeline, t0, lambda ts, uid, leg: ts)[2]
+    busy = 0.0
+    rung_at: dict[str, float] = {}
+    for ts, _o, kind, _agent, _uid, leg in timeline:
+        if kind == "ring":
+            rung_at[leg] = ts
+    for ev, d in events:
+        if ev == "Hangup" and d["Uniqueid"] in rung_at:
+            busy += float(d["Timestamp"]) - rung_at.pop(d["Uniqueid"])
+    span = (timeline[-1][0] - timeline[0][0]) if timeline else 0.0
+    r.load = busy / (len(AGENTS) * span) if span else 0.0
     per = [counts.get(a, 0) for a in AGENTS]
     r.per_agent = (min(per), max(per))
     r.exact_dial_start = picks_by_dial_start(events, callers, timeline, t0)
@@ -283,11 +313,12 @@ Timeline = list[tuple[float, int, str, str, str, str]]
 
 
 def judge_picks(timeline: Timeline, t0: float, when: Any,
-                explain: Any = None) -> tuple[int, int, int, list[str]]:
-    """(exact, strictly exact, picks, misses explained) with each ring timed at
-    ``when(DialBegin ts, caller uid, agent's leg uid)``: a pick is exact when the rung agent
-    was the longest idle, or every agent idle longer was rung within DISPATCH_WINDOW;
-    strictly exact, the former alone."""
+                explain: Any = None) -> tuple[int, int, int, int, list[str]]:
+    """(picks, contested picks, strictly exact, leniently exact, misses explained) with each
+    ring timed at ``when(DialBegin ts, caller uid, agent's leg uid)``. A pick is contested
+    when two or more agents were free; strictly exact when no free agent had been idle
+    longer than the rung one; leniently exact also when every agent idle longer was rung
+    within DISPATCH_WINDOW. Each strict miss is explained."""
     moved = sorted((when(ts, uid, leg) if kind == "ring" else ts, o, kind, agent, uid, leg)
                    for ts, o, kind, agent, uid, leg in timeline)
     rings_of: dict[str, list[float]] = defaultdict(list)
@@ -295,24 +326,27 @@ def judge_picks(timeline: Timeline, t0: float, when: Any,
         if kind == "ring":
             rings_of[agent].append(ts)
     idle_since: dict[str, float] = {a: t0 for a in AGENTS}
-    picks = exact = strict = 0
+    picks = contested = strict = lenient = 0
     misses: list[str] = []
     for ts, _o, kind, agent, uid, _leg in moved:
         if kind == "free":
             idle_since[agent] = ts
         elif kind == "ring" and agent in idle_since:
             picks += 1
-            older = [o for o, since in idle_since.items() if since < idle_since[agent] - 0.001]
-            if not older:
-                strict += 1
-                exact += 1
-            elif all(any(ts <= t <= ts + DISPATCH_WINDOW for t in rings_of.get(o, ()))
-                     for o in older):
-                exact += 1  # the older agents went to callers of the same dispatch
-            elif explain is not None:
-                misses.append(explain(agent, uid, ts, idle_since, rings_of))
+            if len(idle_since) >= 2:
+                contested += 1
+                older = [o for o, since in idle_since.items() if since < idle_since[agent]]
+                if not older:
+                    strict += 1
+                    lenient += 1
+                else:
+                    if all(any(ts <= t <= ts + DISPATCH_WINDOW for t in rings_of.get(o, ()))
+                           for o in older):
+                        lenient += 1  # the older agents went to callers of the same dispatch
+                    if explain is not None:
+                        misses.append(explain(agent, uid, ts, idle_since, rings_of))
             del idle_since[agent]
-    return exact, strict, picks, misses
+    return picks, contested, strict, lenient, misses
 
 
 def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str, ts: float,
@@ -323,13 +357,13 @@ def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str,
     (ctiserver: Newexten into ctiserver-connect), which tells a late pick from a slow Dial."""
     dial_start = [float(d["Timestamp"]) for ev, d in events if ev == "Newexten"
                   and d.get("Uniqueid") == uid and d.get("Context") == "ctiserver-connect"
-                  and d.get("Priority") == "1" and float(d["Timestamp"]) <= ts]
+                  and d.get("Application") == "Dial" and float(d["Timestamp"]) <= ts]
 
     def ms(t: float) -> str:
         return f"{(t - ts) * 1000:+.1f}"
 
     older = sorted((since, o) for o, since in idle_since.items()
-                   if since < idle_since[agent] - 0.001)
+                   if since < idle_since[agent])
     parts = [f"rang {agent} (free {ms(idle_since[agent])}"
              + (f", its caller's Dial started {ms(dial_start[-1])})" if dial_start else ")")]
     for since, o in older[:3]:
@@ -342,13 +376,13 @@ def explain_miss(events: list[tuple[str, dict[str, str]]], agent: str, uid: str,
 def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
                         callers: dict[str, dict[str, Any]], timeline: Timeline,
                         t0: float) -> tuple[int, int] | None:
-    """(exact, picks) with each ring timed at the start of its Dial (the caller's last
-    Newexten at priority 1 of ctiserver-connect before DialBegin). None for app_queue (no
+    """(strictly exact, contested picks) with each ring timed at the start of its Dial (the
+    caller's last Dial step of ctiserver-connect before DialBegin). None for app_queue (no
     dialplan step before its ring)."""
     starts: dict[str, list[float]] = defaultdict(list)
     for ev, d in events:
         if ev == "Newexten" and d.get("Context") == "ctiserver-connect" and \
-                d.get("Priority") == "1" and d.get("Uniqueid") in callers:
+                d.get("Application") == "Dial" and d.get("Uniqueid") in callers:
             starts[d["Uniqueid"]].append(float(d["Timestamp"]))
     if not starts:
         return None
@@ -357,8 +391,8 @@ def picks_by_dial_start(events: list[tuple[str, dict[str, str]]],
         before = [t for t in starts.get(uid, ()) if t <= ts]
         return before[-1] if before else ts
 
-    exact, _, picks, _ = judge_picks(timeline, t0, dial_start)
-    return exact, picks
+    _picks, contested, strict, _lenient, _ = judge_picks(timeline, t0, dial_start)
+    return strict, contested
 
 
 # ---------------------------------------------------------------- running
@@ -432,32 +466,49 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
     for r in (cti, aq):
         print(f"-- {r.name}")
         print(f"   offered {r.offered}  answered {r.answered}  abandoned {r.abandoned}  "
-              f"lost {r.lost}  (sipp failed calls {r.sipp_failed})")
-        print(f"   ring latency, free agent at join  p50/p95/p99: {fmt_ms(r.ring_latency)}")
-        if r.ring_latency_from_route:
-            print(f"     (from the start of the AGI route) p50/p95/p99: "
+              f"lost {r.lost}  (sipp failed calls {r.sipp_failed}); agents' load "
+              f"{r.load:.2f}")
+        join = "entry into ctiserver-inbound" if r.name == "ctiserver" else "QueueCallerJoin"
+        print(f"   ring latency, free agent at join ({join}), judged  p50/p95/p99: "
+              f"{fmt_ms(r.ring_latency)}")
+        print(f"     from the caller's entry into its context        p50/p95/p99: "
+              f"{fmt_ms(r.ring_latency_from_entry)}")
+        print(f"     from the caller's Newchannel (end to end)       p50/p95/p99: "
+              f"{fmt_ms(r.ring_latency_from_newchannel)}")
+        if r.name == "ctiserver":
+            print(f"     pre-decided (no FastAGI route): {r.fast_path} of "
+                  f"{len(r.ring_latency)}; from the start of the FastAGI route, the others: "
                   f"{fmt_ms(r.ring_latency_from_route)}")
         print(f"   waiting callers: agent free -> rung p50/p95/p99: {fmt_ms(r.free_to_ring)}")
         print(f"   agent-seconds idle while callers waited: {r.idle_while_waiting:.2f}")
         print(f"   calls per agent min/max: {r.per_agent[0]}/{r.per_agent[1]}")
-        batch = 100 * r.exact_dispatch / r.picks if r.picks else float("nan")
-        print(f"   true longest-idle picks: {r.exact_dispatch}/{r.picks} ({batch:.1f}%) "
-              f"timed at the agent's channel, one dispatch of several agents as one pick; "
-              f"by DialBegin {r.exact_dialbegin}/{r.picks}, strictly in DialBegin order "
-              f"{r.exact_picks}/{r.picks}")
+        share = 100 * r.strict / r.contested if r.contested else float("nan")
+        print(f"   longest idle, strictly, over contested picks: {r.strict}/{r.contested} "
+              f"({share:.1f}%) timed at the agent's channel ({r.picks} picks in all); at "
+              f"DialBegin {r.strict_dialbegin}/{r.contested}; lenient (an older agent rung "
+              f"within {DISPATCH_WINDOW * 1000:g} ms forgiven) {r.lenient}/{r.contested}")
         for n, line in enumerate(r.misses[:3], start=1):
             print(f"     miss {n} of {len(r.misses)}: {line}")
         if r.exact_dial_start is not None:
-            print(f"     (timed where each agent's Dial starts instead of at DialBegin: "
+            print(f"     (timed where each agent's Dial starts instead: "
                   f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
-        print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}; taken by the "
-              f"hypervisor (steal) {r.stolen:.2f} s in {r.seconds:.0f} s on "
+        ratio_cpu = (f" (ctiserver/Asterisk {r.cpu_ctiserver / r.cpu_asterisk:.3f})"
+                     if r.cpu_ctiserver is not None and r.cpu_asterisk else "")
+        print(f"   CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}{ratio_cpu}; taken by "
+              f"the hypervisor (steal) {r.stolen:.2f} s in {r.seconds:.0f} s on "
               f"{os.cpu_count()} CPUs")
     p99c, p99a = pct(cti.ring_latency, 99), pct(aq.ring_latency, 99)
-    print(f"-- ratios ctiserver/app_queue: ring p99 {ratio(p99c, p99a)}, free->rung p99 "
-          f"{ratio(pct(cti.free_to_ring, 99), pct(aq.free_to_ring, 99))}, idle agent-s "
-          f"{ratio(cti.idle_while_waiting, aq.idle_while_waiting)}, Asterisk CPU "
+    p50c, p50a = pct(cti.ring_latency, 50), pct(aq.ring_latency, 50)
+    def p99s(attr: str) -> str:
+        return ratio(pct(getattr(cti, attr), 99), pct(getattr(aq, attr), 99))
+
+    print(f"-- ratios ctiserver/app_queue: ring p99 {ratio(p99c, p99a)} (p50 "
+          f"{ratio(p50c, p50a)}); lenient, both from entry: p99 "
+          f"{p99s('ring_latency_from_entry')}; end to end p99 "
+          f"{p99s('ring_latency_from_newchannel')}"
+          f"; free->rung p99 {ratio(pct(cti.free_to_ring, 99), pct(aq.free_to_ring, 99))}, "
+          f"idle agent-s {ratio(cti.idle_while_waiting, aq.idle_while_waiting)}, Asterisk CPU "
           f"{ratio(cti.cpu_asterisk, aq.cpu_asterisk)}")
     shares = [r.stolen / (r.seconds * (os.cpu_count() or 1)) if r.seconds else 0.0
               for r in (cti, aq)]
@@ -472,21 +523,25 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
                        pct(cti.free_to_ring, 99) <= 0.010))
     checks.append((f"{rate:g}/s idle agent-s while callers waited < 1 per 300 calls",
                    cti.idle_while_waiting < calls / 300))
-    if cti.ring_latency and aq.ring_latency:
-        checks.append((f"{rate:g}/s ring latency p99 within 1.5x app_queue",
+    # a rate where nearly every caller waits has a handful of free-agent rings: too few
+    # for a p99 (the overload rate is judged on the freed agent instead)
+    if len(cti.ring_latency) >= 50 and len(aq.ring_latency) >= 50:
+        checks.append((f"{rate:g}/s free-agent ring p99 <= 1.0x app_queue (must: 1.5x)",
+                       p99c <= p99a))
+        checks.append((f"{rate:g}/s free-agent ring p99 <= 1.5x app_queue (must)",
                        p99c <= 1.5 * p99a))
-    checks.append((f"{rate:g}/s longest-idle picks exact 100%",
-                   cti.picks > 0 and cti.exact_dispatch == cti.picks))
+    checks.append((f"{rate:g}/s longest idle 100% strict on contested picks",
+                   cti.contested == 0 or cti.strict == cti.contested))
     if cti.cpu_ctiserver is not None:
-        checks.append((f"{rate:g}/s ctiserver CPU < 1/4 of Asterisk's",
-                       cti.cpu_ctiserver < cti.cpu_asterisk / 4))
+        checks.append((f"{rate:g}/s ctiserver CPU <= 0.25x Asterisk's",
+                       cti.cpu_ctiserver <= cti.cpu_asterisk / 4))
     return checks
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=300, help="calls per rate (default 300)")
-    ap.add_argument("--rates", default="5,20,50", help="calls/s, comma separated")
+    ap.add_argument("--rates", default="5,20,60", help="calls/s, comma separated")
     ap.add_argument("--maxwait", type=int, default=60000,
                     help="ms a caller waits before abandoning")
     args = ap.parse_args()
