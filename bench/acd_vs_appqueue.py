@@ -10,15 +10,18 @@ time comes from Asterisk's own AMI event Timestamps, read by the ``benchobserver
 (sandbox manager.conf: only the event classes and dialplan steps timed here, so that
 watching costs both systems little):
 
-- join, judged: ctiserver, the caller's entry into ``ctiserver-inbound`` (the ``Newexten``
-  of its first step, ``Answer``), stamped by Asterisk before any of ctiserver's work: the
-  figure holds the answer, the routing decision (a pre-decided agent, or FastAGI with the
-  rules, the CRM lookup and the engine), the reply and the dialplan steps to ``Dial``.
-  app_queue: ``QueueCallerJoin``, after its own ``Answer`` and the start of ``Queue``. That
-  is the strict comparison (ctiserver's clock starts earlier). Printed beside it for both,
-  the lenient one from each caller's entry into its context, and the end-to-end one from the
-  caller's ``Newchannel``. For ctiserver also from the start of the FastAGI route, for the
-  callers that took it.
+- join, judged: ctiserver, a step stamped by Asterisk before any of ctiserver's dialplan:
+  the bench trunk's context ``bench-ctiserver`` is a ``NoOp`` (timed: its ``Newexten``) and
+  a ``Goto`` into ``ctiserver-inbound`` (a step a real trunk does not pay). The figure holds
+  the routing decision (a pre-decided agent, or FastAGI with the rules, the CRM lookup and
+  the engine), the reply and the dialplan steps to ``Dial``. (A step's ``Newexten`` is
+  published after Asterisk has substituted its arguments, so the first step of
+  ``ctiserver-inbound``, which takes the pre-decided agent in its arguments, could not be
+  the start line.) app_queue: ``QueueCallerJoin``, after its own ``Answer`` and the start
+  of ``Queue``. That is the strict comparison. Printed beside it for both, the lenient one
+  from each caller's first step in its context, and the end-to-end one from the caller's
+  ``Newchannel``. For ctiserver also from the start of the FastAGI route, for the callers
+  that took it.
 - ring: ``DialBegin`` of the agent's leg; agent free: ``Hangup`` of the agent's previous leg.
 - longest idle, judged strictly over contested picks: a pick is contested when two or more
   agents were free; it is exact when no free agent had been idle longer than the rung one.
@@ -117,8 +120,10 @@ class Watcher:
     def _on(self, _m: Any, e: Any) -> None:
         name = e.event
         if name in ("Newchannel", "Hangup", "DialBegin", "DialEnd", "QueueCallerJoin",
-                    "Newexten", "UserEvent"):
-            if name == "Newexten" and not str(e.get("Context", "")).startswith("ctiserver-"):
+                    "Newexten", "UserEvent", "VarSet"):
+            ctx = str(e.get("Context", ""))
+            if name == "Newexten" and not (ctx.startswith("ctiserver-")
+                                           or ctx.startswith("bench-")):
                 return
             d = {k: str(v) for k, v in e.items()}
             self.events.append((name, d))
@@ -183,6 +188,10 @@ class Result:
     # creation (judged), at DialBegin
     strict: int = 0
     strict_dialbegin: int = 0
+    # ctiserver: timed where its offer reached Asterisk (the VarSet of CTI_DIAL on the
+    # caller's channel: the Setvar of a redirect, the MSet of a FastAGI reply, the claim of
+    # a pre-decided agent), printed: app_queue decides in the thread that rings
+    strict_decided: int | None = None
     # ... or every agent idle longer was rung within DISPATCH_WINDOW (lenient, printed)
     lenient: int = 0
     # the same count with each pick timed where the agent's Dial starts (ctiserver: the
@@ -215,10 +224,10 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         ts = float(d["Timestamp"])
         if ev == "QueueCallerJoin" and c["join"] is None:
             c["join"] = ts
-        elif ev == "Newexten" and d.get("Context") in ("ctiserver-inbound", "bench-appqueue") \
+        elif ev == "Newexten" and d.get("Context") in ("bench-ctiserver", "bench-appqueue") \
                 and c["entry"] is None:
             c["entry"] = ts  # the caller's first step in the system's context
-            if d["Context"] == "ctiserver-inbound":
+            if d["Context"] == "bench-ctiserver":
                 c["join"] = ts
         elif ev == "Newexten" and d.get("Context") == "ctiserver-inbound" and d.get(
                 "Application") == "AGI" and c["route"] is None:
@@ -293,6 +302,15 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
                              lambda *a: explain_miss(events, *a))
     r.picks, r.contested, r.strict, r.lenient, r.misses = at_channel
     r.strict_dialbegin = judge_picks(timeline, t0, lambda ts, uid, leg: ts)[2]
+    decided: dict[str, list[float]] = defaultdict(list)
+    for ev, d in events:
+        if ev == "VarSet" and d.get("Variable") == "CTI_DIAL" and d.get("Uniqueid") in callers:
+            decided[d["Uniqueid"]].append(float(d["Timestamp"]))
+    if decided:
+        def at_decision(ts: float, uid: str, leg: str) -> float:
+            before = [t for t in decided.get(uid, ()) if t <= ts]
+            return before[-1] if before else created.get(leg, ts)
+        r.strict_decided = judge_picks(timeline, t0, at_decision)[2]
     busy = 0.0
     rung_at: dict[str, float] = {}
     for ts, _o, kind, _agent, _uid, leg in timeline:
@@ -468,7 +486,8 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         print(f"   offered {r.offered}  answered {r.answered}  abandoned {r.abandoned}  "
               f"lost {r.lost}  (sipp failed calls {r.sipp_failed}); agents' load "
               f"{r.load:.2f}")
-        join = "entry into ctiserver-inbound" if r.name == "ctiserver" else "QueueCallerJoin"
+        join = "stamped before ctiserver's dialplan" if r.name == "ctiserver" else \
+            "QueueCallerJoin"
         print(f"   ring latency, free agent at join ({join}), judged  p50/p95/p99: "
               f"{fmt_ms(r.ring_latency)}")
         print(f"     from the caller's entry into its context        p50/p95/p99: "
@@ -492,6 +511,9 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         if r.exact_dial_start is not None:
             print(f"     (timed where each agent's Dial starts instead: "
                   f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
+        if r.strict_decided is not None:
+            print(f"     (timed where ctiserver's offer reached Asterisk, its VarSet of "
+                  f"CTI_DIAL: {r.strict_decided}/{r.contested})")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
         ratio_cpu = (f" (ctiserver/Asterisk {r.cpu_ctiserver / r.cpu_asterisk:.3f})"
                      if r.cpu_ctiserver is not None and r.cpu_asterisk else "")
@@ -565,7 +587,7 @@ def main() -> int:
                     if cti is not None:
                         wait_until(lambda c=cti: c.log().count("agent 20") >= len(AGENTS), 30,
                                    "the bench agents to log in")
-                    one_run(name, watcher, work, "sipp" if cti else "appqueue", len(AGENTS),
+                    one_run(name, watcher, work, "bench" if cti else "appqueue", len(AGENTS),
                             20, cti, args.maxwait)
                 finally:
                     if cti is not None:
@@ -575,7 +597,7 @@ def main() -> int:
                 try:
                     wait_until(lambda c=cti: c.log().count("agent 20") >= len(AGENTS), 30,
                                "the bench agents to log in")
-                    rc = one_run("ctiserver", watcher, work, "sipp", args.calls, rate, cti,
+                    rc = one_run("ctiserver", watcher, work, "bench", args.calls, rate, cti,
                                  args.maxwait)
                 finally:
                     cti.stop()
