@@ -12,11 +12,14 @@ Nothing else constructs these objects; they receive what they need here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -28,11 +31,13 @@ from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony
 from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.queues_import import read_queues_conf
+from ctiserver.calls.predecided import FixedRoute, PreDecided
 from ctiserver.calls.routing import Routing
 from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
+from ctiserver.core.rules.fixed import fixed_decisions
 from ctiserver.core.rules.model import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
@@ -78,6 +83,15 @@ class Daemon:
                                  poke=self.runner.poke)
         self.ami_calls = AmiCallEvents(self.calls, self.ami)
         self.runner.after_steps(self.calls.run_deferred)
+        # the pre-decided ring: numbers whose routing is the number alone
+        self.predecided: PreDecided | None = None
+        self._fixed_for: str | None = None  # the rules version its routes come from
+        if cfg.pre_decided:
+            self.predecided = PreDecided(
+                AmiTelephony(self.ami), self.calls, self.engine.peek,
+                {a.id: a.device for a in cfg.acd.agents.values()}, region=cfg.region)
+            self.calls.claims = self.predecided
+            self.runner.after_steps(self._refresh_predecided)
         # lookup(table, key) in rules: only [crm] lookup_tables, each call bounded
         self.sql_lookup = (SqlLookup(self.store.engine, cfg.lookup_tables, cfg.lookup_timeout)
                            if cfg.lookup_tables else None)
@@ -101,6 +115,29 @@ class Daemon:
 
     def _on_ami_login(self) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self.ami_calls.resync()))
+        if self.predecided is not None:
+            self.predecided.reset()
+
+    def _refresh_predecided(self) -> None:
+        """After the ACD's steps: the routes again if the rules changed, then the agents."""
+        pd = self.predecided
+        if pd is None:
+            return
+        version = self.rules.version
+        if version != self._fixed_for and version is not None:
+            self._fixed_for = version
+            acd = self.cfg.acd
+            now = datetime.now(ZoneInfo(self.cfg.timezone))
+            routes = {}
+            for number, d in fixed_decisions(self.rules.ruleset, now).items():
+                q = acd.queues.get(d.queue or "")
+                if q is not None:
+                    routes[number] = FixedRoute(number, q.name, d.priority, dict(d.skills),
+                                                q.ring_timeout,
+                                                f"{d.describe()} (rule {d.rule or '-'})")
+            pd.set_routes(routes)
+        if self.ami.connected.is_set():
+            pd.refresh()
 
     def _carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
         self.calls.carry_out(event, effects)
@@ -153,6 +190,7 @@ class Daemon:
         def reloaded(result: Any) -> None:
             if result.ok:
                 log.info("routing rules reloaded: version %s", result.version)
+                self.runner.poke()  # the pre-decided numbers follow the new rules
             else:
                 log.error("routing rules NOT reloaded, keeping version %s: %s",
                           self.rules.version, result.reason)
@@ -163,6 +201,7 @@ class Daemon:
         result = self.rules.reload()
         if result.ok:
             log.info("SIGHUP: routing rules version %s", result.version)
+            self.runner.poke()
         else:
             log.error("SIGHUP: routing rules refused, keeping %s: %s", self.rules.version,
                       result.reason)
@@ -186,6 +225,11 @@ class Daemon:
         await self.close()
 
     async def close(self) -> None:
+        if self.predecided is not None and self.ami.connected.is_set():
+            # no caller may take an agent from a ctiserver that is gone
+            self.predecided.withdraw_all()
+            with contextlib.suppress(Exception):
+                await self.ami.call({"Action": "Ping"}, timeout=2)  # after the Setvars
         self.ami.close()
         await self.agi.close()
         if self.web_runner is not None:

@@ -59,6 +59,9 @@ class Config:
     acd: AcdConfig = field(default_factory=AcdConfig)
     restore_agents: bool = True  # log agents back in as they were before a restart
     auto_login: tuple[str, ...] = ()  # agents logged in and ready at start
+    # ring a free agent without a FastAGI round trip for numbers whose routing depends
+    # on nothing but the number (docs/fast-path.md)
+    pre_decided: bool = True
 
 
 _SECTIONS = {
@@ -178,7 +181,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     lookup_timeout = r.get(sec["crm"], "[crm]", "lookup_timeout", float, 0.2)
     tables = r.get(sec["crm"], "[crm]", "lookup_tables", list, [])
 
-    r.unknown(sec["rules"], "[rules]", {"dir", "flows_dir"})
+    r.unknown(sec["rules"], "[rules]", {"dir", "flows_dir", "pre_decided"})
     r.unknown(sec["state"], "[state]", {"dir", "restore_agents"})
     r.unknown(sec["phone"], "[phone]", {"region", "timezone"})
     rules_dir = base / r.get(sec["rules"], "[rules]", "dir", str, "routing_rules")
@@ -208,6 +211,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
         lookup_tables=tuple(str(t) for t in tables), acd=acd,
         restore_agents=r.get(sec["state"], "[state]", "restore_agents", bool, True),
         auto_login=auto_login,
+        pre_decided=r.get(sec["rules"], "[rules]", "pre_decided", bool, True),
     )
 
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
+from ctiserver.calls.model import CallerLeg
 from ctiserver.calls.ports import CallEvents
 
 log = logging.getLogger("ctiserver.calls")
@@ -54,6 +55,11 @@ class AmiTelephony:
                         "Exten": exten, "Priority": "1"})
         self.ami.send_nowait(*actions)
 
+    def set_globals(self, values: Mapping[str, str]) -> None:
+        """One Setvar with no channel (a global) each, pipelined in one write."""
+        self.ami.send_nowait(*({"Action": "Setvar", "Variable": name, "Value": value}
+                               for name, value in values.items()))
+
 
 class AmiCallEvents:
     def __init__(self, tracker: CallEvents, ami: AmiConnection) -> None:
@@ -85,7 +91,12 @@ def _as_list(resp: object) -> list[AmiEvent]:
 
 
 def _dial_begin(t: CallEvents, e: AmiEvent) -> None:
-    t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e))
+    caller = None
+    if e.Context == "ctiserver-inbound":  # the pre-decided ring: a caller we do not know
+        caller = CallerLeg(channel=e.Channel or "", caller_id=e.CallerIDNum or "",
+                           caller_name=e.CallerIDName or "", context=e.Context,
+                           exten=e.Exten or "")
+    t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e), caller)
 
 
 def _dial_end(t: CallEvents, e: AmiEvent) -> None:
@@ -108,9 +119,12 @@ def _device_state(t: CallEvents, e: AmiEvent) -> None:
 
 
 def _user_event(_t: CallEvents, e: AmiEvent) -> None:
-    """The dialplan's own markers: logged with the call's id."""
+    """The dialplan's own markers: an offer that lost the agent's token to a caller who
+    dialled it first; the others are logged with the call's id."""
     name = e.UserEvent
-    if name == "CtiFallback":
+    if name == "CtiClaimLost":
+        _t.claim_lost(e.CallId or "", device_of(e.Dial or ""), _ts(e))
+    elif name == "CtiFallback":
         log.warning("[%s] call sent to the app_queue fallback (AGI status %s)",
                     e.CallId, e.AgiStatus or "?")
     elif name == "CtiHoldExpired":

@@ -64,6 +64,9 @@ class Call:
     ended: bool = False  # the answering agent hung up (CallEnded told)
     joined: bool = False  # entered an ACD queue (not routed elsewhere)
     route: str = ""  # the routing decision, for the hang-up line
+    # the agent the caller dialled on its own, pre-decided (calls/predecided.py), until the
+    # engine has taken the call: its offer of that agent is no redirect
+    fast: str | None = None
 
 
 def destination(kind: str, arg: str) -> Next:
@@ -77,3 +80,15 @@ def destination(kind: str, arg: str) -> Next:
     if kind == "hangup":
         return "hangup", {}
     return "fallback", {}
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLeg:
+    """The caller's channel as a ``DialBegin`` shows it (the pre-decided ring: a caller
+    ctiserver has not heard of yet)."""
+
+    channel: str
+    caller_id: str
+    caller_name: str
+    context: str
+    exten: str

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ctiserver.calls.model import CallInfo, InboundCall
+from ctiserver.calls.model import Call, CallerLeg, CallInfo, InboundCall
 from ctiserver.core.acd import events as ev
 from ctiserver.core.ivr.session import IvrSession
 from ctiserver.core.rules.context import CallContext
@@ -20,6 +20,24 @@ class Telephony(Protocol):
     def redirect(self, channel: str, context: str, variables: Mapping[str, str],
                  exten: str = "s") -> None:
         """Set ``variables`` on ``channel``, then send it to ``context,exten,1``."""
+
+    def set_globals(self, values: Mapping[str, str]) -> None:
+        """Set the dialplan's global variables, in this order."""
+
+
+class Claims(Protocol):
+    """The pre-decided ring, as the call tracker uses it (``PreDecided``)."""
+
+    def claimed(self, call_id: str, caller: CallerLeg, agent_id: str,
+                at: float | None) -> Call | None:
+        """A caller ctiserver has not heard of dialled ``agent_id`` on its own: the call,
+        registered with the tracker, or None if it is none of ours."""
+
+    def offer_needs_claim(self, agent_id: str) -> bool:
+        """An offer of ``agent_id`` must take the agent's token first (ctiserver-claim)."""
+
+    def agent_state(self, agent_id: str, state: str) -> None:
+        """The engine's word on an agent's state."""
 
 
 class DialplanChannel(Protocol):
@@ -93,7 +111,10 @@ class Request(Protocol):
 class CallEvents(Protocol):
     """What the telephony adapter tells the calls feature (``CallTracker`` does it)."""
 
-    def dial_began(self, call_id: str, device: str, leg: str, at: float | None) -> None: ...
+    def dial_began(self, call_id: str, device: str, leg: str, at: float | None,
+                   caller: CallerLeg | None = None) -> None: ...
+
+    def claim_lost(self, call_id: str, device: str, at: float | None) -> None: ...
 
     def dial_ended(self, call_id: str, device: str, leg: str, reason: str, at: float | None,
                    status: str = "") -> None: ...

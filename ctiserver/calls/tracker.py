@@ -22,15 +22,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ctiserver.calls.model import Call, CallState, Next, destination
+from ctiserver.calls.model import Call, CallerLeg, CallState, Next, destination
 from ctiserver.calls.phones import Phones
-from ctiserver.calls.ports import CallObserver, Submit, Telephony
+from ctiserver.calls.ports import CallObserver, Claims, Submit, Telephony
 from ctiserver.core.acd import events as ev
 
 log = logging.getLogger("ctiserver.calls")
 
 ROUTINE_STATES = frozenset({"offered", "on_call", "wrap_up", "ready"})
 AGENT_REQUESTS = (ev.AgentLoggedIn, ev.AgentLoggedOut, ev.AgentPaused, ev.AgentReady)
+# how long an offer whose token another caller took waits for that caller's DialBegin
+# before the engine is told the ring failed (docs/fast-path.md)
+CLAIM_LOST_WAIT = 1.0
 
 
 class CallTracker:
@@ -47,15 +50,23 @@ class CallTracker:
         self.calls: dict[str, Call] = {}
         self.agent_legs: dict[str, str] = {}  # agent channel uniqueid -> call id
         self._deferred: list[Callable[[], None]] = []  # screen-pop steps, see _defer
+        self.claims: Claims | None = None  # the pre-decided ring, when there is one
+        # agent -> the call whose offer of it lost the token to a caller not seen yet
+        self.claims_lost: dict[str, str] = {}
 
     # ------------------------------------------------------------------ telephony in
 
-    def dial_began(self, call_id: str, device: str, leg: str, at: float | None) -> None:
-        """Channel ``leg`` rings ``device`` for the call ``call_id`` (any call's)."""
+    def dial_began(self, call_id: str, device: str, leg: str, at: float | None,
+                   caller: CallerLeg | None = None) -> None:
+        """Channel ``leg`` rings ``device`` for the call ``call_id`` (any call's); ``caller``
+        is the caller's channel as the event shows it."""
         agent = self.phones.agent_by_device.get(device)
         if agent is None:
             return
         call = self.calls.get(call_id)
+        if (call is None and caller is not None and self.claims is not None
+                and caller.context == "ctiserver-inbound"):
+            call = self.claims.claimed(call_id, caller, agent, at)  # the pre-decided ring
         self.phones.channel_up(device, leg, call is not None, at)
         if call is None:  # another call rings the phone: busy, nothing more for us
             return
@@ -117,6 +128,45 @@ class CallTracker:
     def device_state(self, device: str, state: str, at: float | None) -> None:
         self.phones.device_state(device, state, at)
 
+    def claim_lost(self, call_id: str, device: str, at: float | None) -> None:
+        """The offer of ``device`` to ``call_id`` found the agent's token taken: another
+        caller dialled the agent on its own a moment before. That caller's DialBegin
+        tells the engine (which then takes this offer back); it is waited for a while, so
+        that the agent is not offered again before it comes."""
+        call = self.calls.get(call_id)
+        agent = self.phones.agent_by_device.get(device)
+        if call is None or agent is None or call.state != CallState.RINGING \
+                or agent not in call.ringing:
+            return
+        log.info("[%s] agent %s was taken by a caller who dialled it first", call_id, agent)
+        self.claims_lost[agent] = call_id
+        asyncio.get_running_loop().call_later(CLAIM_LOST_WAIT, self._claim_lost_expired,
+                                              agent, call_id, at)
+
+    def _claim_lost_expired(self, agent: str, call_id: str, at: float | None) -> None:
+        if self.claims_lost.get(agent) != call_id:
+            return
+        del self.claims_lost[agent]
+        call = self.calls.get(call_id)
+        if call is not None and call.state == CallState.RINGING and agent in call.ringing:
+            log.warning("[%s] nobody rang agent %s after taking its token: offering again",
+                        call_id, agent)
+            call.ringing = tuple(a for a in call.ringing if a != agent)
+            if not call.ringing:
+                call.state = CallState.WAITING
+            self.submit(ev.RingFailed(call_id, agent, "claimed"), at)
+
+    def join_claimed(self, call: Call, joined: ev.CallerJoined, agent: str,
+                     at: float | None) -> None:
+        """A caller who dialled ``agent`` on its own (the pre-decided ring) joins."""
+        call.joined = True
+        call.state, call.ringing, call.fast = CallState.RINGING, (agent,), agent
+        self.calls[call.call_id] = call
+        self.claims_lost.pop(agent, None)  # the caller whose DialBegin was waited for
+        if self.pops is not None:
+            self.pops.prefetch(call.info)
+        self.submit(joined, at)
+
     def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
         call.state = CallState.GONE
         if call.agi_reply is not None and not call.agi_reply.done():
@@ -163,6 +213,8 @@ class CallTracker:
             elif isinstance(effect, ev.Overflow):
                 self._overflow(effect)
             elif isinstance(effect, ev.AgentStateChanged):
+                if self.claims is not None:
+                    self.claims.agent_state(effect.agent_id, effect.state)
                 # what follows from a call (offered, on call, wrap-up, ready again) is in
                 # the call's own lines: debug; agents' requests and not-ready: info
                 routine = effect.state in ROUTINE_STATES and not isinstance(event, AGENT_REQUESTS)
@@ -186,22 +238,37 @@ class CallTracker:
             if call is not None and call.agi_reply is not None and not call.agi_reply.done():
                 call.state = CallState.WAITING
                 call.agi_reply.set_result(("hold", {}))
+            elif call is not None and call.fast is not None:
+                # the engine did not take the agent the caller dialled (paused meanwhile):
+                # the caller waits like any other
+                log.info("[%s] agent %s no longer free: holding", call.call_id, call.fast)
+                call.fast, call.state, call.ringing = None, CallState.WAITING, ()
+                self.telephony.redirect(call.channel, "ctiserver-hold", {})
 
     def _ring(self, effect: ev.Ring) -> None:
         call = self.calls.get(effect.call_id)
         if call is None or call.state == CallState.GONE:
             return
+        fast, call.fast = call.fast, None
         call.state, call.ringing = CallState.RINGING, effect.agent_ids
+        if fast is not None and effect.agent_ids == (fast,):
+            return  # the caller's phone call to that agent is ringing already
         dial = "&".join(effect.devices)
         timeout = str(max(1, math.ceil(effect.timeout)))  # digits: an extension below
+        # an agent that may have been pre-decided: take its token first (a caller may be
+        # dialling it on its own at this moment)
+        claim = (len(effect.agent_ids) == 1 and self.claims is not None
+                 and self.claims.offer_needs_claim(effect.agent_ids[0]))
         log.debug("[%s] offering to %s", call.call_id, ",".join(effect.agent_ids))
         if call.agi_reply is not None and not call.agi_reply.done():
-            call.agi_reply.set_result(("connect", {"CTI_DIAL": dial, "CTI_RINGTIMEOUT": timeout}))
+            call.agi_reply.set_result(("claim" if claim else "connect",
+                                       {"CTI_DIAL": dial, "CTI_RINGTIMEOUT": timeout}))
         else:
             # the ring timeout travels as the extension (the Dial of ctiserver-connect,
             # <seconds>,1 reads it from there): one Setvar less per offer
-            self.telephony.redirect(call.channel, "ctiserver-connect", {"CTI_DIAL": dial},
-                                    exten=timeout)
+            self.telephony.redirect(call.channel,
+                                    "ctiserver-claim" if claim else "ctiserver-connect",
+                                    {"CTI_DIAL": dial}, exten=timeout)
 
     def _announce(self, effect: ev.Announce) -> None:
         call = self.calls.get(effect.call_id)

@@ -277,8 +277,9 @@ def test_unanswered_ring_goes_to_the_next_agent_keeping_the_callers_place(
 
 def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
-    # one agent, two callers: A is connected from FastAGI (ctiserver-connect,s), B waits and
-    # is offered by Setvar CTI_DIAL + Redirect to ctiserver-connect,120,1 (three digits)
+    # one agent, two callers: A dials the pre-decided agent from the first step of
+    # ctiserver-inbound (docs/fast-path.md), B waits and is offered by Setvar CTI_DIAL +
+    # Redirect to ctiserver-connect,120,1 (three digits)
     cti = CtiServer(tmp_path, queues=queue_toml("q", ("1001",), ring_timeout=120),
                     agents=agents_toml(("1001",)), rules=rules_yaml("q"))
     queue_calls(cti, tmp_path, observer, [("+34600000051", "A"), ("+34600000052", "B")],
@@ -290,7 +291,11 @@ def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
                 if e.event == "Newexten" and e.Uniqueid == uid
                 and e.Context == "ctiserver-connect"]
 
-    assert connect(first) == [("s", "Dial", "PJSIP/1001,120")]
+    inbound = [(e.Priority, e.Application, e.AppData) for e in observer.events
+               if e.event == "Newexten" and e.Uniqueid == first
+               and e.Context == "ctiserver-inbound"]
+    assert inbound[0] == ("1", "ExecIf", "1?Dial(PJSIP/1001,120)"), inbound
+    assert connect(first) == []
     # nothing runs before the Dial: the ring timeout is the extension itself
     assert connect(second) == [("120", "Dial", "PJSIP/1001,120")]
     assert "AMI Setvar on" not in cti.log() and "AMI Redirect on" not in cti.log()

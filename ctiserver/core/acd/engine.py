@@ -39,10 +39,11 @@ from .events import (
     RingStarted,
     Tick,
 )
-from .model import AcdConfig
+from .model import AcdConfig, Strategy
 from .queues import QueueRt, QueueStats
 from .ready_index import ReadyIndex
 from .runtime import AgentRt, CallerRt
+from .skills import caller_req
 from .snapshot import AcdView, build_snapshot, read_model
 from .states import (
     CONNECTED,
@@ -74,6 +75,8 @@ from .timers import (
 __all__ = ["RING_BLOCK_MAX", "RING_GUARD_GRACE", "AcdError", "Engine"]
 
 _In = AgentInput
+# a caller of these queues may ring several agents, or one not known beforehand
+_NOT_PRE_DECIDED = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 AgentRequest = AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady
 
 
@@ -210,6 +213,8 @@ class Engine:
             if event.preferred_timeout is not None:
                 self._callers.pref_timeout[c.call_id] = event.preferred_timeout
             self._callers.enter_queue(c, event.queue, now, out)
+            if event.claimed is not None:
+                self._claimed(c, event.claimed, now, out)
         elif isinstance(event, CallerLeft | CallEnded):
             self._caller_gone(event.call_id, now, out)
         elif isinstance(event, RingStarted):
@@ -246,6 +251,36 @@ class Engine:
             a = self._agents[aid]
             if a.state is OFFERED and a.call_id == call_id:
                 self._machine.apply(a, _In.OFFER_ENDED, now, out)
+
+    def _claimed(self, c: CallerRt, agent_id: str, now: float, out: list[Effect]) -> None:
+        """``c`` joined already ringing ``agent_id``, the agent ``peek`` gave for its number.
+        The phone rings for ``c`` whatever the engine thinks: an offer of the same agent to
+        another caller, not yet rung, is taken back (CancelRing; that caller goes first
+        again). An agent no longer available (paused, logged out meanwhile) is not
+        offered: ``c`` waits like any caller and the ring is the adapter's to stop."""
+        a = self._agents.get(agent_id)
+        if a is None or c.status is not WAITING or c.queue not in a.queues:
+            return
+        if a.state is OFFERED and a.call_id != c.call_id:
+            self._callers.withdraw(a, "claimed", now, out)
+            self._machine.apply(a, _In.OFFER_ENDED, now, out)
+        if a.available:
+            self._dispatcher.offer(c, [agent_id], now, out)
+
+    def peek(self, queue: str, priority: int, skills: Mapping[str, int],
+             now: float) -> str | None:
+        """The one agent a caller joining ``queue`` now would be rung at once, changing
+        nothing; None when the caller would wait (someone already waits in the queue, no
+        available agent fits) or ring several agents (ring-all, random strategies)."""
+        q = self._queues.get(queue)
+        if q is None or q.cfg.strategy in _NOT_PRE_DECIDED or any(q.line.heads.values()):
+            return None
+        c = CallerRt("", queue, priority, dict(skills), None, self._now, self._seq + 1)
+        c.priority = c.base_priority + q.cfg.priority
+        c.req = caller_req(q.cfg.required_skills, c.skills) if c.skills else q.req
+        c.entered = max(now, self._now)
+        picked = self._dispatcher.pick_agents(c, max(now, self._now))
+        return picked[0] if len(picked) == 1 else None
 
     def _answered(self, call_id: str, agent_id: str, now: float, out: list[Effect]) -> None:
         c = self._calls.get(call_id)

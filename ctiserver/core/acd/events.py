@@ -30,6 +30,9 @@ class CallerJoined:
     preferred_agent: str | None = None
     # how long to wait for the preferred agent (the routing rule's timeout); None: the queue's
     preferred_timeout: float | None = None
+    # the agent the caller is already ringing: the dialplan took the agent ctiserver had
+    # pre-decided for the number (Engine.peek); offered at once when still available
+    claimed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

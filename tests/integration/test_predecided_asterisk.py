@@ -1,0 +1,129 @@
+"""The pre-decided ring (docs/fast-path.md) on the real sandbox Asterisk: the shipped
+dialplan's token protocol, and a caller to a pre-decided number rung without FastAGI,
+with the pop and the call's record as for any call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import (
+    NO_ANSWER_PHONE,
+    AgentPhones,
+    CtiServer,
+    Observer,
+    place_calls,
+)
+from tests.integration.test_acd_asterisk import agents_toml, ami_action, queue_toml, rules_yaml
+
+pytestmark = pytest.mark.integration
+
+K = "PJSIP1005"  # the token part of PJSIP/1005 (the dialplan's FILTER(A-Za-z0-9,...))
+
+
+def set_global(obs: Observer, name: str, value: str) -> None:
+    reply = ami_action(obs, {"Action": "Setvar", "Variable": name, "Value": value})
+    assert reply.success, reply
+
+
+def get_global(obs: Observer, name: str) -> str:
+    reply = ami_action(obs, {"Action": "Getvar", "Variable": name})
+    return str(reply.get("Value", "") or "")
+
+
+def originate(obs: Observer, exten: str, context: str, variables: str = "") -> Any:
+    action = {"Action": "Originate", "Channel": f"Local/{exten}@{context}",
+              "Application": "Wait", "Data": "10", "Timeout": "6000", "Async": "true"}
+    if variables:
+        action["Variable"] = variables
+    return ami_action(obs, action)
+
+
+def test_an_offer_rings_the_agent_only_with_a_token_not_taken(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # where a Redirect to ctiserver-claim,2,1 lands, without ctiserver: a Local channel
+    # stands for the caller; 1005 never answers
+    with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
+        set_global(observer, f"CTI_FREE_{K}", "7")
+        set_global(observer, f"CTI_TAKEN_{K}", "7")  # taken already
+        originate(observer, "2", "ctiserver-claim", "CTI_DIAL=PJSIP/1005")
+        lost = observer.wait_for(lambda e: e.event == "UserEvent"
+                                 and e.UserEvent == "CtiClaimLost", 10, "the claim lost")
+        assert lost[0].Dial == "PJSIP/1005"
+        observer.wait_for(lambda e: e.event == "Newexten" and e.Context == "ctiserver-hold"
+                          and e.Uniqueid == lost[0].Uniqueid, 10, "the loser on hold")
+        assert not [e for e in observer.named("DialBegin")
+                    if e.DestChannel.startswith("PJSIP/1005-")]
+        set_global(observer, f"CTI_FREE_{K}", "8")  # a new token
+        originate(observer, "2", "ctiserver-claim", "CTI_DIAL=PJSIP/1005")
+        observer.wait_for(lambda e: e.event == "DialBegin"
+                          and e.DestChannel.startswith("PJSIP/1005-"), 10, "1005 rung")
+        assert get_global(observer, f"CTI_TAKEN_{K}") == "8"
+
+
+def test_two_callers_racing_for_one_published_agent_never_both_ring_it(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # no ctiserver: the loser's FastAGI route fails and it goes to the fallback queue,
+    # whose members are not 1005
+    number = "900777001"
+    with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
+        set_global(observer, f"CTI_NEXT_{number}", "PJSIP/1005")
+        set_global(observer, f"CTI_RT_{number}", "2")
+        for round_ in range(10):
+            set_global(observer, f"CTI_FREE_{K}", str(100 + round_))
+            before = len(observer.named("UserEvent", UserEvent="CtiFallback"))
+            # both in one write: their channels run the first step at the same moment
+            ami_action_pair(observer, number)
+            observer.wait_for(lambda e: e.event == "UserEvent" and e.UserEvent == "CtiFallback",
+                              15, "the loser at the fallback", count=before + 1)
+            rung = [e for e in observer.events if e.event == "DialBegin"
+                    and e.DestChannel.startswith("PJSIP/1005-")]
+            assert len(rung) == round_ + 1, f"round {round_}: 1005 rung {len(rung)} times"
+            assert get_global(observer, f"CTI_TAKEN_{K}") == str(100 + round_)
+            hung = [e for e in observer.events if e.event == "Hangup"
+                    and e.Channel.startswith("PJSIP/1005-")]
+            observer.wait_for(lambda e: e.event == "Hangup"
+                              and e.Channel.startswith("PJSIP/1005-"), 10,
+                              "the ring to end", count=len(hung) + (len(rung) - len(hung)))
+        set_global(observer, f"CTI_NEXT_{number}", "")
+
+
+def ami_action_pair(obs: Observer, number: str) -> None:
+    async def send() -> None:
+        futures = [obs.manager.send_action(
+            {"Action": "Originate", "Channel": f"Local/{number}@ctiserver-inbound",
+             "Application": "Wait", "Data": "3", "Timeout": "6000", "Async": "true"})
+            for _ in range(2)]
+        for f in futures:
+            await f
+
+    obs.loop.run_until_complete(send())
+
+
+def test_a_caller_to_a_pre_decided_number_rings_without_asking(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    cti = CtiServer(tmp_path / "cti", queues=queue_toml("q", ("1001", "1002"), ring_timeout=9),
+                    agents=agents_toml(("1001", "1002")), rules=rules_yaml("q")).start()
+    try:
+        cti.wait_log("pre-decided ring for 1 number(s): 900100999", 15)
+        with AgentPhones(tmp_path, answer_ms=300, talk_ms=(800, 800)):
+            result = place_calls(tmp_path, "900100999", calls=2, rate=1.0)
+        assert result.failed == 0, result
+        rings = observer.wait_for(lambda e: e.event == "DialBegin"
+                                  and e.DestChannel.startswith("PJSIP/100"), 10,
+                                  "the two agents rung", count=2)
+        assert {e.Context for e in rings} == {"ctiserver-inbound"}  # dialled at once
+        assert [e.DestChannel.rsplit("-", 1)[0] for e in rings] == ["PJSIP/1001",
+                                                                     "PJSIP/1002"]
+        callers = {e.Uniqueid for e in rings}
+        # nobody asked ctiserver: no AGI step, no answer before the agent's
+        assert not [e for e in observer.events if e.event == "Newexten"
+                    and e.Uniqueid in callers and e.Application in ("AGI", "Answer")]
+        cti.wait_log("caller hung up", 10, count=2)
+        ended = [line for line in cti.log().splitlines() if "caller hung up" in line]
+        assert len(ended) == 2 and all(
+            "(rule test line), pre-decided, answered by agent 100" in line for line in ended)
+    finally:
+        cti.stop()
