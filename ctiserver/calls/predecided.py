@@ -137,10 +137,17 @@ class PreDecided:
             return
         now = self.clock()
         out: dict[str, str] = {}
+        # numbers of one queue (and priority and skills) share one peek: hundreds of numbers
+        # usually lead to a handful of queues
+        peeked: dict[tuple[str, int, tuple[tuple[str, int], ...]], str] = {}
         for number, route in self.routes.items():
-            agent = self.peek(route.queue, route.priority, route.skills, now) or ""
-            if agent and (agent not in self.devices or agent in self.tracker.claims_lost):
-                agent = ""
+            key = (route.queue, route.priority, tuple(sorted(route.skills.items())))
+            agent = peeked.get(key)
+            if agent is None:
+                agent = self.peek(route.queue, route.priority, route.skills, now) or ""
+                if agent and (agent not in self.devices or agent in self.tracker.claims_lost):
+                    agent = ""
+                peeked[key] = agent
             if self.published.get(number) == agent:
                 continue
             if agent and agent not in self.live:
