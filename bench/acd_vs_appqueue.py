@@ -461,8 +461,8 @@ def one_run(name: str, watcher: Watcher, workdir: Path, trunk: str, calls: int, 
     return r
 
 
-def cti_config(workdir: Path) -> CtiServer:
-    return bench_server(workdir, DNIS)
+def cti_config(workdir: Path, pre_decided: bool = True) -> CtiServer:
+    return bench_server(workdir, DNIS, pre_decided=pre_decided)
 
 
 # ---------------------------------------------------------------- report
@@ -560,14 +560,35 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
     return checks
 
 
+def report_design(rate: float, r: Result, aq: Result) -> None:
+    """The same rate with every call asking over FastAGI: the design the pre-decided ring
+    replaced for these calls, measured in the same run (not judged)."""
+    print(f"-- {r.name} (for comparison, not judged), {rate:g} calls/s")
+    print(f"   ring latency, free agent at join p50/p95/p99: {fmt_ms(r.ring_latency)}; "
+          f"ratio to app_queue p99 {ratio(pct(r.ring_latency, 99), pct(aq.ring_latency, 99))}")
+    print(f"     from the caller's Newchannel (end to end)  p50/p95/p99: "
+          f"{fmt_ms(r.ring_latency_from_newchannel)}")
+    print(f"     from the start of the FastAGI route         p50/p95/p99: "
+          f"{fmt_ms(r.ring_latency_from_route)}")
+    cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
+    ratio_cpu = (f" (ctiserver/Asterisk {r.cpu_ctiserver / r.cpu_asterisk:.3f})"
+                 if r.cpu_ctiserver is not None and r.cpu_asterisk else "")
+    print(f"   lost {r.lost}; CPU s: Asterisk {r.cpu_asterisk:.2f}  ctiserver {cc}{ratio_cpu}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=300, help="calls per rate (default 300)")
     ap.add_argument("--rates", default="5,20,60", help="calls/s, comma separated")
     ap.add_argument("--maxwait", type=int, default=60000,
                     help="ms a caller waits before abandoning")
+    ap.add_argument("--fastagi-rates", default="5",
+                    help="rates also run with the pre-decided ring off ([rules] pre_decided = "
+                         "false: every call asks over FastAGI), printed for comparison; "
+                         "'' for none")
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",")]
+    fastagi_rates = {float(x) for x in args.fastagi_rates.split(",") if x.strip()}
     sandbox("up")
     watcher = Watcher()
     watcher.start()
@@ -604,6 +625,16 @@ def main() -> int:
                 ra = one_run("app_queue", watcher, work, "appqueue", args.calls, rate, None,
                              args.maxwait)
                 checks += report(rate, rc, ra, args.calls)
+                if rate in fastagi_rates:
+                    cti = cti_config(work / "cti", pre_decided=False).start()
+                    try:
+                        wait_until(lambda c=cti: c.log().count("agent 20") >= len(AGENTS), 30,
+                                   "the bench agents to log in")
+                        rf = one_run("ctiserver, FastAGI only", watcher, work, "bench",
+                                     args.calls, rate, cti, args.maxwait)
+                    finally:
+                        cti.stop()
+                    report_design(rate, rf, ra)
     print("\n=== targets ===")
     for label, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {label}")

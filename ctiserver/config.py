@@ -185,6 +185,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     r.unknown(sec["state"], "[state]", {"dir", "restore_agents"})
     r.unknown(sec["phone"], "[phone]", {"region", "timezone"})
     rules_dir = base / r.get(sec["rules"], "[rules]", "dir", str, "routing_rules")
+    pre_decided = r.get(sec["rules"], "[rules]", "pre_decided", bool, True)
     flows_dir = base / r.get(sec["rules"], "[rules]", "flows_dir", str, "ivr_flows")
     state_dir = base / r.get(sec["state"], "[state]", "dir", str, "var")
     region = r.get(sec["phone"], "[phone]", "region", str, "ES")
@@ -211,7 +212,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
         lookup_tables=tuple(str(t) for t in tables), acd=acd,
         restore_agents=r.get(sec["state"], "[state]", "restore_agents", bool, True),
         auto_login=auto_login,
-        pre_decided=r.get(sec["rules"], "[rules]", "pre_decided", bool, True),
+        pre_decided=pre_decided,
     )
 
 

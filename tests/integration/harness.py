@@ -205,6 +205,7 @@ class CtiServer:
     database_url: str | None = None
     mqtt_url: str | None = None
     web_port: int = field(default_factory=free_port)
+    pre_decided: bool = True  # [rules] pre_decided (docs/fast-path.md)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = Path()
 
@@ -235,6 +236,7 @@ class CtiServer:
             [rules]
             dir = "rules"
             flows_dir = "flows"
+            pre_decided = {str(self.pre_decided).lower()}
             [state]
             dir = "state"
             """) + mqtt + self.extra + self.queues + self.agents)

@@ -61,6 +61,14 @@ def test_good_file(tmp_path: Path) -> None:
     assert cfg.acd.agents["1001"].skills == {"spanish": 7}
     assert cfg.auto_login == ("1001",)
     assert cfg.rules_dir == tmp_path / "routing_rules"  # relative to the file
+    assert cfg.pre_decided is True  # docs/fast-path.md
+
+
+def test_the_pre_decided_ring_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, GOOD + '[rules]\npre_decided = false\n'), env={})
+    assert cfg.pre_decided is False
+    assert any("pre_decided" in p for p in problems(
+        tmp_path, GOOD + '[rules]\npre_decided = "sometimes"\n'))
 
 
 def test_environment_overrides_secrets(tmp_path: Path) -> None:
