@@ -61,6 +61,12 @@ class Routing:
 
     async def route(self, inbound: InboundCall, channel: DialplanChannel) -> None:
         uid = inbound.call_id
+        if uid in self.tracker.calls:
+            # a pre-decided ring the agent did not answer (docs/fast-path.md): the caller is
+            # queued already, and the engine offers the next agent as to any waiting caller
+            log.debug("[%s] back from a pre-decided ring: holding", uid)
+            await channel.answer("hold", {})
+            return
         caller = numbers.normalize(inbound.caller_id, self.region)
         name = clean_name(inbound.caller_name)
         dnis = numbers.clean(inbound.dnis)

@@ -15,6 +15,7 @@ from tests.integration.harness import (
     CtiServer,
     Observer,
     place_calls,
+    wait_until,
 )
 from tests.integration.test_acd_asterisk import agents_toml, ami_action, queue_toml, rules_yaml
 
@@ -88,6 +89,15 @@ def test_two_callers_racing_for_one_published_agent_never_both_ring_it(
                               and e.Channel.startswith("PJSIP/1005-"), 10,
                               "the ring to end", count=len(hung) + (len(rung) - len(hung)))
         set_global(observer, f"CTI_NEXT_{number}", "")
+        # the losers wait in the fallback queue: end them before the next test's phones
+        ami_action(observer, {"Action": "Hangup", "Channel": "/^Local/"})
+        wait_until(lambda: not live_channels(observer), 10, "every channel to end")
+
+
+def live_channels(obs: Observer) -> list[Any]:
+    reply = ami_action(obs, {"Action": "CoreShowChannels"})
+    events = reply if isinstance(reply, list) else []
+    return [e for e in events if e.get("Event") == "CoreShowChannel"]
 
 
 def ami_action_pair(obs: Observer, number: str) -> None:
@@ -125,5 +135,29 @@ def test_a_caller_to_a_pre_decided_number_rings_without_asking(
         ended = [line for line in cti.log().splitlines() if "caller hung up" in line]
         assert len(ended) == 2 and all(
             "(rule test line), pre-decided, answered by agent 100" in line for line in ended)
+    finally:
+        cti.stop()
+
+
+def test_a_pre_decided_ring_not_answered_goes_to_the_next_agent(
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
+    # 1005 (logged in first: idle longest) never answers; 1001 does
+    cti = CtiServer(tmp_path / "cti", queues=queue_toml("q", ("1005", "1001"), ring_timeout=2),
+                    agents=agents_toml(("1005", "1001")), rules=rules_yaml("q")).start()
+    try:
+        cti.wait_log("pre-decided ring for 1 number(s)", 15)
+        with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000), \
+                AgentPhones(tmp_path, answer_ms=200, talk_ms=(500, 500)):
+            result = place_calls(tmp_path, "900100999", calls=1, maxwait_ms=20000)
+        assert result.successful == 1, result.output
+        rings = observer.wait_for(lambda e: e.event == "DialBegin"
+                                  and e.DestChannel.startswith("PJSIP/100"), 10,
+                                  "both agents rung", count=2)
+        assert [(e.Context, e.DestChannel.rsplit("-", 1)[0]) for e in rings][:2] == [
+            ("ctiserver-inbound", "PJSIP/1005"), ("ctiserver-connect", "PJSIP/1001")]
+        assert observer.named("DialEnd", DialStatus="ANSWER")
+        assert not observer.named("UserEvent", UserEvent="CtiFallback")
+        cti.wait_log("caller hung up", 10)
+        assert "answered by agent 1001" in cti.log()
     finally:
         cti.stop()

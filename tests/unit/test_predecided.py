@@ -5,14 +5,16 @@ is the real one; the AMI side records the actions that would be sent."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from ctiserver.asterisk.ami_calls import AmiCallEvents
-from ctiserver.calls.model import Call, CallInfo
+from ctiserver.calls.model import Call, CallInfo, InboundCall
 from ctiserver.calls.predecided import FixedRoute, PreDecided, token_key
+from ctiserver.calls.routing import Routing
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
 from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig, Strategy
@@ -306,3 +308,28 @@ def test_no_publication_for_ring_all_queues() -> None:
     w = World(Strategy.RING_ALL)
     assert w.globals_set().get("CTI_NEXT_900100999", "") == ""
     assert not any(k.startswith("CTI_FREE_") for k in w.globals_set())
+
+
+class Channel:
+    """The dialplan's side of a FastAGI request: what routing answered."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, dict[str, str]]] = []
+
+    async def run_ivr(self, session: object) -> dict[str, object]:
+        raise AssertionError("no IVR for a caller already queued")
+
+    async def answer(self, action: str, variables: Mapping[str, str]) -> None:
+        self.answers.append((action, dict(variables)))
+
+
+async def test_a_pre_decided_ring_not_answered_asks_and_is_held() -> None:
+    w = World()
+    w.fast_dial("1795.1", "1001")
+    routing = Routing(w.tracker, rules=None, acd=lambda: None,  # type: ignore[arg-type]
+                      request_acd=None)  # type: ignore[arg-type]
+    channel = Channel()
+    await routing.route(InboundCall("1795.1", "PJSIP/trunk-1795.1", "915551234", "Ana",
+                                    "900100999"), channel)
+    assert channel.answers == [("hold", {})]
+    assert w.engine.calls["1795.1"].offered_to == {"1001"}  # nothing else changed
