@@ -174,7 +174,8 @@ class ReadyIndex:
         self._dead += 1
         if self._dead > len(self._keys) + _SWEEP_SLACK:
             keys = self._keys
-            self._sl = [k for k in self._sl if keys.get(k[3]) is k]
+            # in place, as SkillList.sweep does
+            self._sl[:] = [k for k in self._sl if keys.get(k[3]) is k]
             self._dead = 0
 
     def _live_front(self) -> list[IndexKey]:
