@@ -75,11 +75,15 @@ __all__ = ["RING_BLOCK_MAX", "RING_GUARD_GRACE", "AcdError", "Engine"]
 
 _In = AgentInput
 AgentRequest = AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady
+# isinstance() with a tuple: ``A | B`` in the call would build the union at every event
+_AGENT_REQUESTS = (AgentLoggedIn, AgentLoggedOut, AgentPaused, AgentReady)
+_CALLER_GONE = (CallerLeft, CallEnded)
 
 
 def _ring_wins(out: list[Effect]) -> list[Effect]:
     """An announcement never delays ringing: drop the ones due in the same step as a
-    Ring for that caller (the adapter would only have to interrupt them)."""
+    Ring for that caller (the adapter would only have to interrupt them). Only timers
+    announce: a step that fired none has nothing to drop."""
     rung = {e.call_id for e in out if isinstance(e, Ring)}
     if not rung:
         return out
@@ -119,10 +123,13 @@ class Engine:
         self._validate(event)
         now = self._clock(now)
         out: list[Effect] = []
-        self._fire_timers(now, out)
+        announced = False
+        heap = self._timers.heap
+        if heap and heap[0][0] <= now:  # most events come with no timer due
+            announced = self._fire_timers(now, out)
         self._apply(event, now, out)
         self._dispatch(now, out)
-        return _ring_wins(out)
+        return _ring_wins(out) if announced else out
 
     def next_deadline(self) -> float | None:
         self._timers.drop_stale_head(self._timer_live)
@@ -131,10 +138,10 @@ class Engine:
     def reconfigure(self, config: AcdConfig, now: float) -> list[Effect]:
         now = self._clock(now)
         out: list[Effect] = []
-        self._fire_timers(now, out)
+        announced = self._fire_timers(now, out)
         self._build(config, now, out)
         self._dispatch(now, out)
-        return _ring_wins(out)
+        return _ring_wins(out) if announced else out
 
     def position(self, call_id: str) -> int | None:
         c = self._calls.get(call_id)
@@ -186,7 +193,7 @@ class Engine:
                 raise AcdError(f"call {event.call_id}: unknown queue {event.queue!r}")
             if event.call_id in self._calls:
                 raise AcdError(f"call {event.call_id}: already in the ACD")
-        elif isinstance(event, AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady):
+        elif isinstance(event, _AGENT_REQUESTS):
             a = self._agents.get(event.agent_id)
             if a is None:
                 raise AcdError(f"unknown agent {event.agent_id!r}")
@@ -210,7 +217,7 @@ class Engine:
             if event.preferred_timeout is not None:
                 self._callers.pref_timeout[c.call_id] = event.preferred_timeout
             self._callers.enter_queue(c, event.queue, now, out)
-        elif isinstance(event, CallerLeft | CallEnded):
+        elif isinstance(event, _CALLER_GONE):
             self._caller_gone(event.call_id, now, out)
         elif isinstance(event, RingStarted):
             return  # the offer is already counted from the Ring effect
@@ -336,8 +343,10 @@ class Engine:
             return c.status is RESERVED
         return c.status is not CONNECTED
 
-    def _fire_timers(self, now: float, out: list[Effect]) -> None:
+    def _fire_timers(self, now: float, out: list[Effect]) -> bool:
+        """Fire the timers due at ``now``; whether one of them announced."""
         callers = self._callers
+        announced = False
         for t in self._timers.pop_due(now):
             if not self._timer_live(t):
                 continue
@@ -368,11 +377,13 @@ class Engine:
                 if c.status is not RINGING:
                     pos = q.line.position(c)
                     out.append(Announce(c.call_id, pos, q.estimate(pos)))
+                    announced = True
                 self._timers.add(now + q.cfg.announce_frequency, ANNOUNCE, c.call_id, c.q_epoch)
             elif kind == RELAX:
                 callers.mark(c)
             elif kind == PREFERRED_END:
                 callers.unreserve(c)
+        return announced
 
     # ------------------------------------------------------------------ configuration
 
