@@ -39,6 +39,12 @@ class CallerBook:
         # (waiting.py): a caller served at once never is (the end of dispatch); until
         # then they are in ``dirty``, which is how dispatch sees them
         self.unlisted: dict[str, CallerRt] = {}
+        # callers who started a queue stay in this step, their relax timers not set yet:
+        # set at the end of the step (``time_placed``) unless they are ringing by then,
+        # else when their offer fails (``return_caller``). A RELAX timer only ever marks
+        # a caller who is waiting when it fires, and a caller back in line is marked
+        # anyway: a caller served at once needs none (no heap entry, no tuple kept).
+        self.untimed: dict[str, CallerRt] = {}
 
     def needs(self, c: CallerRt, now: float) -> Needs:
         q = self.queues.get(c.queue)
@@ -94,12 +100,31 @@ class CallerBook:
             if due < now:
                 due += -(-(now - due) // q.announce_frequency) * q.announce_frequency
             timers.add(due, ANNOUNCE, c.call_id, e)
-        for after, _low in qrt.relax:
-            if c.arrival + after > now:
-                timers.add(c.arrival + after, RELAX, c.call_id, e)
+        if qrt.relax:
+            self.untimed[c.call_id] = c
         if c.status is RESERVED:
             wait = self.pref_timeout.get(c.call_id, q.preferred_agent_timeout)
             timers.add(max(now, c.entered + wait), PREFERRED_END, c.call_id, e)
+
+    def relax_timers(self, c: CallerRt, now: float) -> None:
+        """The RELAX timers of ``c``'s queue stay still ahead, once per stay."""
+        e = c.q_epoch
+        if c.relax_epoch == e:
+            return
+        c.relax_epoch = e
+        timers = self.timers
+        for after, _low in self.queues[c.queue].relax:
+            if c.arrival + after > now:
+                timers.add(c.arrival + after, RELAX, c.call_id, e)
+
+    def time_placed(self, now: float) -> None:
+        """The end of a step: relax timers for the callers who started a queue stay in it
+        and are in line (not ringing, not gone)."""
+        calls = self.calls
+        for cid, c in self.untimed.items():
+            if (c.status is WAITING or c.status is RESERVED) and calls.get(cid) is c:
+                self.relax_timers(c, now)
+        self.untimed.clear()
 
     def mark(self, c: CallerRt) -> None:
         """Dispatch looks at ``c`` in this step."""
@@ -152,6 +177,7 @@ class CallerBook:
             return
         self.queues[c.queue].line.add_pickable(c)
         self.mark(c)
+        self.relax_timers(c, now)  # rung at once when it joined: not set yet
 
     def withdraw(self, a: AgentRt, reason: str, now: float, out: list[Effect]) -> None:
         """Take a ringing agent off its offer (the agent's own state is set by the caller)."""

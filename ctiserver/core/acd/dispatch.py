@@ -97,6 +97,8 @@ class Dispatcher:
                         dirty.discard(aid)
         machine.flush_unindexed()
         callers.list_placed()
+        if callers.untimed:
+            callers.time_placed(now)
 
     def best_caller_for(self, a: AgentRt, now: float) -> CallerRt | None:
         """The first caller, in service order, among ``a``'s queues that ``a`` fits.

@@ -102,6 +102,7 @@ class CallerRt:
         "priority",
         "q_epoch",
         "queue",
+        "relax_epoch",
         "req",
         "ring_epoch",
         "seq",
@@ -141,6 +142,7 @@ class CallerRt:
         self.overdue = False  # max_wait passed while ringing: overflow if the offer fails
         self.visited: set[str] = set()
         self.q_epoch = 0  # bumped on queue change / leaving: queue timers carry it
+        self.relax_epoch = -1  # the q_epoch whose RELAX timers are set (callers.py)
         self.ring_epoch = 0  # bumped on every offer: the ring guard timer carries it
 
     @property
