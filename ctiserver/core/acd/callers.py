@@ -48,7 +48,9 @@ class CallerBook:
 
     def needs(self, c: CallerRt, now: float) -> Needs:
         q = self.queues.get(c.queue)
-        return needs_at(c, q.relax if q is not None else (), now)
+        if q is None:
+            return needs_at(c, (), now)
+        return needs_at(c, q.relax, now, q.needs_memo)
 
     # ------------------------------------------------------------------ queue stays
 

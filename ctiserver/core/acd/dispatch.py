@@ -123,11 +123,11 @@ class Dispatcher:
                     if best_key is not None and key >= best_key:
                         break
                     c = calls[key[3]]
-                    cache = c.needs  # needs_at(), its cached case inlined
-                    if cache is not None and cache[1] is c.req and now - c.arrival < cache[3]:
-                        needs = cache[2]
+                    # needs_at(), its cached case inlined
+                    if c.needs_req is c.req and now - c.arrival < c.needs_until:
+                        needs = c.needs
                     else:
-                        needs = needs_at(c, q.relax, now)
+                        needs = needs_at(c, q.relax, now, q.needs_memo)
                     for name, need in needs:  # fits(), inlined
                         if skills.get(name, 0) < need:
                             break
@@ -151,7 +151,7 @@ class Dispatcher:
             else:
                 mp = idx.member_pos
                 pending = [a for aid, a in unindexed.items() if aid in mp]
-        needs = needs_at(c, q.relax, now)
+        needs = needs_at(c, q.relax, now, q.needs_memo)
 
         def eligible(a: AgentRt) -> bool:
             return fits(a.cfg.skills, needs)

@@ -96,6 +96,9 @@ class CallerRt:
         "call_id",
         "entered",
         "needs",
+        "needs_cap",
+        "needs_req",
+        "needs_until",
         "offered_to",
         "overdue",
         "preferred",
@@ -132,9 +135,14 @@ class CallerRt:
         self.entered = arrival  # entry in the current queue: max_wait, announcements
         self.priority = base_priority  # + the current queue's priority
         self.req: tuple[tuple[str, int], ...] = ()  # queue's + call's skill -> level
-        # cache of the relaxed requirements: (relax cap, req it was made from, needs,
-        # the wait from which they no longer hold: the next relax step)
-        self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs, float] | None = None
+        # cache of the relaxed requirements (skills.needs_at): the needs, the req they
+        # were made from (None: no cache) at which relax cap, and the wait from which
+        # they no longer hold (the next relax step). Four slots, not a tuple: nothing
+        # allocated for the collector when it changes
+        self.needs: Needs = ()
+        self.needs_req: Needs | None = None
+        self.needs_cap: int | None = None
+        self.needs_until = 0.0
         self.status: CallerState = WAITING
         self.offered_to: set[str] = set()
         self.agent_id: str | None = None
