@@ -12,6 +12,7 @@ import heapq
 from typing import TYPE_CHECKING
 
 from .events import CancelRing, Effect, Overflow, QueueChanged
+from .runtime import NOBODY
 from .skills import Needs, caller_req, capped, fits, needs_at
 from .states import LOGGED_OUT, RESERVED, RINGING, WAITING, CallerState
 from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, Timers
@@ -56,8 +57,7 @@ class CallerBook:
 
     def enter_queue(self, c: CallerRt, qname: str, now: float, out: list[Effect]) -> None:
         q = self.queues[qname]
-        first = not c.visited
-        c.visited.add(qname)
+        first = not c.came_from
         c.queue = qname
         q.stats.joined += 1
         self.place(c, q, now, WAITING)
@@ -172,7 +172,7 @@ class CallerBook:
 
     def return_caller(self, c: CallerRt, now: float, out: list[Effect]) -> None:
         """An offer ended without an answer: back in line at the same place."""
-        c.offered_to.clear()
+        c.offered_to = NOBODY
         c.status = WAITING
         if c.overdue:
             self.overflow(c, "max_wait", now, out)
@@ -187,7 +187,7 @@ class CallerBook:
         if c is None or c.status is not RINGING or a.id not in c.offered_to:
             return
         out.append(CancelRing(c.call_id, (a.id,), reason))
-        c.offered_to.discard(a.id)
+        c.offered_to = c.offered_to - {a.id}
         if not c.offered_to:
             self.return_caller(c, now, out)
 
@@ -198,8 +198,9 @@ class CallerBook:
         q.stats.overflowed += 1
         if target.startswith("queue:"):
             name = target[6:]
-            if name in self.queues and name not in c.visited:
+            if name in self.queues and name != c.queue and name not in c.came_from:
                 out.append(QueueChanged(c.call_id, c.queue, name, reason))
+                c.came_from = (*c.came_from, c.queue)
                 self.enter_queue(c, name, now, out)
                 return
             target = "fallback"

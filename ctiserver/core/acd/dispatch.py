@@ -167,7 +167,7 @@ class Dispatcher:
         elif c.status is RESERVED:
             callers.reserved.get(c.preferred or "", {}).pop(c.call_id, None)
         c.status = RINGING
-        c.offered_to = set(agent_ids)
+        c.offered_to = frozenset(agent_ids)
         c.ring_epoch += 1
         idx = qrt.ready
         if len(agent_ids) == 1 and agent_ids[0] in idx.member_pos:

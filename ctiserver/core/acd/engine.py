@@ -42,7 +42,7 @@ from .events import (
 from .model import AcdConfig
 from .queues import QueueRt, QueueStats
 from .ready_index import ReadyIndex
-from .runtime import AgentRt, CallerRt
+from .runtime import NO_SKILLS, NOBODY, AgentRt, CallerRt
 from .snapshot import AcdView, build_snapshot, read_model
 from .states import (
     CONNECTED,
@@ -208,7 +208,7 @@ class Engine:
                 event.call_id,
                 event.queue,
                 event.priority,
-                dict(event.skills),
+                dict(event.skills) if event.skills else NO_SKILLS,
                 event.preferred_agent,
                 now,
                 self._seq,
@@ -291,7 +291,7 @@ class Engine:
         a = self._agents.get(agent_id)
         if c is None or a is None or c.status is not RINGING or agent_id not in c.offered_to:
             return
-        c.offered_to.discard(agent_id)
+        c.offered_to = c.offered_to - {agent_id}
         if a.state is OFFERED and a.call_id == call_id:
             reason = reason.lower()
             if reason == "noanswer":
@@ -361,7 +361,7 @@ class Engine:
             if kind == RING_GUARD:
                 agents = sorted(c.offered_to)
                 out.append(CancelRing(c.call_id, tuple(agents), "guard_timeout"))
-                c.offered_to.clear()
+                c.offered_to = NOBODY
                 for aid in agents:
                     a = self._agents[aid]
                     if a.state is OFFERED and a.call_id == c.call_id:
@@ -403,7 +403,7 @@ class Engine:
             if a.state is OFFERED:
                 c = calls.get(a.call_id or "")
                 if c is not None and aid in c.offered_to:
-                    c.offered_to.discard(aid)
+                    c.offered_to = c.offered_to - {aid}
                     out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
             elif a.call_id in calls and calls[a.call_id or ""].status is CONNECTED:
                 del calls[a.call_id or ""]
