@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .events import Effect, Ring
 from .skills import fits, needs_at
-from .states import RESERVED, RINGING, WAITING, AgentInput
+from .states import BLOCKING_DEVICE_STATES, READY, RESERVED, RINGING, WAITING, AgentInput
 from .timers import RING_GUARD, Timers
 
 if TYPE_CHECKING:
@@ -52,21 +52,23 @@ class Dispatcher:
         dirty = machine.dirty
         heap = callers.dirty
         calls = callers.calls
+        reserved = callers.reserved
         while dirty or heap:
-            # 1. an agent who frees up takes the callers reserved for them first
+            # 1. an agent who frees up takes the callers reserved for them first, else
+            # 2. the first caller in service order that some freed agent could take
+            # (one pass: offering a reserved caller changes no agent's best caller)
+            best: CallerRt | None = None
             for aid in list(dirty):
                 a = agents.get(aid)
-                if a is None or not a.available:
-                    dirty.discard(aid)
+                if a is None or a.state is not READY or a.device_state in BLOCKING_DEVICE_STATES:
+                    dirty.discard(aid)  # not available (AgentRt.available, inlined)
                     continue
-                mine = callers.reserved.get(aid)
+                mine = reserved.get(aid)
                 if mine:
                     c = min(mine.values(), key=lambda c: c.order_key)
                     self.offer(c, [aid], now, out)
-            # 2. the first caller in service order that some freed agent could take
-            best: CallerRt | None = None
-            for aid in list(dirty):
-                cand = self.best_caller_for(agents[aid], now)
+                    continue
+                cand = self.best_caller_for(a, now)
                 if cand is None:
                     dirty.discard(aid)
                 elif best is None or cand.order_key < best.order_key:
@@ -174,8 +176,13 @@ class Dispatcher:
             idx.last_rung = idx.member_pos[agent_ids[0]]
         machine = self.machine
         agents = machine.agents
-        devices = tuple([agents[aid].cfg.device for aid in agent_ids])
-        out.append(Ring(c.call_id, tuple(agent_ids), devices, q.ring_timeout))
+        if len(agent_ids) == 1:  # all strategies but ring-all
+            ids: tuple[str, ...] = (agent_ids[0],)
+            devices: tuple[str, ...] = (agents[agent_ids[0]].cfg.device,)
+        else:
+            ids = tuple(agent_ids)
+            devices = tuple([agents[aid].cfg.device for aid in agent_ids])
+        out.append(Ring(c.call_id, ids, devices, q.ring_timeout))
         for aid in agent_ids:
             machine.apply(agents[aid], _OFFER, now, out, call_id=c.call_id)
             machine.dirty.discard(aid)
