@@ -152,7 +152,9 @@ class Dispatcher:
                 machine.flush_unindexed()
             else:
                 mp = idx.member_pos
-                pending = [a for aid, a in unindexed.items() if aid in mp]
+                for aid, a in unindexed.items():  # usually the one agent who freed up
+                    if aid in mp:
+                        pending.append(a)
         needs = needs_at(c, q.relax, now, q.needs_memo)
 
         def eligible(a: AgentRt) -> bool:
