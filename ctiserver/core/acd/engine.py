@@ -49,6 +49,7 @@ from .states import (
     LOGGED_OUT,
     OFFERED,
     ON_CALL,
+    READY,
     RESERVED,
     RINGING,
     STAFFED,
@@ -56,7 +57,6 @@ from .states import (
     WRAP_UP,
     AcdError,
     AgentInput,
-    AgentState,
     agent_step,
 )
 from .timers import (
@@ -261,7 +261,9 @@ class Engine:
             return
         if a.state in (ON_CALL, WRAP_UP) or (a.state is OFFERED and a.call_id != call_id):
             return  # an agent never has two calls: a stale or crossed event
-        others = sorted(c.offered_to - {agent_id})
+        offered = c.offered_to
+        # ring-all: the others rung (one agent, the one answering: none, no set made)
+        others = [] if len(offered) == 1 and agent_id in offered else sorted(offered - {agent_id})
         q = self._queues[c.queue]
         st = q.stats
         self._callers.leave_queue(c)
@@ -273,7 +275,7 @@ class Engine:
         c.status = CONNECTED
         c.agent_id = agent_id
         c.answered_at = now
-        if a.state in (AgentState.READY, OFFERED):
+        if a.state is READY or a.state is OFFERED:
             a.idle_total += now - a.idle_since
             a.idle_periods += 1
         a.answered_at = now
