@@ -1,6 +1,7 @@
 """Micro-benchmark of the ACD engine's scheduling decisions.
 
     python bench/acd_micro.py [--agents 10000] [--skills 100] [--queues 50] [--callers 5000]
+                              [--rounds 5000] [--runs 3]
 
 Two scenarios, each timing one ``Engine.handle()`` call that makes one decision:
 
@@ -12,24 +13,32 @@ Two scenarios, each timing one ``Engine.handle()`` call that makes one decision:
 2. *caller joins* -- every agent ready, nobody waiting; a caller joins and the
    engine picks the agent by the queue's strategy (strategies cycle over the queues).
 
-Target: p99 under 100 us per decision. Timers that fall due between two decisions
-(position announcements, skill-relax steps of 5,000 callers) are fired by a Tick just
-before each timed event and reported on their own line. Memory is measured with
+Target: p99 at most 100 us per decision, in every run. Timers that fall due between two
+decisions (position announcements, skill-relax steps of 5,000 callers) are fired by a Tick
+just before each timed event and reported on their own line. Memory is measured with
 tracemalloc while building scenario 1 (engine + waiting callers).
 
 Each scenario runs ``--rounds`` decisions with the cyclic garbage collector on (after
 freezing the setup out of it, as the daemon's ACD runner does once it has taken the
 start-up events: ``ctiserver.acd.runner.freeze_state``), then as many with it off; PASS/FAIL is
-judged on the gc-on figures. The exit status is 0 on PASS. The machine's other load
-shows in the tail: run it a few times.
+judged on the gc-on figures.
+
+The whole measurement (both scenarios, built anew) is repeated ``--runs`` times, each in
+a subprocess of its own (a fresh heap, as a separate invocation would have), and the
+verdict is PASS only if every run's gc-on p99 of both decisions is at most 100 us: the
+machine's other load shows in the tail, and a target met in the best run only is not
+met. The summary lists each run's p50/p95/p99/max and the worst p99. The exit status is
+0 on PASS. ``--profile`` measures one run, in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -57,6 +66,10 @@ from ctiserver.core.acd.model import (  # noqa: E402
 )
 
 TARGET_P99_US = 100.0
+RESULT_TAG = "acd_micro-result "  # a child run's figures, one JSON line (see main)
+SCENARIOS = ("agent frees up", "caller joins")
+
+Figures = dict[str, float]  # p50, p95, p99, max (us) of a scenario's gc-on decisions
 STRATEGIES = [s for s in Strategy if s != Strategy.RING_ALL]
 
 
@@ -102,16 +115,16 @@ def timed_tick(eng: Engine, t: float) -> float:
     return time.perf_counter() - t0
 
 
-def report(name: str, samples: list[float], decisions: int, target: bool = True) -> bool:
+def report(name: str, samples: list[float], decisions: int, target: bool = True) -> Figures:
     p50, p95, p99, worst = percentiles(samples)
-    ok = p99 < TARGET_P99_US
-    verdict = f"p99<{TARGET_P99_US:.0f} us: {'PASS' if ok else 'FAIL'}" if target else ""
+    ok = p99 <= TARGET_P99_US
+    verdict = f"p99<={TARGET_P99_US:.0f} us: {'PASS' if ok else 'FAIL'}" if target else ""
     print(
         f"{name}\n    n={len(samples):>5}  p50={p50:6.1f} us  p95={p95:6.1f} us  "
         f"p99={p99:6.1f} us  max={worst:7.1f} us  mean={statistics.mean(samples) * 1e6:6.1f} us"
         f"  decisions={decisions}  {verdict}"
     )
-    return ok
+    return {"p50": p50, "p95": p95, "p99": p99, "max": worst}
 
 
 def random_call(rng: random.Random, cid: str, cfg: AcdConfig, n_skills: int) -> CallerJoined:
@@ -120,7 +133,7 @@ def random_call(rng: random.Random, cid: str, cfg: AcdConfig, n_skills: int) -> 
     return CallerJoined(cid, q, priority=rng.choice((0, 0, 1, 2)), skills=skills)
 
 
-def scenario_agent_frees(args: argparse.Namespace) -> bool:
+def scenario_agent_frees(args: argparse.Namespace) -> Figures:
     rng = random.Random(1)
     cfg = build_config(args.agents, args.skills, args.queues, rng)
     tracemalloc.start()
@@ -192,7 +205,7 @@ def scenario_agent_frees(args: argparse.Namespace) -> bool:
     return run_timed(args, "agent frees up -> pick the caller", step, state)
 
 
-def scenario_caller_joins(args: argparse.Namespace) -> bool:
+def scenario_caller_joins(args: argparse.Namespace) -> Figures:
     rng = random.Random(3)
     cfg = build_config(args.agents, args.skills, args.queues, rng)
     eng = Engine(cfg, rng=random.Random(4))
@@ -226,12 +239,12 @@ def run_timed(
     name: str,
     step: Callable[[list[float], list[float]], None],
     state: dict[str, float],
-) -> bool:
+) -> Figures:
     """``args.rounds`` timed steps with the cyclic gc on (as in production; the setup's
     objects are frozen out of it first, as the daemon does), then as many with gc off,
-    reported apart. PASS/FAIL is judged on the gc-on figures."""
+    reported apart. Returns the gc-on figures (PASS/FAIL is judged on them)."""
     freeze_state()
-    ok = True
+    judged: Figures = {}
     for gc_on in (True, False):
         samples: list[float] = []
         tick_samples: list[float] = []
@@ -251,9 +264,58 @@ def run_timed(
         runs = sum(st["collections"] for st in gc.get_stats()) - collections
         label = f"gc on, {runs} collections" if gc_on else "gc off"
         report(f"  timers due meanwhile (Tick), {label}", tick_samples, 0, target=False)
-        passed = report(f"{name} ({label})", samples, int(state["decisions"] - before), gc_on)
-        ok = ok and (passed or not gc_on)
+        figures = report(f"{name} ({label})", samples, int(state["decisions"] - before), gc_on)
+        if gc_on:
+            judged = figures
     gc.unfreeze()
+    return judged
+
+
+def one_run(args: argparse.Namespace) -> dict[str, Figures]:
+    """Both scenarios, each on an engine of its own; their gc-on figures."""
+    frees = scenario_agent_frees(args)
+    joins = scenario_caller_joins(args)
+    return dict(zip(SCENARIOS, (frees, joins), strict=True))
+
+
+def child_run(args: argparse.Namespace, i: int) -> dict[str, Figures]:
+    """Run ``i`` in a subprocess: its report passed through, its figures parsed."""
+    cmd = [sys.executable, __file__, "--runs", "1", "--child"]
+    for opt in ("agents", "skills", "queues", "callers", "rounds"):
+        cmd += [f"--{opt}", str(getattr(args, opt))]
+    print(f"=== run {i} of {args.runs} ===", flush=True)
+    result: dict[str, Figures] | None = None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # passed through as it comes
+            if line.startswith(RESULT_TAG):
+                result = json.loads(line[len(RESULT_TAG) :])
+            else:
+                print(line, end="", flush=True)
+    if result is None or proc.returncode != 0:
+        raise SystemExit(f"run {i} failed (exit status {proc.returncode})")
+    return result
+
+
+def summary(runs: list[dict[str, Figures]]) -> bool:
+    """Each run's gc-on figures and the worst p99 per decision; PASS only if every run's
+    p99 of both decisions is within the target."""
+    print(
+        f"\nsummary: {len(runs)} run(s), gc on, target p99 <= {TARGET_P99_US:.0f} us in every run"
+    )
+    ok = True
+    for name in SCENARIOS:
+        print(f"  {name}")
+        for i, run in enumerate(runs, 1):
+            f = run[name]
+            print(
+                f"    run {i}: p50={f['p50']:6.1f} us  p95={f['p95']:6.1f} us  "
+                f"p99={f['p99']:6.1f} us  max={f['max']:7.1f} us"
+            )
+        worst = max(run[name]["p99"] for run in runs)
+        passed = worst <= TARGET_P99_US
+        ok = ok and passed
+        print(f"    worst p99 {worst:.1f} us: {'PASS' if passed else 'FAIL'}")
     return ok
 
 
@@ -264,20 +326,35 @@ def main() -> int:
     ap.add_argument("--queues", type=int, default=50)
     ap.add_argument("--callers", type=int, default=5_000)
     ap.add_argument("--rounds", type=int, default=5_000)
-    ap.add_argument("--profile", action="store_true", help="cProfile the timed loops")
+    ap.add_argument(
+        "--runs", type=int, default=3, help="whole measurements, each in a subprocess (default 3)"
+    )
+    ap.add_argument("--profile", action="store_true", help="cProfile the timed loops (one run)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one run of --runs
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
     if args.profile:
         import cProfile
 
         args.profile = cProfile.Profile()
-    ok = scenario_agent_frees(args)
-    ok = scenario_caller_joins(args) and ok
-    if args.profile:
+        runs = [one_run(args)]
         import pstats
 
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+    elif args.child:
+        print(RESULT_TAG + json.dumps(one_run(args)), flush=True)
+        return 0
+    elif args.runs == 1:
+        runs = [one_run(args)]
+    else:
+        runs = [child_run(args, i) for i in range(1, args.runs + 1)]
+    ok = summary(runs)
     verdict = "PASS" if ok else "FAIL"
-    print(f"overall (both decisions, gc on): {verdict} (p99 < {TARGET_P99_US:.0f} us)")
+    print(
+        f"overall (both decisions, gc on, {len(runs)} run(s)): {verdict} "
+        f"(p99 <= {TARGET_P99_US:.0f} us in every run)"
+    )
     return 0 if ok else 1
 
 

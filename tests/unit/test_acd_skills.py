@@ -80,6 +80,41 @@ def test_relaxed_needs_follow_the_steps_whatever_the_cache_holds(
         assert got == ref
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    queue=needs_maps,
+    calls=st.lists(needs_maps, min_size=1, max_size=4),
+    relax=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 10)), max_size=3),
+    waits=st.lists(st.floats(0, 90), min_size=1, max_size=8),
+)
+def test_relaxed_needs_shared_through_the_queue_memo_stay_each_callers_own(
+    queue: dict[str, int],
+    calls: list[dict[str, int]],
+    relax: list[tuple[int, int]],
+    waits: list[float],
+) -> None:
+    """Callers of one queue looked up with its memo: those with requirements of their
+    own (not shared) among those with the queue's only (the same ``req`` tuple)."""
+    steps = []
+    low: int | None = None
+    for after, level in sorted(relax):
+        low = level if low is None else min(low, level)
+        steps.append((float(after), low))
+    queue_req = caller_req(queue, {})
+    memo: dict[int | None, tuple[tuple[str, int], ...]] = {}
+    cs = []
+    for i, call in enumerate([{}, *calls]):
+        c = CallerRt(f"c{i}", "q", 0, call, None, 100.0 + i, i)
+        c.req = caller_req(queue, call) if call else queue_req
+        cs.append(c)
+    for w in sorted(waits):
+        for c in cs:
+            got = dict(needs_at(c, tuple(steps), c.arrival + w, memo))
+            ref = reference_needs(queue, dict(c.skills), [(float(a), lv) for a, lv in relax], w)
+            assert got == ref
+    assert len(memo) <= len(steps) + 1
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 2**16),

@@ -438,6 +438,35 @@ def test_last_relax_step_accepts_anyone_with_the_skill_but_not_without() -> None
     assert rung(h.at(70, Tick())) == [("c1", ("low",))]
 
 
+def relax_queue_with_a_high_agent(ring_timeout: float = 15.0) -> Harness:
+    q = QueueConfig(
+        "q",
+        required_skills={"fr": 8},
+        skill_relax=(SkillRelax(30, 5), SkillRelax(60, 0)),
+        ring_timeout=ring_timeout,
+    )
+    cfg = config([q], [agent("high", "q", skills={"fr": 9}), agent("mid", "q", skills={"fr": 5})])
+    h = Harness(cfg, t=0.0)
+    h.login("high", "mid")
+    return h
+
+
+def test_caller_rung_at_once_whose_offer_fails_relaxes_on_time() -> None:
+    # rung as it joined (its relax timers are set only when it is back in line)
+    h = relax_queue_with_a_high_agent()
+    assert rung(h.at(10, CallerJoined("c1", "q"))) == [("c1", ("high",))]
+    assert rung(h.at(15, RingFailed("c1", "high", "noanswer"))) == []
+    assert rung(h.at(39.9, Tick())) == []
+    assert h.engine.next_deadline() == 40
+    assert rung(h.at(40, Tick())) == [("c1", ("mid",))]
+
+
+def test_caller_back_in_line_after_a_relax_step_is_relaxed_at_once() -> None:
+    h = relax_queue_with_a_high_agent(ring_timeout=60)
+    assert rung(h.at(10, CallerJoined("c1", "q"))) == [("c1", ("high",))]
+    assert rung(h.at(45, RingFailed("c1", "high", "noanswer"))) == [("c1", ("mid",))]
+
+
 def test_relaxed_caller_goes_to_an_agent_freeing_up_later() -> None:
     h = relax_queue()
     h.login("mid")

@@ -149,7 +149,7 @@ class AgentMachine:
     def sync_index(self, a: AgentRt) -> None:
         """``a.in_index``: available and known as such, in the ready indexes or (until
         the end of the step) in ``unindexed``."""
-        avail = a.available
+        avail = a.state is READY and a.device_state not in BLOCKING_DEVICE_STATES  # a.available
         if avail and not a.in_index:
             self.unindexed[a.id] = a
             a.in_index = True

@@ -12,6 +12,7 @@ import heapq
 from typing import TYPE_CHECKING
 
 from .events import CancelRing, Effect, Overflow, QueueChanged
+from .runtime import NOBODY
 from .skills import Needs, caller_req, capped, fits, needs_at
 from .states import LOGGED_OUT, RESERVED, RINGING, WAITING, CallerState
 from .timers import ANNOUNCE, MAX_WAIT, PREFERRED_END, RELAX, Timers
@@ -39,17 +40,24 @@ class CallerBook:
         # (waiting.py): a caller served at once never is (the end of dispatch); until
         # then they are in ``dirty``, which is how dispatch sees them
         self.unlisted: dict[str, CallerRt] = {}
+        # callers who started a queue stay in this step, their relax timers not set yet:
+        # set at the end of the step (``time_placed``) unless they are ringing by then,
+        # else when their offer fails (``return_caller``). A RELAX timer only ever marks
+        # a caller who is waiting when it fires, and a caller back in line is marked
+        # anyway: a caller served at once needs none (no heap entry, no tuple kept).
+        self.untimed: dict[str, CallerRt] = {}
 
     def needs(self, c: CallerRt, now: float) -> Needs:
         q = self.queues.get(c.queue)
-        return needs_at(c, q.relax if q is not None else (), now)
+        if q is None:
+            return needs_at(c, (), now)
+        return needs_at(c, q.relax, now, q.needs_memo)
 
     # ------------------------------------------------------------------ queue stays
 
     def enter_queue(self, c: CallerRt, qname: str, now: float, out: list[Effect]) -> None:
         q = self.queues[qname]
-        first = not c.visited
-        c.visited.add(qname)
+        first = not c.came_from
         c.queue = qname
         q.stats.joined += 1
         self.place(c, q, now, WAITING)
@@ -94,12 +102,31 @@ class CallerBook:
             if due < now:
                 due += -(-(now - due) // q.announce_frequency) * q.announce_frequency
             timers.add(due, ANNOUNCE, c.call_id, e)
-        for after, _low in qrt.relax:
-            if c.arrival + after > now:
-                timers.add(c.arrival + after, RELAX, c.call_id, e)
+        if qrt.relax:
+            self.untimed[c.call_id] = c
         if c.status is RESERVED:
             wait = self.pref_timeout.get(c.call_id, q.preferred_agent_timeout)
             timers.add(max(now, c.entered + wait), PREFERRED_END, c.call_id, e)
+
+    def relax_timers(self, c: CallerRt, now: float) -> None:
+        """The RELAX timers of ``c``'s queue stay still ahead, once per stay."""
+        e = c.q_epoch
+        if c.relax_epoch == e:
+            return
+        c.relax_epoch = e
+        timers = self.timers
+        for after, _low in self.queues[c.queue].relax:
+            if c.arrival + after > now:
+                timers.add(c.arrival + after, RELAX, c.call_id, e)
+
+    def time_placed(self, now: float) -> None:
+        """The end of a step: relax timers for the callers who started a queue stay in it
+        and are in line (not ringing, not gone)."""
+        calls = self.calls
+        for cid, c in self.untimed.items():
+            if (c.status is WAITING or c.status is RESERVED) and calls.get(cid) is c:
+                self.relax_timers(c, now)
+        self.untimed.clear()
 
     def mark(self, c: CallerRt) -> None:
         """Dispatch looks at ``c`` in this step."""
@@ -145,13 +172,14 @@ class CallerBook:
 
     def return_caller(self, c: CallerRt, now: float, out: list[Effect]) -> None:
         """An offer ended without an answer: back in line at the same place."""
-        c.offered_to.clear()
+        c.offered_to = NOBODY
         c.status = WAITING
         if c.overdue:
             self.overflow(c, "max_wait", now, out)
             return
         self.queues[c.queue].line.add_pickable(c)
         self.mark(c)
+        self.relax_timers(c, now)  # rung at once when it joined: not set yet
 
     def withdraw(self, a: AgentRt, reason: str, now: float, out: list[Effect]) -> None:
         """Take a ringing agent off its offer (the agent's own state is set by the caller)."""
@@ -159,7 +187,7 @@ class CallerBook:
         if c is None or c.status is not RINGING or a.id not in c.offered_to:
             return
         out.append(CancelRing(c.call_id, (a.id,), reason))
-        c.offered_to.discard(a.id)
+        c.offered_to = c.offered_to - {a.id}
         if not c.offered_to:
             self.return_caller(c, now, out)
 
@@ -170,8 +198,9 @@ class CallerBook:
         q.stats.overflowed += 1
         if target.startswith("queue:"):
             name = target[6:]
-            if name in self.queues and name not in c.visited:
+            if name in self.queues and name != c.queue and name not in c.came_from:
                 out.append(QueueChanged(c.call_id, c.queue, name, reason))
+                c.came_from = (*c.came_from, c.queue)
                 self.enter_queue(c, name, now, out)
                 return
             target = "fallback"

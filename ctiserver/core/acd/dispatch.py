@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .events import Effect, Ring
 from .skills import fits, needs_at
-from .states import RESERVED, RINGING, WAITING, AgentInput
+from .states import BLOCKING_DEVICE_STATES, READY, RESERVED, RINGING, WAITING, AgentInput
 from .timers import RING_GUARD, Timers
 
 if TYPE_CHECKING:
@@ -52,21 +52,23 @@ class Dispatcher:
         dirty = machine.dirty
         heap = callers.dirty
         calls = callers.calls
+        reserved = callers.reserved
         while dirty or heap:
-            # 1. an agent who frees up takes the callers reserved for them first
+            # 1. an agent who frees up takes the callers reserved for them first, else
+            # 2. the first caller in service order that some freed agent could take
+            # (one pass: offering a reserved caller changes no agent's best caller)
+            best: CallerRt | None = None
             for aid in list(dirty):
                 a = agents.get(aid)
-                if a is None or not a.available:
-                    dirty.discard(aid)
+                if a is None or a.state is not READY or a.device_state in BLOCKING_DEVICE_STATES:
+                    dirty.discard(aid)  # not available (AgentRt.available, inlined)
                     continue
-                mine = callers.reserved.get(aid)
+                mine = reserved.get(aid)
                 if mine:
                     c = min(mine.values(), key=lambda c: c.order_key)
                     self.offer(c, [aid], now, out)
-            # 2. the first caller in service order that some freed agent could take
-            best: CallerRt | None = None
-            for aid in list(dirty):
-                cand = self.best_caller_for(agents[aid], now)
+                    continue
+                cand = self.best_caller_for(a, now)
                 if cand is None:
                     dirty.discard(aid)
                 elif best is None or cand.order_key < best.order_key:
@@ -97,6 +99,8 @@ class Dispatcher:
                         dirty.discard(aid)
         machine.flush_unindexed()
         callers.list_placed()
+        if callers.untimed:
+            callers.time_placed(now)
 
     def best_caller_for(self, a: AgentRt, now: float) -> CallerRt | None:
         """The first caller, in service order, among ``a``'s queues that ``a`` fits.
@@ -121,11 +125,11 @@ class Dispatcher:
                     if best_key is not None and key >= best_key:
                         break
                     c = calls[key[3]]
-                    cache = c.needs  # needs_at(), its cached case inlined
-                    if cache is not None and cache[1] is c.req and now - c.arrival < cache[3]:
-                        needs = cache[2]
+                    # needs_at(), its cached case inlined
+                    if c.needs_req is c.req and now - c.arrival < c.needs_until:
+                        needs = c.needs
                     else:
-                        needs = needs_at(c, q.relax, now)
+                        needs = needs_at(c, q.relax, now, q.needs_memo)
                     for name, need in needs:  # fits(), inlined
                         if skills.get(name, 0) < need:
                             break
@@ -148,8 +152,10 @@ class Dispatcher:
                 machine.flush_unindexed()
             else:
                 mp = idx.member_pos
-                pending = [a for aid, a in unindexed.items() if aid in mp]
-        needs = needs_at(c, q.relax, now)
+                for aid, a in unindexed.items():  # usually the one agent who freed up
+                    if aid in mp:
+                        pending.append(a)
+        needs = needs_at(c, q.relax, now, q.needs_memo)
 
         def eligible(a: AgentRt) -> bool:
             return fits(a.cfg.skills, needs)
@@ -165,15 +171,20 @@ class Dispatcher:
         elif c.status is RESERVED:
             callers.reserved.get(c.preferred or "", {}).pop(c.call_id, None)
         c.status = RINGING
-        c.offered_to = set(agent_ids)
+        c.offered_to = frozenset(agent_ids)
         c.ring_epoch += 1
         idx = qrt.ready
         if len(agent_ids) == 1 and agent_ids[0] in idx.member_pos:
             idx.last_rung = idx.member_pos[agent_ids[0]]
         machine = self.machine
         agents = machine.agents
-        devices = tuple([agents[aid].cfg.device for aid in agent_ids])
-        out.append(Ring(c.call_id, tuple(agent_ids), devices, q.ring_timeout))
+        if len(agent_ids) == 1:  # all strategies but ring-all
+            ids: tuple[str, ...] = (agent_ids[0],)
+            devices: tuple[str, ...] = (agents[agent_ids[0]].cfg.device,)
+        else:
+            ids = tuple(agent_ids)
+            devices = tuple([agents[aid].cfg.device for aid in agent_ids])
+        out.append(Ring(c.call_id, ids, devices, q.ring_timeout))
         for aid in agent_ids:
             machine.apply(agents[aid], _OFFER, now, out, call_id=c.call_id)
             machine.dirty.discard(aid)

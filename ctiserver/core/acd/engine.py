@@ -42,7 +42,7 @@ from .events import (
 from .model import AcdConfig, Strategy
 from .queues import QueueRt, QueueStats
 from .ready_index import ReadyIndex
-from .runtime import AgentRt, CallerRt
+from .runtime import NO_SKILLS, NOBODY, AgentRt, CallerRt
 from .skills import caller_req
 from .snapshot import AcdView, build_snapshot, read_model
 from .states import (
@@ -50,6 +50,7 @@ from .states import (
     LOGGED_OUT,
     OFFERED,
     ON_CALL,
+    READY,
     RESERVED,
     RINGING,
     STAFFED,
@@ -57,7 +58,6 @@ from .states import (
     WRAP_UP,
     AcdError,
     AgentInput,
-    AgentState,
     agent_step,
 )
 from .timers import (
@@ -78,11 +78,15 @@ _In = AgentInput
 # a caller of these queues may ring several agents, or one not known beforehand
 _NOT_PRE_DECIDED = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 AgentRequest = AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady
+# isinstance() with a tuple: ``A | B`` in the call would build the union at every event
+_AGENT_REQUESTS = (AgentLoggedIn, AgentLoggedOut, AgentPaused, AgentReady)
+_CALLER_GONE = (CallerLeft, CallEnded)
 
 
 def _ring_wins(out: list[Effect]) -> list[Effect]:
     """An announcement never delays ringing: drop the ones due in the same step as a
-    Ring for that caller (the adapter would only have to interrupt them)."""
+    Ring for that caller (the adapter would only have to interrupt them). Only timers
+    announce: a step that fired none has nothing to drop."""
     rung = {e.call_id for e in out if isinstance(e, Ring)}
     if not rung:
         return out
@@ -122,10 +126,13 @@ class Engine:
         self._validate(event)
         now = self._clock(now)
         out: list[Effect] = []
-        self._fire_timers(now, out)
+        announced = False
+        heap = self._timers.heap
+        if heap and heap[0][0] <= now:  # most events come with no timer due
+            announced = self._fire_timers(now, out)
         self._apply(event, now, out)
         self._dispatch(now, out)
-        return _ring_wins(out)
+        return _ring_wins(out) if announced else out
 
     def next_deadline(self) -> float | None:
         self._timers.drop_stale_head(self._timer_live)
@@ -134,10 +141,10 @@ class Engine:
     def reconfigure(self, config: AcdConfig, now: float) -> list[Effect]:
         now = self._clock(now)
         out: list[Effect] = []
-        self._fire_timers(now, out)
+        announced = self._fire_timers(now, out)
         self._build(config, now, out)
         self._dispatch(now, out)
-        return _ring_wins(out)
+        return _ring_wins(out) if announced else out
 
     def position(self, call_id: str) -> int | None:
         c = self._calls.get(call_id)
@@ -189,7 +196,7 @@ class Engine:
                 raise AcdError(f"call {event.call_id}: unknown queue {event.queue!r}")
             if event.call_id in self._calls:
                 raise AcdError(f"call {event.call_id}: already in the ACD")
-        elif isinstance(event, AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady):
+        elif isinstance(event, _AGENT_REQUESTS):
             a = self._agents.get(event.agent_id)
             if a is None:
                 raise AcdError(f"unknown agent {event.agent_id!r}")
@@ -204,7 +211,7 @@ class Engine:
                 event.call_id,
                 event.queue,
                 event.priority,
-                dict(event.skills),
+                dict(event.skills) if event.skills else NO_SKILLS,
                 event.preferred_agent,
                 now,
                 self._seq,
@@ -215,7 +222,7 @@ class Engine:
             self._callers.enter_queue(c, event.queue, now, out)
             if event.claimed is not None:
                 self._claimed(c, event.claimed, now, out)
-        elif isinstance(event, CallerLeft | CallEnded):
+        elif isinstance(event, _CALLER_GONE):
             self._caller_gone(event.call_id, now, out)
         elif isinstance(event, RingStarted):
             return  # the offer is already counted from the Ring effect
@@ -275,7 +282,8 @@ class Engine:
         q = self._queues.get(queue)
         if q is None or q.cfg.strategy in _NOT_PRE_DECIDED or any(q.line.heads.values()):
             return None
-        c = CallerRt("", queue, priority, dict(skills), None, self._now, self._seq + 1)
+        c = CallerRt("", queue, priority, dict(skills) if skills else NO_SKILLS, None,
+                     self._now, self._seq + 1)
         c.priority = c.base_priority + q.cfg.priority
         c.req = caller_req(q.cfg.required_skills, c.skills) if c.skills else q.req
         c.entered = max(now, self._now)
@@ -289,7 +297,9 @@ class Engine:
             return
         if a.state in (ON_CALL, WRAP_UP) or (a.state is OFFERED and a.call_id != call_id):
             return  # an agent never has two calls: a stale or crossed event
-        others = sorted(c.offered_to - {agent_id})
+        offered = c.offered_to
+        # ring-all: the others rung (one agent, the one answering: none, no set made)
+        others = [] if len(offered) == 1 and agent_id in offered else sorted(offered - {agent_id})
         q = self._queues[c.queue]
         st = q.stats
         self._callers.leave_queue(c)
@@ -301,7 +311,7 @@ class Engine:
         c.status = CONNECTED
         c.agent_id = agent_id
         c.answered_at = now
-        if a.state in (AgentState.READY, OFFERED):
+        if a.state is READY or a.state is OFFERED:
             a.idle_total += now - a.idle_since
             a.idle_periods += 1
         a.answered_at = now
@@ -319,7 +329,7 @@ class Engine:
         a = self._agents.get(agent_id)
         if c is None or a is None or c.status is not RINGING or agent_id not in c.offered_to:
             return
-        c.offered_to.discard(agent_id)
+        c.offered_to = c.offered_to - {agent_id}
         if a.state is OFFERED and a.call_id == call_id:
             reason = reason.lower()
             if reason == "noanswer":
@@ -371,8 +381,10 @@ class Engine:
             return c.status is RESERVED
         return c.status is not CONNECTED
 
-    def _fire_timers(self, now: float, out: list[Effect]) -> None:
+    def _fire_timers(self, now: float, out: list[Effect]) -> bool:
+        """Fire the timers due at ``now``; whether one of them announced."""
         callers = self._callers
+        announced = False
         for t in self._timers.pop_due(now):
             if not self._timer_live(t):
                 continue
@@ -387,7 +399,7 @@ class Engine:
             if kind == RING_GUARD:
                 agents = sorted(c.offered_to)
                 out.append(CancelRing(c.call_id, tuple(agents), "guard_timeout"))
-                c.offered_to.clear()
+                c.offered_to = NOBODY
                 for aid in agents:
                     a = self._agents[aid]
                     if a.state is OFFERED and a.call_id == c.call_id:
@@ -403,11 +415,13 @@ class Engine:
                 if c.status is not RINGING:
                     pos = q.line.position(c)
                     out.append(Announce(c.call_id, pos, q.estimate(pos)))
+                    announced = True
                 self._timers.add(now + q.cfg.announce_frequency, ANNOUNCE, c.call_id, c.q_epoch)
             elif kind == RELAX:
                 callers.mark(c)
             elif kind == PREFERRED_END:
                 callers.unreserve(c)
+        return announced
 
     # ------------------------------------------------------------------ configuration
 
@@ -427,7 +441,7 @@ class Engine:
             if a.state is OFFERED:
                 c = calls.get(a.call_id or "")
                 if c is not None and aid in c.offered_to:
-                    c.offered_to.discard(aid)
+                    c.offered_to = c.offered_to - {aid}
                     out.append(CancelRing(c.call_id, (aid,), "reconfigured"))
             elif a.call_id in calls and calls[a.call_id or ""].status is CONNECTED:
                 del calls[a.call_id or ""]

@@ -64,6 +64,7 @@ class QueueRt:
         "line",
         "logged_in",
         "members",
+        "needs_memo",
         "ready",
         "relax",
         "req",
@@ -93,6 +94,9 @@ class QueueRt:
         self.last_relax = low  # the cap at the last step (None: no step)
         # the queue's own requirements, sorted (a new tuple at each reconfiguration)
         self.req: Needs = tuple(sorted(cfg.required_skills.items()))
+        # relax cap -> ``req`` relaxed to it, for the callers with no requirement of
+        # their own (skills.needs_at): one tuple each, shared
+        self.needs_memo: dict[int | None, Needs] = {}
         self.staffed = 0  # members ready, offered, on a call or in wrap-up
         self.logged_in: set[str] = set()  # members not logged out
 

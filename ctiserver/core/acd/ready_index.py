@@ -43,6 +43,11 @@ class ReadyIndex:
         counted as they are first indexed."""
         self.queue = queue
         self.strategy = queue.strategy
+        # the strategy's branches of ``pick``, told once (an enum member's lookup and
+        # comparison at every pick cost more than the rest of a short pick's start)
+        self._merge = self.strategy not in _NO_MERGE
+        self._best_skill_calls = self.strategy == Strategy.BEST_SKILL
+        self._rr = self.strategy == Strategy.ROUND_ROBIN
         self.member_pos = member_pos
         self._skill_members: Counter[str] | None = None
         if member_skills is not None:
@@ -174,7 +179,8 @@ class ReadyIndex:
         self._dead += 1
         if self._dead > len(self._keys) + _SWEEP_SLACK:
             keys = self._keys
-            self._sl = [k for k in self._sl if keys.get(k[3]) is k]
+            # in place, as SkillList.sweep does
+            self._sl[:] = [k for k in self._sl if keys.get(k[3]) is k]
             self._dead = 0
 
     def _live_front(self) -> list[IndexKey]:
@@ -261,14 +267,13 @@ class ReadyIndex:
         ``needs`` (``eligible(a)``: ``a`` meets every one of them, the same test as
         ``skills.fits``): [] when nobody available fits. ``pending``: available agents of
         this queue not in the index yet, weighed as if they were."""
-        s = self.strategy
-        if s in _NO_MERGE:
+        if not self._merge:
             return self._pick_all(caller, agents, eligible, rng, needs, pending)
-        if s == Strategy.BEST_SKILL and caller.skills:
+        if self._best_skill_calls and caller.skills:
             extra = [n for n in caller.skills if n not in self._skill_set]
             if extra:
                 return self._best_skill(caller, agents, eligible, needs, extra, pending)
-        rr = s == Strategy.ROUND_ROBIN
+        rr = self._rr
         n_members = len(self.member_pos)
         first = self.last_rung + 1
         # the best pending agent: its rank (cyclic distance for round robin, else key)

@@ -6,6 +6,9 @@ Times are epoch seconds (float).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from .model import AgentConfig, Needs
 from .states import (
     BLOCKING_DEVICE_STATES,
@@ -15,6 +18,12 @@ from .states import (
     AgentState,
     CallerState,
 )
+
+# nobody rung, no skill of its own: one value shared by the callers without (a caller's
+# offered_to is replaced, never changed in place), so that a waiting caller holds no
+# container of its own for them: fewer objects for the garbage collector to walk
+NOBODY: frozenset[str] = frozenset()
+NO_SKILLS: Mapping[str, int] = MappingProxyType({})
 
 
 class AgentRt:
@@ -94,21 +103,25 @@ class CallerRt:
         "agent_id",
         "arrival",
         "call_id",
+        "came_from",
         "entered",
         "needs",
+        "needs_cap",
+        "needs_req",
+        "needs_until",
         "offered_to",
         "overdue",
         "preferred",
         "priority",
         "q_epoch",
         "queue",
+        "relax_epoch",
         "req",
         "ring_epoch",
         "seq",
         "skills",
         "base_priority",
         "status",
-        "visited",
     )
 
     def __init__(
@@ -116,7 +129,7 @@ class CallerRt:
         call_id: str,
         queue: str,
         base_priority: int,
-        skills: dict[str, int],
+        skills: Mapping[str, int],
         preferred: str | None,
         arrival: float,
         seq: int,
@@ -131,16 +144,22 @@ class CallerRt:
         self.entered = arrival  # entry in the current queue: max_wait, announcements
         self.priority = base_priority  # + the current queue's priority
         self.req: tuple[tuple[str, int], ...] = ()  # queue's + call's skill -> level
-        # cache of the relaxed requirements: (relax cap, req it was made from, needs,
-        # the wait from which they no longer hold: the next relax step)
-        self.needs: tuple[int | None, tuple[tuple[str, int], ...], Needs, float] | None = None
+        # cache of the relaxed requirements (skills.needs_at): the needs, the req they
+        # were made from (None: no cache) at which relax cap, and the wait from which
+        # they no longer hold (the next relax step). Four slots, not a tuple: nothing
+        # allocated for the collector when it changes
+        self.needs: Needs = ()
+        self.needs_req: Needs | None = None
+        self.needs_cap: int | None = None
+        self.needs_until = 0.0
         self.status: CallerState = WAITING
-        self.offered_to: set[str] = set()
+        self.offered_to = NOBODY  # the agents it rings (a new set at each change)
         self.agent_id: str | None = None
         self.answered_at = 0.0
         self.overdue = False  # max_wait passed while ringing: overflow if the offer fails
-        self.visited: set[str] = set()
+        self.came_from: tuple[str, ...] = ()  # queues it overflowed from, in order
         self.q_epoch = 0  # bumped on queue change / leaving: queue timers carry it
+        self.relax_epoch = -1  # the q_epoch whose RELAX timers are set (callers.py)
         self.ring_epoch = 0  # bumped on every offer: the ring guard timer carries it
 
     @property

@@ -81,13 +81,16 @@ class SkillList:
         firsts.insert(i, x)
 
     def sweep(self, live: dict[str, IndexKey]) -> None:
-        keep = [i for i, k in enumerate(self.keys) if live.get(k[3]) is k]
+        """Drop the tombstones. In place: the lists stay the same (long-lived) objects,
+        so a sweep leaves no new container for the garbage collector's young generation
+        to walk (a new list of n keys costs a collection n visits, twice)."""
         keys, levels, ranks, firsts = self.keys, self.levels, self.ranks, self.firsts
-        self.keys = [keys[i] for i in keep]
-        self.levels = [levels[i] for i in keep]
-        self.firsts = array("d", [firsts[i] for i in keep])
+        keep = [i for i, k in enumerate(keys) if live.get(k[3]) is k]
+        keys[:] = [keys[i] for i in keep]
+        levels[:] = [levels[i] for i in keep]
+        firsts[:] = array("d", [firsts[i] for i in keep])
         if ranks is not None:
-            self.ranks = [ranks[i] for i in keep]
+            ranks[:] = [ranks[i] for i in keep]
         self.cap = max(_SKILL_MIN_CAP, 2 * len(keep))
 
     def trim(self, live: dict[str, IndexKey]) -> None:

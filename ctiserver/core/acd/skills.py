@@ -44,16 +44,23 @@ def caller_req(queue_req: Mapping[str, int], call: Mapping[str, int]) -> Needs:
     return tuple(sorted(req.items()))
 
 
-def needs_at(c: CallerRt, relax: Relax, now: float) -> Needs:
+def needs_at(
+    c: CallerRt, relax: Relax, now: float, memo: dict[int | None, Needs] | None = None
+) -> Needs:
     """The caller's requirements after the relax steps reached at ``now``.
 
-    Cached in ``c.needs`` with the wait up to which they hold (the next step); a queue
-    change or a reconfiguration gives ``c.req`` a new tuple, so ``is`` tells (but for
-    ``()``, a singleton: no requirement, nothing to relax)."""
+    Cached on the caller (``c.needs``, made from ``c.needs_req`` at cap ``c.needs_cap``,
+    holding up to the wait ``c.needs_until``: the next step); a queue change or a
+    reconfiguration gives ``c.req`` a new tuple, so ``is`` tells (but for ``()``, a
+    singleton: no requirement, nothing to relax).
+
+    ``memo``: the queue's own requirements relaxed to each cap (QueueRt.needs_memo),
+    used for a caller with no requirement of its own (its ``req`` is the queue's), as
+    most are: their first look then makes no tuple."""
     waited = now - c.arrival
-    cache = c.needs
-    if cache is not None and cache[1] is c.req and waited < cache[3]:
-        return cache[2]
+    req = c.req
+    if c.needs_req is req and waited < c.needs_until:
+        return c.needs
     cap: int | None = None
     until = float("inf")
     for after, low in relax:
@@ -61,9 +68,14 @@ def needs_at(c: CallerRt, relax: Relax, now: float) -> Needs:
             until = after
             break
         cap = low
-    if cache is not None and cache[0] == cap and cache[1] is c.req:
-        needs = cache[2]
+    if c.needs_req is req and c.needs_cap == cap:
+        needs = c.needs
+    elif memo is None or c.skills:
+        needs = capped(req, cap)
     else:
-        needs = capped(c.req, cap)
-    c.needs = (cap, c.req, needs, until)
+        found = memo.get(cap)
+        if found is None:
+            found = memo[cap] = capped(req, cap)
+        needs = found
+    c.needs, c.needs_req, c.needs_cap, c.needs_until = needs, req, cap, until
     return needs

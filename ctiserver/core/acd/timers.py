@@ -23,27 +23,29 @@ Timer = tuple[float, int, int, str, int]  # due, seq, kind, target id, epoch
 
 class Timers:
     def __init__(self) -> None:
-        self._heap: list[Timer] = []
+        # earliest first; read-only outside (the engine peeks at ``heap[0]`` to skip
+        # ``pop_due`` when nothing is due, the usual case)
+        self.heap: list[Timer] = []
         self._seq = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def add(self, due: float, kind: int, target: str, epoch: int) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, kind, target, epoch))
+        heapq.heappush(self.heap, (due, self._seq, kind, target, epoch))
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def pop_due(self, now: float) -> Iterator[Timer]:
         """Timers due at or before ``now``, earliest first (also those added meanwhile)."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] <= now:
             yield heapq.heappop(heap)
 
     def drop_stale_head(self, live: Callable[[Timer], bool]) -> None:
         """Pop stale timers off the top, so that ``next_due`` is a real deadline."""
-        heap = self._heap
+        heap = self.heap
         while heap and not live(heap[0]):
             heapq.heappop(heap)

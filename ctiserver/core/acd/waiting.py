@@ -95,7 +95,9 @@ class QueueLine:
         if lst is None:
             return
         entry = (c.arrival, c.seq, c.call_id)
-        i = bisect_left(lst, entry)
+        # usually the head: an agent is offered the head of a class (no bisect through
+        # the class's entries, each a tuple elsewhere in memory)
+        i = 0 if lst and lst[0] == entry else bisect_left(lst, entry)
         if i == len(lst) or lst[i] != entry:
             return
         del lst[i]
