@@ -11,11 +11,11 @@ decision, the CRM lookup and the screen-pop as for any call. The whole protocol,
 no caller can ever ring an agent another caller was given, is in docs/fast-path.md.
 
 Tokens, per agent ``K`` (the dial string's letters and digits): ctiserver writes
-``CTI_FREE_K`` = a new number when it pre-decides the agent; a caller takes it by copying
-it to ``CTI_TAKEN_K`` under the agent's dialplan LOCK. Whoever rings a pre-decided agent
-takes the token first: the callers who dial on their own, and ctiserver's own offers of
-that agent (the [ctiserver-claim] context). One writer per variable, takers serialised by
-the lock: a token is taken once.
+``CTI_FREE_K`` = a new number ``g`` when it pre-decides the agent; a caller takes it by
+joining the dialplan GROUP ``K-g`` and finding itself alone there (else it leaves). Whoever
+rings a pre-decided agent takes the token first: the callers who dial on their own, and
+ctiserver's own offers of that agent (the [ctiserver-claim] context). Joining and counting
+are atomic in Asterisk: a token is taken at most once.
 """
 
 from __future__ import annotations
