@@ -19,7 +19,13 @@ from ctiserver.core.rules.actions import ActionError, ActionSpec, is_action, par
 from ctiserver.core.rules.checks import branch_problems, reachability_problems
 from ctiserver.core.rules.decision import HANGUP
 from ctiserver.core.rules.expr import Compiled, Env, ExprError, compile_expr
-from ctiserver.core.rules.functions import BASE_NAMES, NUMBER_NAMES, TEXT_NAMES, make_functions
+from ctiserver.core.rules.functions import (
+    BASE_NAMES,
+    INT_NAMES,
+    NUMBER_NAMES,
+    TEXT_NAMES,
+    make_functions,
+)
 from ctiserver.core.rules.index import build_index
 from ctiserver.core.rules.model import Branch, Known, LoadResult, Rule, RuleSet
 from ctiserver.core.rules.yamlsrc import LineDict, LineList, YamlError, load_yaml
@@ -85,6 +91,27 @@ def load_ruleset(
     if any(p.severity == "error" for p in problems):
         return LoadResult(None, problems)
     return LoadResult(ruleset, problems)
+
+
+def rules_env(
+    schedules: Mapping[str, Schedule],
+    tables: frozenset[str],
+    zone_name: str,
+    region: str,
+    answers: frozenset[str] = frozenset(),
+) -> Env:
+    """What the conditions of a rule set may use (``answers``: the IVR variables)."""
+    functions = make_functions(schedules, tables, zone_name)
+    soft = frozenset(n for n in answers - BASE_NAMES if n not in functions and n.isidentifier())
+    return Env(
+        names=BASE_NAMES,
+        functions=functions,
+        soft_names=soft,
+        number_names=NUMBER_NAMES,
+        text_names=TEXT_NAMES,
+        int_names=INT_NAMES,
+        normalize=lambda s: normalize(s, region),
+    )
 
 
 class _Builder:
@@ -166,17 +193,12 @@ class _Builder:
                 self.error(fname, sline, f"schedule '{name}': {exc}")
 
     def finish_env(self) -> None:
-        soft = self.known.answers - BASE_NAMES
-        functions = make_functions(self.schedule_map, frozenset(self.tables), self.zone_name)
-        soft = frozenset(n for n in soft if n not in functions and n.isidentifier())
-        region = self.region
-        self.env = Env(
-            names=BASE_NAMES,
-            functions=functions,
-            soft_names=soft,
-            number_names=NUMBER_NAMES,
-            text_names=TEXT_NAMES,
-            normalize=lambda s: normalize(s, region),
+        self.env = rules_env(
+            self.schedule_map,
+            frozenset(self.tables),
+            self.zone_name,
+            self.region,
+            self.known.answers,
         )
         if self.default_node is not None:
             fname, node, line = self.default_node
