@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ctiserver.core.numbers import normalize
-from ctiserver.core.rules import CallContext
+from ctiserver.core.rules import CallContext, load_ruleset
 from ctiserver.core.rules.expr import (
     BINOPS,
     CMPOPS,
@@ -430,3 +430,58 @@ def test_generated_conditions_equal_the_tree_walk(source: str) -> None:
     except ExprError:
         assume(False)  # refused at load time (e.g. a constant 1 // 0): nothing to run
     check(source)
+
+
+# ------------------------------------------------------------ whole rule sets
+
+HEAD = """
+config:
+  timezone: Europe/Madrid
+  known_queues: [sales, support, vip]
+  lookup_tables: [vip]
+schedules:
+  support:
+    hours: {mon-fri: "09:00-18:00"}
+    holidays: ES
+rules:
+"""
+
+
+def decisions(text: str) -> list[tuple[Any, ...]]:
+    result = load_ruleset({"r.yaml": HEAD + text})
+    assert result.ruleset is not None, [str(p) for p in result.problems]
+    out = []
+    for ctx in CONTEXTS:
+        log: list[tuple[str, str]] = []
+        call = CallContext(**{**ctx.__dict__, "lookup": logged(log)})
+        d = result.ruleset.decide(call)
+        out.append((d, d.trace, tuple(log)))
+    return out
+
+
+def logged(log: list[tuple[str, str]]) -> Callable[[str, str], Mapping[str, Any] | None]:
+    def logging_lookup(table: str, key: str) -> Mapping[str, Any] | None:
+        log.append((table, key))
+        return lookup(table, key)
+
+    return logging_lookup
+
+
+def test_a_branch_that_decides_nothing_skips_its_elif_and_else() -> None:
+    rules = (
+        "  - name: a\n    if: hour >= 0\n    then: {agent_of: customer.assigned_agent}\n"
+        "    elif:\n      - if: hour >= 0\n        then: {queue: vip}\n"
+        "    else: {queue: vip}\n"
+        "  - name: b\n    if: hour < 0\n    then: {queue: vip}\n"
+        "  - name: c\n    queue: sales\n"
+    )
+    (d, trace, _log), (d2, trace2, _log2), *_ = decisions(rules)
+    assert (d.rule, d2.rule) == ("c", "a")  # the first call has no customer
+    assert trace == (
+        "r.yaml:12 [a] if hour >= 0: true",
+        "    agent_of customer.assigned_agent is empty and there is no fallback: next rule",
+        "r.yaml:19 [b] if hour < 0: false",
+        "r.yaml:21 [c] always: taken",
+        "→ queue sales (rule 'c')",
+    )
+    assert trace2[-1] == "→ agent 1002 (rule 'a')"
