@@ -2,11 +2,13 @@
 
 ``core/rules/expr.py`` compiles each condition once into closures specialised by the
 shape of their operands (names and constants read inline, comparisons with a constant
-written inline, the length guard of ``+`` / ``*`` dropped when an operand is a number).
+written inline, the length guard of ``+`` / ``*`` dropped when an operand is a number),
+and computes once per call the sub-expressions that recur across a rule set.
 :class:`Reference` is simpleeval's plain tree walk, given the rules' operators, record
 access, number normalisation and functions as ``routing_rules/README.md`` describes
 them. For every expression and call the compiled condition must give the same value of
-the same type, or fail with the same exception type and message (the trace shows it).
+the same type, or fail with the same exception type and message (the trace shows it),
+whether its sub-expressions are computed once per call or not.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from ctiserver.core.numbers import normalize
 from ctiserver.core.rules import CallContext, load_ruleset
+from ctiserver.core.rules import loader as loader_module
 from ctiserver.core.rules.expr import (
     BINOPS,
     CMPOPS,
@@ -34,9 +37,11 @@ from ctiserver.core.rules.expr import (
     compile_expr,
     get_attr,
     get_item,
+    shared_subexpressions,
 )
 from ctiserver.core.rules.functions import NUMBER_NAMES, make_scope, wildcard_regex
 from ctiserver.core.rules.loader import rules_env
+from ctiserver.core.rules.yamlsrc import load_yaml
 from ctiserver.core.schedules import build_schedule, holiday_calendar
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -88,7 +93,7 @@ class Reference(simpleeval.SimpleEval):  # type: ignore[misc]
             "str": lambda x: text(x)[:MAX_STRING],
             "lower": lambda x: text(x).lower(),
         }
-        operators = {**BINOPS, **UNARYOPS, **CMPOPS}
+        operators: dict[Any, Callable[..., Any]] = {**BINOPS, **UNARYOPS, **CMPOPS}
         super().__init__(operators=operators, functions=functions, names=dict(scope))
         self.nodes[ast.List] = self.nodes[ast.Tuple] = self._eval_seq
 
@@ -303,7 +308,7 @@ EXPRESSIONS = [
     "int(digits) + int(caller_name)",
     "int(caller_name) - len(customer.tier) * int(digits)",
     "int(digits) == int(caller_name)",
-    # identity and NaN
+    # a value computed once per call is one object: ``is`` and NaN could tell
     "lower(caller_name) is lower(caller_name)",
     "hour * 100 + minute is not hour * 100 + minute",
     "(hour * 1e308 * 10 - hour * 1e308 * 10) in [hour * 1e308 * 10 - hour * 1e308 * 10]",
@@ -313,18 +318,22 @@ EXPRESSIONS = [
 ]
 
 
-def compiled(source: str) -> Callable[[Any], Any]:
-    env = rules_env(SCHEDULES, TABLES, "Europe/Madrid", "ES", ANSWERS)
+def compiled(source: str, shared: frozenset[str] = frozenset()) -> Callable[[Any], Any]:
+    env = rules_env(SCHEDULES, TABLES, "Europe/Madrid", "ES", ANSWERS, shared)
     return compile_expr(source, env).fn
 
 
 def check(source: str) -> None:
-    """Compiled against the reference, on every call."""
+    """Compiled, with and without per-call memos, against the reference, on every call."""
     plain = compiled(source)
+    memoised = compiled(source, shared_subexpressions([source, source]))
     for ctx in CONTEXTS:
         scope = make_scope(ctx, MADRID, ANSWERS)
         expected = outcome(Reference(scope, ctx).run, source)
         assert outcome(plain, dict(scope)) == expected, (source, ctx)
+        shared_scope = dict(scope)  # computed once, then read from the scope
+        assert outcome(memoised, shared_scope) == expected, (source, ctx)
+        assert outcome(memoised, shared_scope) == expected, (source, ctx)
 
 
 @pytest.mark.parametrize("source", EXPRESSIONS)
@@ -345,14 +354,17 @@ def test_functions_of_a_text_name_accept_any_value(source: str, value: Any) -> N
     assert outcome(compiled(source), dict(scope)) == expected
 
 
-def test_the_expressions_cover_errors() -> None:
-    """The list above exercises what it is meant to: errors."""
+def test_the_expressions_cover_errors_and_memos() -> None:
+    """The list above exercises what it is meant to: errors and shared sub-expressions."""
     errors = 0
     for source in EXPRESSIONS:
         for ctx in CONTEXTS:
             scope = make_scope(ctx, MADRID, ANSWERS)
             errors += outcome(Reference(scope, ctx).run, source)[0] == "error"
     assert errors > 40
+    shared = shared_subexpressions(EXPRESSIONS)
+    assert any("lower" in key for key in shared)
+    assert any("Mult" in key for key in shared)
 
 
 # ------------------------------------------------------------ generated expressions
@@ -446,8 +458,32 @@ schedules:
 rules:
 """
 
+SHARED_RULES = (
+    "".join(
+        f'  - name: r{i}\n    if: "{cond}"\n    then: {{queue: sales}}\n'
+        for i, cond in enumerate(
+            [
+                "lower(caller_name) == 'zed'",
+                "int(digits) > 100",
+                "lookup('vip', caller_id) is None and hour < 0",
+                "hour * 100 + minute == 9999",
+                "lower(caller_name) == 'nobody'",
+                "int(digits) > 50",
+                "str(lookup('vip', caller_id)) == 'x'",
+                "str(lookup('vip', caller_id)) == 'y'",
+                "hour * 100 + minute == -1 or len(digits) == 7",
+                "open('support') and lower(caller_name) == 'bob'",
+                "len(digits) == 40",
+            ]
+        )
+    )
+    + "  - name: rest\n    queue: support\n"
+)
 
-def decisions(text: str) -> list[tuple[Any, ...]]:
+
+def decisions(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> list[tuple[Any, ...]]:
+    if monkeypatch is not None:  # no sub-expression computed once per call
+        monkeypatch.setattr(loader_module, "shared_subexpressions", lambda texts: frozenset())
     result = load_ruleset({"r.yaml": HEAD + text})
     assert result.ruleset is not None, [str(p) for p in result.problems]
     out = []
@@ -465,6 +501,24 @@ def logged(log: list[tuple[str, str]]) -> Callable[[str, str], Mapping[str, Any]
         return lookup(table, key)
 
     return logging_lookup
+
+
+def test_memos_change_no_decision_trace_or_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = list(loader_module._conditions(load_yaml(HEAD + SHARED_RULES)))
+    assert len(shared_subexpressions(texts)) >= 4  # lower(), int(), len(), hour * 100 …
+    with_memos = decisions(SHARED_RULES)
+    without = decisions(SHARED_RULES, monkeypatch)
+    assert with_memos == without
+    # lookup() is never memoised: asked once per condition that reads it, as before
+    assert all(len(log) == 3 for _d, _t, log in with_memos)
+
+
+def test_an_error_is_not_memoised_it_happens_again() -> None:
+    (_d, trace, _log), *_ = decisions(SHARED_RULES)
+    # the first call has no digits: int('') fails in both rules, with the same message
+    errors = [line for line in trace if "int(digits)" in line]
+    assert len(errors) == 2
+    assert all(line.endswith("error (counts as false): not a number: ''") for line in errors)
 
 
 def test_a_branch_that_decides_nothing_skips_its_elif_and_else() -> None:
