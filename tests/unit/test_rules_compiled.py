@@ -364,7 +364,19 @@ def test_the_expressions_cover_errors_and_memos() -> None:
     assert errors > 40
     shared = shared_subexpressions(EXPRESSIONS)
     assert any("lower" in key for key in shared)
-    assert any("Mult" in key for key in shared)
+    assert "\x00=hour * 100 + minute" in shared
+
+
+def test_a_shared_sub_expression_is_found_by_its_text() -> None:
+    texts = [
+        "'Ángel' == lower(caller_name) or hour * 100 + minute > 900",  # offsets in bytes
+        "lower(caller_name) == 'x' and hour*100+minute > 900",  # other spacing: not the same
+        "lookup('vip', caller_id) and lookup('vip', caller_id)",
+    ]
+    assert shared_subexpressions(texts) == {
+        "\x00=lower(caller_name)",
+        "\x00=lookup('vip', caller_id)",  # found, but never memoised (_memoisable)
+    }
 
 
 # ------------------------------------------------------------ generated expressions

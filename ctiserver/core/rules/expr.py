@@ -239,24 +239,33 @@ def _memoisable(node: ast.AST, records: frozenset[str] = frozenset()) -> bool:
     return True
 
 
-def memo_key(node: ast.AST) -> str:
-    return "\x00=" + ast.dump(node)
+def memo_key(node: ast.expr, source: str) -> str:
+    """A call or operation by its text: the same text is the same computation (only
+    constant operands are ever rewritten, and the same way everywhere)."""
+    if source.isascii():  # offsets count UTF-8 bytes
+        text = source[node.col_offset : node.end_col_offset]
+    else:
+        text = ast.get_source_segment(source, node) or ast.dump(node)
+    return "\x00=" + text
 
 
 def shared_subexpressions(sources: Iterable[object]) -> frozenset[str]:
-    """The memoisable sub-expressions (:func:`_memoisable`) that occur more than once in
-    these conditions, by :func:`memo_key`: compiled with them in ``Env.shared``, each is
-    computed once per call instead of once per condition (``lower(caller_name)`` in 200
-    rules). Text that does not parse is skipped: :func:`compile_expr` will report it."""
+    """The calls and operations (by :func:`memo_key`) that occur more than once in these
+    conditions: compiled with them in ``Env.shared``, the memoisable ones
+    (:func:`_memoisable`) are computed once per call instead of once per condition
+    (``lower(caller_name)`` in 200 rules). Text that does not parse is skipped:
+    :func:`compile_expr` will report it."""
     counts: Counter[str] = Counter()
     for source in sources:
-        if not isinstance(source, str) or len(source.strip()) > MAX_EXPR_LEN:
+        if not isinstance(source, str) or len(text := source.strip()) > MAX_EXPR_LEN:
             continue
         try:
-            tree = ast.parse(source.strip(), mode="eval")
+            tree = ast.parse(text, mode="eval")
         except SyntaxError:
             continue
-        counts.update(memo_key(n) for n in ast.walk(tree) if _memoisable(n))
+        counts.update(
+            memo_key(n, text) for n in ast.walk(tree) if isinstance(n, ast.Call | ast.BinOp)
+        )
     return frozenset(key for key, n in counts.items() if n > 1)
 
 
@@ -291,7 +300,7 @@ def compile_expr(source: str, env: Env) -> Compiled:
         raise ExprError(f"condition too complex ({count} parts, at most {MAX_NODES})")
     # ``a is b`` tells a value computed once per call from the same value computed twice
     memo = not any(isinstance(n, ast.Is | ast.IsNot) for n in ast.walk(tree))
-    compiler = _Compiler(env, memo)
+    compiler = _Compiler(env, text if memo else None)
     fn, value = compiler.compile(tree.body)
     return Compiled(text, tree.body, fn, value is not MISSING, value, frozenset(compiler.used))
 
@@ -451,11 +460,12 @@ class _Compiler:
     only fire on texts and lists.
     """
 
-    def __init__(self, env: Env, memo: bool = True) -> None:
+    def __init__(self, env: Env, source: str | None = None) -> None:
         self.env = env
         self.used: set[str] = set()
-        # sub-expressions in ``env.shared`` are computed once per call (see :meth:`part`)
-        self.memo = memo and bool(env.shared)
+        # the text compiled, if its sub-expressions in ``env.shared`` are computed once
+        # per call (see :meth:`part`)
+        self.source = source if env.shared else None
 
     def fail(self, node: ast.AST, message: str) -> ExprError:
         return ExprError(message, getattr(node, "col_offset", -1) + 1)
@@ -481,8 +491,8 @@ class _Compiler:
             return _Part(_constant(value), value, None, type(value))
         if isinstance(node, ast.Name) and node.id in self.env.names:
             return _Part(fn, MISSING, node.id, kind)
-        if self.memo and kind in _MEMO_KINDS and isinstance(node, ast.Call | ast.BinOp):
-            key = memo_key(node)
+        if self.source and kind in _MEMO_KINDS and isinstance(node, ast.Call | ast.BinOp):
+            key = memo_key(node, self.source)
             if key in self.env.shared and _memoisable(node, self.env.record_names):
                 return _Part(per_call(key, fn), MISSING, None, kind, key, fn)
         return _Part(fn, MISSING, None, kind)
