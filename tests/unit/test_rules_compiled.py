@@ -39,7 +39,7 @@ from ctiserver.core.rules.expr import (
     get_item,
     shared_subexpressions,
 )
-from ctiserver.core.rules.functions import NUMBER_NAMES, make_scope, wildcard_regex
+from ctiserver.core.rules.functions import NUMBER_NAMES, RECORD_NAMES, make_scope, wildcard_regex
 from ctiserver.core.rules.loader import rules_env
 from ctiserver.core.rules.yamlsrc import load_yaml
 from ctiserver.core.schedules import build_schedule, holiday_calendar
@@ -326,7 +326,7 @@ def compiled(source: str, shared: frozenset[str] = frozenset()) -> Callable[[Any
 def check(source: str) -> None:
     """Compiled, with and without per-call memos, against the reference, on every call."""
     plain = compiled(source)
-    memoised = compiled(source, shared_subexpressions([source, source]))
+    memoised = compiled(source, shared_subexpressions([source, source], RECORD_NAMES))
     for ctx in CONTEXTS:
         scope = make_scope(ctx, MADRID, ANSWERS)
         expected = outcome(Reference(scope, ctx).run, source)
@@ -362,7 +362,7 @@ def test_the_expressions_cover_errors_and_memos() -> None:
             scope = make_scope(ctx, MADRID, ANSWERS)
             errors += outcome(Reference(scope, ctx).run, source)[0] == "error"
     assert errors > 40
-    shared = shared_subexpressions(EXPRESSIONS)
+    shared = shared_subexpressions(EXPRESSIONS, RECORD_NAMES)
     assert any("lower" in key for key in shared)
     assert "\x00=hour * 100 + minute" in shared
 
@@ -371,11 +371,12 @@ def test_a_shared_sub_expression_is_found_by_its_text() -> None:
     texts = [
         "'Ángel' == lower(caller_name) or hour * 100 + minute > 900",  # offsets in bytes
         "lower(caller_name) == 'x' and hour*100+minute > 900",  # other spacing: not the same
-        "lookup('vip', caller_id) and lookup('vip', caller_id)",
+        "lookup('vip', caller_id) and lookup('vip', caller_id)",  # asks the database
+        "len(customer) + len(customer) > str(now) + str(now)",  # a record; now is no record
     ]
-    assert shared_subexpressions(texts) == {
+    assert shared_subexpressions(texts, RECORD_NAMES) == {
         "\x00=lower(caller_name)",
-        "\x00=lookup('vip', caller_id)",  # found, but never memoised (_memoisable)
+        "\x00=str(now)",
     }
 
 
@@ -495,7 +496,7 @@ SHARED_RULES = (
 
 def decisions(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> list[tuple[Any, ...]]:
     if monkeypatch is not None:  # no sub-expression computed once per call
-        monkeypatch.setattr(loader_module, "shared_subexpressions", lambda texts: frozenset())
+        monkeypatch.setattr(loader_module, "shared_subexpressions", lambda *_: frozenset())
     result = load_ruleset({"r.yaml": HEAD + text})
     assert result.ruleset is not None, [str(p) for p in result.problems]
     out = []
@@ -517,7 +518,8 @@ def logged(log: list[tuple[str, str]]) -> Callable[[str, str], Mapping[str, Any]
 
 def test_memos_change_no_decision_trace_or_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = list(loader_module._conditions(load_yaml(HEAD + SHARED_RULES)))
-    assert len(shared_subexpressions(texts)) >= 4  # lower(), int(), len(), hour * 100 …
+    # lower(caller_name), int(digits), len(digits), hour * 100, hour * 100 + minute
+    assert len(shared_subexpressions(texts, RECORD_NAMES)) == 5
     with_memos = decisions(SHARED_RULES)
     without = decisions(SHARED_RULES, monkeypatch)
     assert with_memos == without

@@ -183,8 +183,6 @@ class Env:
     int_names: frozenset[str] = frozenset()
     # sub-expressions computed once per call (:func:`shared_subexpressions`)
     shared: frozenset[str] = frozenset()
-    # names holding the adapter's records (``customer``): never part of such a sub-expression
-    record_names: frozenset[str] = frozenset()
     normalize: Callable[[str], str] = staticmethod(lambda s: s)
 
 
@@ -249,13 +247,17 @@ def memo_key(node: ast.expr, source: str) -> str:
     return "\x00=" + text
 
 
-def shared_subexpressions(sources: Iterable[object]) -> frozenset[str]:
-    """The calls and operations (by :func:`memo_key`) that occur more than once in these
-    conditions: compiled with them in ``Env.shared``, the memoisable ones
-    (:func:`_memoisable`) are computed once per call instead of once per condition
-    (``lower(caller_name)`` in 200 rules). Text that does not parse is skipped:
+def shared_subexpressions(
+    sources: Iterable[object], records: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """The memoisable calls and operations (:func:`_memoisable`, ``records``: the names
+    holding the adapter's records) that occur more than once in these conditions, by
+    :func:`memo_key`. Compiled with them in ``Env.shared``, each is computed once per
+    call instead of once per condition (``lower(caller_name)`` in 200 rules), if its
+    value is a str, an int or a bool. Text that does not parse is skipped:
     :func:`compile_expr` will report it."""
     counts: Counter[str] = Counter()
+    examples: dict[str, ast.expr] = {}
     for source in sources:
         if not isinstance(source, str) or len(text := source.strip()) > MAX_EXPR_LEN:
             continue
@@ -263,10 +265,14 @@ def shared_subexpressions(sources: Iterable[object]) -> frozenset[str]:
             tree = ast.parse(text, mode="eval")
         except SyntaxError:
             continue
-        counts.update(
-            memo_key(n, text) for n in ast.walk(tree) if isinstance(n, ast.Call | ast.BinOp)
-        )
-    return frozenset(key for key, n in counts.items() if n > 1)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call | ast.BinOp):
+                key = memo_key(node, text)
+                counts[key] += 1
+                examples.setdefault(key, node)
+    return frozenset(
+        key for key, n in counts.items() if n > 1 and _memoisable(examples[key], records)
+    )
 
 
 @dataclass(frozen=True)
@@ -295,11 +301,11 @@ def compile_expr(source: str, env: Env) -> Compiled:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"syntax error: {exc.msg}", exc.offset) from None
-    count = sum(1 for _ in ast.walk(tree))
-    if count > MAX_NODES:
-        raise ExprError(f"condition too complex ({count} parts, at most {MAX_NODES})")
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_NODES:
+        raise ExprError(f"condition too complex ({len(nodes)} parts, at most {MAX_NODES})")
     # ``a is b`` tells a value computed once per call from the same value computed twice
-    memo = not any(isinstance(n, ast.Is | ast.IsNot) for n in ast.walk(tree))
+    memo = bool(env.shared) and not any(isinstance(n, ast.Is | ast.IsNot) for n in nodes)
     compiler = _Compiler(env, text if memo else None)
     fn, value = compiler.compile(tree.body)
     return Compiled(text, tree.body, fn, value is not MISSING, value, frozenset(compiler.used))
@@ -390,9 +396,7 @@ _IN_FN_CONST: dict[type[ast.cmpop], Callable[[Evaluator, Any], Evaluator]] = {
 }
 
 
-def _memo_compare(
-    key: str, compute: Evaluator, f: Callable[[Any, Any], Any], c: Any
-) -> Evaluator:
+def _memo_compare(key: str, compute: Evaluator, f: Callable[[Any, Any], Any], c: Any) -> Evaluator:
     """``f(per_call(key, compute)(s), c)`` in one closure."""
     key = sys.intern(key)
 
@@ -493,7 +497,7 @@ class _Compiler:
             return _Part(fn, MISSING, node.id, kind)
         if self.source and kind in _MEMO_KINDS and isinstance(node, ast.Call | ast.BinOp):
             key = memo_key(node, self.source)
-            if key in self.env.shared and _memoisable(node, self.env.record_names):
+            if key in self.env.shared:
                 return _Part(per_call(key, fn), MISSING, None, kind, key, fn)
         return _Part(fn, MISSING, None, kind)
 

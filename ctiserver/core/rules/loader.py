@@ -92,7 +92,8 @@ def load_ruleset(
             builder.schedules(fname, doc["schedules"], doc.line_of("schedules"))
     builder.finish_env(
         shared_subexpressions(
-            text for _fname, doc in docs if "rules" in doc for text in _conditions(doc["rules"])
+            (text for _fname, doc in docs if "rules" in doc for text in _conditions(doc["rules"])),
+            RECORD_NAMES,
         )
     )
     for fname, doc in docs:
@@ -124,7 +125,6 @@ def rules_env(
         text_names=TEXT_NAMES,
         int_names=INT_NAMES,
         shared=shared,
-        record_names=RECORD_NAMES,
         normalize=lambda s: normalize(s, region),
     )
 
