@@ -18,8 +18,9 @@ Target (issue): p99 under 1 ms per call decision. Three runs on one machine:
 Times are wall clock around ``decide()`` (what a caller waits, including the
 OS preempting this process); the CPU time of the thread is shown apart, so a
 p99 made of preemption by other processes can be told from a slow decision.
-PASS/FAIL is judged on the realistic run's wall-clock p99 against ``--target`` (default 1 ms);
-the worst case is printed against the same line, for information. ``--busy N``
+PASS/FAIL is judged on the wall-clock p99 of both the realistic run and the worst case
+against ``--target`` (default 1 ms): the exit status is 0 only if both are under it; the
+plain run is the reference and only printed. ``--busy N``
 runs N CPU-burning processes during the measurement (load on the machine).
 As in the runtime, the cyclic GC is frozen after loading (``gc.freeze()``).
 """
@@ -288,15 +289,19 @@ def main() -> None:
             measure(lambda c: real.decide(c, use_index=False), real_ctx, args.calls),
             args.target,
         )
-        report("worst case", measure(worst.decide, worst_ctx, args.calls), args.target)
+        worst_p99 = report("worst case", measure(worst.decide, worst_ctx, args.calls), args.target)
     finally:
         stop.set()
         for p in burners:
             p.join()
-    ok = p99 < args.target
-    print(
-        f"{'PASS' if ok else 'FAIL'}: realistic p99 {p99:.3f} ms, target under {args.target:g} ms"
-    )
+    ok = True
+    for label, value in (("realistic", p99), ("worst case", worst_p99)):
+        passed = value < args.target
+        ok = ok and passed
+        print(
+            f"{'PASS' if passed else 'FAIL'}: {label} p99 {value:.3f} ms, "
+            f"target under {args.target:g} ms"
+        )
     raise SystemExit(0 if ok else 1)
 
 

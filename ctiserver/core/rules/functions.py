@@ -12,7 +12,15 @@ from functools import cache, lru_cache
 from typing import Any
 
 from ctiserver.core.rules.context import CallContext
-from ctiserver.core.rules.expr import MAX_STRING, MISSING, EvalError, Evaluator, ExprError, Function
+from ctiserver.core.rules.expr import (
+    MAX_STRING,
+    MISSING,
+    EvalError,
+    Evaluator,
+    ExprError,
+    Function,
+    per_call,
+)
 from ctiserver.core.schedules import WEEKDAYS, Schedule, ScheduleError, holiday_calendar
 
 BASE_NAMES = frozenset(
@@ -36,6 +44,8 @@ BASE_NAMES = frozenset(
 )
 NUMBER_NAMES = frozenset({"caller_id", "dnis"})
 TEXT_NAMES = frozenset({"caller_id", "dnis", "caller_name", "digits", "time", "date", "weekday"})
+INT_NAMES = frozenset({"hour", "minute", "day", "month", "year"})  # always an int (make_scope)
+RECORD_NAMES = frozenset({"customer", "answers"})  # mappings the adapter gives
 CTX_KEY = "\x00ctx"  # not a valid identifier: unreachable from expressions
 
 
@@ -135,25 +145,6 @@ def _const_str(consts: Sequence[Any], index: int, what: str) -> str | None:
     return value
 
 
-def _per_call(key: str, compute: Evaluator) -> Evaluator:
-    """Compute once per call: ``open('x')`` and ``holiday(…)`` depend only on ``now``.
-
-    The result is kept in the call's scope under ``key`` (not an identifier,
-    so no expression can read it); scopes that are not dicts are not cached.
-    """
-
-    def cached(s: Mapping[str, Any]) -> Any:
-        try:
-            return s[key]
-        except KeyError:
-            value = compute(s)
-            if type(s) is dict:
-                s[key] = value
-            return value
-
-    return cached
-
-
 def _matches(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
     subject, pattern_fn = args
     pattern = _const_str(consts, 1, "the pattern")
@@ -201,6 +192,30 @@ def _len(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
     return length
 
 
+# len / str / lower of a name, read inline: the same result as the generic builders
+# for any value (the name need not hold a str), one closure call fewer
+
+
+def _len_name(key: str, consts: Sequence[Any]) -> Evaluator:
+    def length(s: Mapping[str, Any]) -> int:
+        value = s[key]
+        return 0 if value is None else len(value)
+
+    return length
+
+
+def _str_name(key: str, consts: Sequence[Any]) -> Evaluator:
+    return lambda s: _text(s[key])[:MAX_STRING]
+
+
+def _lower_name(key: str, consts: Sequence[Any]) -> Evaluator:
+    def lower(s: Mapping[str, Any]) -> str:
+        value = s[key]
+        return value.lower() if type(value) is str else _text(value).lower()
+
+    return lower
+
+
 def _int(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
     (arg,) = args
 
@@ -232,6 +247,14 @@ def make_functions(
     zone_name: str,
 ) -> dict[str, Function]:
     """The function table of one rule set (schedules and tables are fixed at load)."""
+    # one evaluator per schedule / calendar, shared by every rule that calls it: fewer
+    # objects for a decision to walk through than one per rule
+    evaluators: dict[str, Evaluator] = {}
+
+    def shared(key: str, compute: Evaluator) -> Evaluator:
+        if key not in evaluators:
+            evaluators[key] = per_call(key, compute)
+        return evaluators[key]
 
     def build_open(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         name = _const_str(consts, 0, "the schedule name")
@@ -241,7 +264,7 @@ def make_functions(
         if schedule is None:
             known = ", ".join(sorted(schedules)) or "none defined"
             raise ExprError(f"unknown schedule '{name}' (known: {known})")
-        return _per_call(f"\x00open:{name}", lambda s: schedule.is_open(s["now"]))
+        return shared(f"\x00open:{name}", lambda s: schedule.is_open(s["now"]))
 
     def build_holiday(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         country = _const_str(consts, 0, "the country")
@@ -252,7 +275,7 @@ def make_functions(
             calendar = holiday_calendar(country, subdiv)
         except ScheduleError as exc:
             raise ExprError(str(exc)) from None
-        return _per_call(f"\x00holiday:{country}:{subdiv}", lambda s: s["now"].date() in calendar)
+        return shared(f"\x00holiday:{country}:{subdiv}", lambda s: s["now"].date() in calendar)
 
     def build_lookup(args: Sequence[Evaluator], consts: Sequence[Any]) -> Evaluator:
         table = _const_str(consts, 0, "the table name")
@@ -283,16 +306,19 @@ def make_functions(
             _matches,
             "matches(number, '+3491*'): * anything, ? one digit",
             _matches_name,
+            returns=bool,
         ),
-        Function("startswith", 2, 2, _startswith, "startswith(text, prefix)", _startswith_name),
-        Function("endswith", 2, 2, _endswith, "endswith(text, suffix)", _endswith_name),
+        Function(
+            "startswith", 2, 2, _startswith, "startswith(text, prefix)", _startswith_name, bool
+        ),
+        Function("endswith", 2, 2, _endswith, "endswith(text, suffix)", _endswith_name, bool),
         Function("open", 1, 1, build_open, "open('schedule'): the schedule is open now"),
         Function("holiday", 1, 2, build_holiday, "holiday('ES'[, 'MD']): today is a holiday"),
         Function("lookup", 2, 2, build_lookup, "lookup('table', key): a record or None"),
-        Function("len", 1, 1, _len, "len(text)"),
-        Function("int", 1, 1, _int, "int(text)"),
-        Function("str", 1, 1, _str, "str(value)"),
-        Function("lower", 1, 1, _lower, "lower(text)"),
+        Function("len", 1, 1, _len, "len(text)", _len_name, returns=int),
+        Function("int", 1, 1, _int, "int(text)", returns=int),
+        Function("str", 1, 1, _str, "str(value)", _str_name, returns=str),
+        Function("lower", 1, 1, _lower, "lower(text)", _lower_name, returns=str),
     ]
     return {f.name: f for f in fns}
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ctiserver.core.rules.expr import Compiled, get_attr
-from ctiserver.core.rules.functions import NUMBER_NAMES, TEXT_NAMES, literal_prefix
+from ctiserver.core.rules.functions import INT_NAMES, NUMBER_NAMES, TEXT_NAMES, literal_prefix
 
 Field = tuple[str, str | None]  # (scope name, record key or None)
 Atom = tuple[Field, str, str]  # (field, "eq" | "prefix", text)
 Gate = frozenset[Atom]
 
-INT_NAMES = frozenset({"hour", "minute", "day", "month", "year"})
 RECORD_NAMES = frozenset({"customer"})
 PURE_CALLS = frozenset({"open", "holiday"})
 LOW_CARDINALITY = frozenset({"weekday", "time", "date"})

@@ -8,7 +8,7 @@ in file order, first decision wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,8 +18,21 @@ from ctiserver.core.problems import Problem
 from ctiserver.core.rules.actions import ActionError, ActionSpec, is_action, parse_action
 from ctiserver.core.rules.checks import branch_problems, reachability_problems
 from ctiserver.core.rules.decision import HANGUP
-from ctiserver.core.rules.expr import Compiled, Env, ExprError, compile_expr
-from ctiserver.core.rules.functions import BASE_NAMES, NUMBER_NAMES, TEXT_NAMES, make_functions
+from ctiserver.core.rules.expr import (
+    Compiled,
+    Env,
+    ExprError,
+    compile_expr,
+    shared_subexpressions,
+)
+from ctiserver.core.rules.functions import (
+    BASE_NAMES,
+    INT_NAMES,
+    NUMBER_NAMES,
+    RECORD_NAMES,
+    TEXT_NAMES,
+    make_functions,
+)
 from ctiserver.core.rules.index import build_index
 from ctiserver.core.rules.model import Branch, Known, LoadResult, Rule, RuleSet
 from ctiserver.core.rules.yamlsrc import LineDict, LineList, YamlError, load_yaml
@@ -77,7 +90,12 @@ def load_ruleset(
     for fname, doc in docs:
         if "schedules" in doc:
             builder.schedules(fname, doc["schedules"], doc.line_of("schedules"))
-    builder.finish_env()
+    builder.finish_env(
+        shared_subexpressions(
+            (text for _fname, doc in docs if "rules" in doc for text in _conditions(doc["rules"])),
+            RECORD_NAMES,
+        )
+    )
     for fname, doc in docs:
         if "rules" in doc:
             builder.rules_file(fname, doc["rules"], doc.line_of("rules"))
@@ -85,6 +103,30 @@ def load_ruleset(
     if any(p.severity == "error" for p in problems):
         return LoadResult(None, problems)
     return LoadResult(ruleset, problems)
+
+
+def rules_env(
+    schedules: Mapping[str, Schedule],
+    tables: frozenset[str],
+    zone_name: str,
+    region: str,
+    answers: frozenset[str] = frozenset(),
+    shared: frozenset[str] = frozenset(),
+) -> Env:
+    """What the conditions of a rule set may use (``answers``: the IVR variables;
+    ``shared``: the sub-expressions to compute once per call)."""
+    functions = make_functions(schedules, tables, zone_name)
+    soft = frozenset(n for n in answers - BASE_NAMES if n not in functions and n.isidentifier())
+    return Env(
+        names=BASE_NAMES,
+        functions=functions,
+        soft_names=soft,
+        number_names=NUMBER_NAMES,
+        text_names=TEXT_NAMES,
+        int_names=INT_NAMES,
+        shared=shared,
+        normalize=lambda s: normalize(s, region),
+    )
 
 
 class _Builder:
@@ -165,18 +207,14 @@ class _Builder:
             except ScheduleError as exc:
                 self.error(fname, sline, f"schedule '{name}': {exc}")
 
-    def finish_env(self) -> None:
-        soft = self.known.answers - BASE_NAMES
-        functions = make_functions(self.schedule_map, frozenset(self.tables), self.zone_name)
-        soft = frozenset(n for n in soft if n not in functions and n.isidentifier())
-        region = self.region
-        self.env = Env(
-            names=BASE_NAMES,
-            functions=functions,
-            soft_names=soft,
-            number_names=NUMBER_NAMES,
-            text_names=TEXT_NAMES,
-            normalize=lambda s: normalize(s, region),
+    def finish_env(self, shared: frozenset[str] = frozenset()) -> None:
+        self.env = rules_env(
+            self.schedule_map,
+            frozenset(self.tables),
+            self.zone_name,
+            self.region,
+            self.known.answers,
+            shared,
         )
         if self.default_node is not None:
             fname, node, line = self.default_node
@@ -418,6 +456,20 @@ class _Builder:
             frozenset(self.agents),
             build_index(self.rules, norm),
         )
+
+
+def _conditions(node: Any) -> Iterator[Any]:
+    """The text under every ``if`` key of a rules section, nested rules and elifs included
+    (for :func:`shared_subexpressions`: anything else found there only costs a look)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "if":
+                yield value
+            else:
+                yield from _conditions(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _conditions(item)
 
 
 @lru_cache(maxsize=4096)

@@ -6,8 +6,9 @@ order, first decision wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,11 @@ class Branch:
     indent: str
     # index of ``rules`` (set by the builder once the set is complete)
     index: RuleIndex | None = field(default=None, compare=False, repr=False)
+    # the branches of ``rules`` in one sequence, for the hot loop
+    flat: Flat = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flat", Flat.of(self.rules))
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ class RuleSet:
     queues: frozenset[str]
     agents: frozenset[str]
     index: RuleIndex | None = field(default=None, compare=False, repr=False)
+    flat: Flat = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flat", Flat.of(self.rules))
 
     def decide(self, ctx: CallContext, *, use_index: bool = True) -> Decision:
         """Route one call. Never raises for bad call data: errors are traced as false.
@@ -82,7 +92,7 @@ class RuleSet:
         """
         scope = make_scope(ctx, self.zone, self.soft_names)
         trace: list[str] = []
-        found = _run(self.rules, self.index, scope, trace, use_index)
+        found = _run(self.rules, self.flat, self.index, scope, trace, use_index)
         if found is None:
             trace.append(f"no rule decided: default → {self.default.describe()}")
             return self.default.explained(None, tuple(trace))
@@ -91,8 +101,45 @@ class RuleSet:
         return decision.explained(rule, tuple(trace))
 
 
+def _taken(scope: Mapping[str, Any]) -> bool:
+    """The condition of an ``else`` or unconditional branch."""
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Flat:
+    """The branches of a rule list in one sequence, for :func:`_run_all`.
+
+    Branch ``i`` is ``branches[i]`` of rule ``rules[i]``; ``rest[i]`` branches of the
+    same rule follow it; ``false_lines[i]`` is its trace line when its condition is
+    false. ``steps`` pairs each position with the evaluator of its condition.
+    """
+
+    steps: tuple[tuple[int, Any], ...]
+    branches: tuple[Branch, ...]
+    rules: tuple[Rule, ...]
+    rest: tuple[int, ...]
+    false_lines: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule]) -> Flat:
+        rows = [
+            (cond if cond is not None else _taken, br, rule, len(rule.steps) - j - 1)
+            for rule in rules
+            for j, (cond, br) in enumerate(rule.steps)
+        ]
+        return cls(
+            tuple((i, row[0]) for i, row in enumerate(rows)),
+            tuple(row[1] for row in rows),
+            tuple(row[2] for row in rows),
+            tuple(row[3] for row in rows),
+            tuple(row[1].on_false for row in rows),
+        )
+
+
 def _run(
     rules: tuple[Rule, ...],
+    flat: Flat,
     index: RuleIndex | None,
     scope: Mapping[str, Any],
     trace: list[str],
@@ -100,19 +147,19 @@ def _run(
 ) -> tuple[Decision, str] | None:
     """The first rule that decides, in order. With ``use_index``, only the rules the index
     cannot rule out are evaluated; the others get the trace lines they would have written.
-    Without it, every condition is evaluated (the reference semantics)."""
-    if not use_index:
-        index = None
-    order: Iterable[int] | None = None if index is None else index.candidates(scope)
+    Without it, every condition is evaluated (the reference semantics, :func:`_run_all`)."""
+    order: list[int] | None = None
+    if use_index and index is not None:
+        order = index.candidates(scope)
     if order is None:
-        order = range(len(rules))
-        index = None
+        return _run_all(flat, scope, trace, use_index)
+    assert index is not None
     append = trace.append
     pos = 0
     for i in order:
         if i < pos:
             continue  # a rule found through two atoms
-        if i > pos and index is not None:
+        if i > pos:
             # the rules in between are false without side effects: copy their trace
             trace.extend(index.false_lines[index.starts[pos] : index.starts[i]])
         pos = i + 1
@@ -122,27 +169,66 @@ def _run(
                 try:
                     ok = cond(scope)
                 except Exception as exc:
-                    trace.append(f"{br.on_error}{exc}")
+                    append(f"{br.on_error}{exc}")
                     continue
                 if not ok:
                     append(br.on_false)
                     continue
-            append(br.on_true)
-            if br.action is not None:
-                decision, why = br.action.resolve(scope)
-                if why:
-                    trace.append(f"{br.indent}    {why}")
-                if decision is not None:
-                    return decision, rule.name
-            else:
-                found = _run(br.rules, br.index, scope, trace, use_index)
-                if found is not None:
-                    return found
-                trace.append(br.fell_through)
+            found = _take(br, rule, scope, trace, use_index)
+            if found is not None:
+                return found
             break
-    if index is not None:
-        trace.extend(index.false_lines[index.starts[pos] :])
+    trace.extend(index.false_lines[index.starts[pos] :])
     return None
+
+
+def _run_all(
+    flat: Flat, scope: Mapping[str, Any], trace: list[str], use_index: bool
+) -> tuple[Decision, str] | None:
+    """Every condition in order, until a rule decides: one loop over the branches of all
+    the rules (the hot path when no rule can be skipped). The trace lines of a run of
+    false conditions are copied in one slice when something else happens, or at the end."""
+    false_lines = flat.false_lines
+    start = 0  # false_lines[start:i]: the false conditions not traced yet
+    steps = iter(flat.steps)
+    for i, cond in steps:
+        try:
+            ok = cond(scope)
+        except Exception as exc:
+            trace.extend(false_lines[start:i])
+            trace.append(f"{flat.branches[i].on_error}{exc}")
+            start = i + 1
+            continue
+        if not ok:
+            continue
+        trace.extend(false_lines[start:i])
+        found = _take(flat.branches[i], flat.rules[i], scope, trace, use_index)
+        if found is not None:
+            return found
+        rest = flat.rest[i]  # taken without deciding: the rule's later branches are not tried
+        if rest:
+            next(islice(steps, rest, rest), None)
+        start = i + 1 + rest
+    trace.extend(false_lines[start:])
+    return None
+
+
+def _take(
+    br: Branch, rule: Rule, scope: Mapping[str, Any], trace: list[str], use_index: bool
+) -> tuple[Decision, str] | None:
+    """A branch whose condition held: its action, or its nested rules."""
+    trace.append(br.on_true)
+    if br.action is not None:
+        decision, why = br.action.resolve(scope)
+        if why:
+            trace.append(f"{br.indent}    {why}")
+        if decision is not None:
+            return decision, rule.name
+        return None
+    found = _run(br.rules, br.flat, br.index, scope, trace, use_index)
+    if found is None:
+        trace.append(br.fell_through)
+    return found
 
 
 @dataclass
