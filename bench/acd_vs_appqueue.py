@@ -187,11 +187,11 @@ class Result:
     # contested picks where no free agent had been idle longer: timed at the agent's channel
     # creation (judged), at DialBegin
     strict: int = 0
-    strict_dialbegin: int = 0
+    strict_dialbegin: tuple[int, int] = (0, 0)  # (strict, contested) timed at DialBegin
     # ctiserver: timed where its offer reached Asterisk (the VarSet of CTI_DIAL on the
     # caller's channel: the Setvar of a redirect, the MSet of a FastAGI reply, the claim of
     # a pre-decided agent), printed: app_queue decides in the thread that rings
-    strict_decided: int | None = None
+    strict_decided: tuple[int, int] | None = None
     # ... or every agent idle longer was rung within DISPATCH_WINDOW (lenient, printed)
     lenient: int = 0
     # the same count with each pick timed where the agent's Dial starts (ctiserver: the
@@ -301,7 +301,8 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
     at_channel = judge_picks(timeline, t0, lambda ts, uid, leg: created.get(leg, ts),
                              lambda *a: explain_miss(events, *a))
     r.picks, r.contested, r.strict, r.lenient, r.misses = at_channel
-    r.strict_dialbegin = judge_picks(timeline, t0, lambda ts, uid, leg: ts)[2]
+    _p, contested, strict, _l, _m = judge_picks(timeline, t0, lambda ts, uid, leg: ts)
+    r.strict_dialbegin = (strict, contested)
     decided: dict[str, list[float]] = defaultdict(list)
     for ev, d in events:
         if ev == "VarSet" and d.get("Variable") == "CTI_DIAL" and d.get("Uniqueid") in callers:
@@ -310,7 +311,8 @@ def analyse(name: str, events: list[tuple[str, dict[str, str]]], trunk_prefix: s
         def at_decision(ts: float, uid: str, leg: str) -> float:
             before = [t for t in decided.get(uid, ()) if t <= ts]
             return before[-1] if before else created.get(leg, ts)
-        r.strict_decided = judge_picks(timeline, t0, at_decision)[2]
+        _p, contested, strict, _l, _m = judge_picks(timeline, t0, at_decision)
+        r.strict_decided = (strict, contested)
     busy = 0.0
     rung_at: dict[str, float] = {}
     for ts, _o, kind, _agent, _uid, leg in timeline:
@@ -504,8 +506,9 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
         share = 100 * r.strict / r.contested if r.contested else float("nan")
         print(f"   longest idle, strictly, over contested picks: {r.strict}/{r.contested} "
               f"({share:.1f}%) timed at the agent's channel ({r.picks} picks in all); at "
-              f"DialBegin {r.strict_dialbegin}/{r.contested}; lenient (an older agent rung "
-              f"within {DISPATCH_WINDOW * 1000:g} ms forgiven) {r.lenient}/{r.contested}")
+              f"DialBegin {r.strict_dialbegin[0]}/{r.strict_dialbegin[1]}; lenient (an older "
+              f"agent rung within {DISPATCH_WINDOW * 1000:g} ms forgiven) "
+              f"{r.lenient}/{r.contested}")
         for n, line in enumerate(r.misses[:3], start=1):
             print(f"     miss {n} of {len(r.misses)}: {line}")
         if r.exact_dial_start is not None:
@@ -513,7 +516,7 @@ def report(rate: float, cti: Result, aq: Result, calls: int) -> list[tuple[str, 
                   f"{r.exact_dial_start[0]}/{r.exact_dial_start[1]})")
         if r.strict_decided is not None:
             print(f"     (timed where ctiserver's offer reached Asterisk, its VarSet of "
-                  f"CTI_DIAL: {r.strict_decided}/{r.contested})")
+                  f"CTI_DIAL: {r.strict_decided[0]}/{r.strict_decided[1]})")
         cc = "n/a" if r.cpu_ctiserver is None else f"{r.cpu_ctiserver:.2f}"
         ratio_cpu = (f" (ctiserver/Asterisk {r.cpu_ctiserver / r.cpu_asterisk:.3f})"
                      if r.cpu_ctiserver is not None and r.cpu_asterisk else "")

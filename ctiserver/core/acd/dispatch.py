@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .events import Effect, Ring
-from .skills import fits, needs_at
+from .model import Strategy
+from .runtime import NO_SKILLS, CallerRt
+from .skills import caller_req, fits, needs_at
 from .states import BLOCKING_DEVICE_STATES, READY, RESERVED, RINGING, WAITING, AgentInput
 from .timers import RING_GUARD, Timers
 
@@ -21,13 +24,15 @@ if TYPE_CHECKING:
     from .agents import AgentMachine
     from .callers import CallerBook
     from .queues import QueueRt
-    from .runtime import AgentRt, CallerRt
+    from .runtime import AgentRt
 
 RING_GUARD_GRACE = 5.0  # seconds after the ring timeout before the engine gives up itself
 # more agents than this freed in one step: put them all in the indexes before picking
 MAX_PENDING = 8
 
 _OFFER = AgentInput.OFFER
+# a caller of these queues may ring several agents, or one not known beforehand
+_NOT_PRE_DECIDED = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 
 
 class Dispatcher:
@@ -137,6 +142,21 @@ class Dispatcher:
                         best, best_key = c, key
                         break
         return best
+
+    def peek(self, queue: str, priority: int, skills: Mapping[str, int], now: float,
+             seq: int) -> str | None:
+        """The one agent a caller joining ``queue`` at ``now`` would be rung at once,
+        changing nothing; None when the caller would wait (someone already waits in the
+        queue, no available agent fits) or ring several agents (ring-all, random)."""
+        q = self.queues.get(queue)
+        if q is None or q.cfg.strategy in _NOT_PRE_DECIDED or any(q.line.heads.values()):
+            return None
+        c = CallerRt("", queue, priority, dict(skills) if skills else NO_SKILLS, None, now, seq)
+        c.priority = c.base_priority + q.cfg.priority
+        c.req = caller_req(q.cfg.required_skills, c.skills) if c.skills else q.req
+        c.entered = now
+        picked = self.pick_agents(c, now)
+        return picked[0] if len(picked) == 1 else None
 
     def pick_agents(self, c: CallerRt, now: float) -> list[str]:
         machine = self.machine

@@ -39,11 +39,10 @@ from .events import (
     RingStarted,
     Tick,
 )
-from .model import AcdConfig, Strategy
+from .model import AcdConfig
 from .queues import QueueRt, QueueStats
 from .ready_index import ReadyIndex
 from .runtime import NO_SKILLS, NOBODY, AgentRt, CallerRt
-from .skills import caller_req
 from .snapshot import AcdView, build_snapshot, read_model
 from .states import (
     CONNECTED,
@@ -75,8 +74,6 @@ from .timers import (
 __all__ = ["RING_BLOCK_MAX", "RING_GUARD_GRACE", "AcdError", "Engine"]
 
 _In = AgentInput
-# a caller of these queues may ring several agents, or one not known beforehand
-_NOT_PRE_DECIDED = frozenset({Strategy.RING_ALL, Strategy.RANDOM})
 AgentRequest = AgentLoggedIn | AgentLoggedOut | AgentPaused | AgentReady
 # isinstance() with a tuple: ``A | B`` in the call would build the union at every event
 _AGENT_REQUESTS = (AgentLoggedIn, AgentLoggedOut, AgentPaused, AgentReady)
@@ -277,18 +274,8 @@ class Engine:
     def peek(self, queue: str, priority: int, skills: Mapping[str, int],
              now: float) -> str | None:
         """The one agent a caller joining ``queue`` now would be rung at once, changing
-        nothing; None when the caller would wait (someone already waits in the queue, no
-        available agent fits) or ring several agents (ring-all, random strategies)."""
-        q = self._queues.get(queue)
-        if q is None or q.cfg.strategy in _NOT_PRE_DECIDED or any(q.line.heads.values()):
-            return None
-        c = CallerRt("", queue, priority, dict(skills) if skills else NO_SKILLS, None,
-                     self._now, self._seq + 1)
-        c.priority = c.base_priority + q.cfg.priority
-        c.req = caller_req(q.cfg.required_skills, c.skills) if c.skills else q.req
-        c.entered = max(now, self._now)
-        picked = self._dispatcher.pick_agents(c, max(now, self._now))
-        return picked[0] if len(picked) == 1 else None
+        nothing (``Dispatcher.peek``); None when it would wait or ring several agents."""
+        return self._dispatcher.peek(queue, priority, skills, max(now, self._now), self._seq + 1)
 
     def _answered(self, call_id: str, agent_id: str, now: float, out: list[Effect]) -> None:
         c = self._calls.get(call_id)
