@@ -28,7 +28,7 @@ from ctiserver.acd.control import EngineControl
 from ctiserver.acd.runner import AcdRunner
 from ctiserver.asterisk.agi_calls import AgiRoutes
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
-from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony
+from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony, groups_available
 from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.queues_import import read_queues_conf
 from ctiserver.calls.predecided import FixedRoute, PreDecided
@@ -117,6 +117,12 @@ class Daemon:
         self._tasks.append(asyncio.get_running_loop().create_task(self.ami_calls.resync()))
         if self.predecided is not None:
             self.predecided.reset()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._check_groups()))
+
+    async def _check_groups(self) -> None:
+        available = await groups_available(self.ami)
+        if available is False and self.predecided is not None:
+            self.predecided.disable("Asterisk has no GROUP_COUNT (load func_groupcount.so)")
 
     def _refresh_predecided(self) -> None:
         """After the ACD's steps: the routes again if the rules changed, then the agents."""

@@ -86,6 +86,18 @@ class AmiCallEvents:
         self.tracker.resync(listed, devices)
 
 
+async def groups_available(ami: AmiConnection) -> bool | None:
+    """Whether Asterisk has the GROUP functions the pre-decided ring's tokens need
+    (func_groupcount); None when it could not be asked. Getvar of a function Asterisk
+    does not have answers Success with an empty value."""
+    try:
+        reply = await ami.call({"Action": "Getvar",
+                                "Variable": "GROUP_COUNT(ctiserver-check@cti)"}, timeout=5)
+    except (ConnectionError, TimeoutError):
+        return None
+    return str(reply.get("Response", "")) == "Success" and str(reply.get("Value", "")).isdigit()
+
+
 def _as_list(resp: object) -> list[AmiEvent]:
     return list(resp) if isinstance(resp, list) else []
 

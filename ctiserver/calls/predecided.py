@@ -89,6 +89,8 @@ class PreDecided:
 
     def set_routes(self, routes: Mapping[str, FixedRoute]) -> None:
         """The rules changed: publish for these numbers from now on."""
+        if not self.enabled:
+            return
         fresh = {n: r for n, r in routes.items() if _NUMBER_OK.fullmatch(n)}
         out: dict[str, str] = {}
         for number in self.routes.keys() - fresh.keys():
@@ -118,6 +120,14 @@ class PreDecided:
         routes, self.routes = self.routes, {}
         self.set_routes(routes)
         self.refresh()
+
+    def disable(self, why: str) -> None:
+        """Asterisk cannot take tokens (no GROUP functions): every call asks over FastAGI."""
+        if self.enabled:
+            log.error("pre-decided ring off: %s; every call asks ctiserver over FastAGI", why)
+        self.enabled = False
+        self.withdraw_all()
+        self.routes = {}
 
     def withdraw_all(self) -> None:
         """ctiserver stops: no caller may take an agent it published."""

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ctiserver.asterisk.ami_calls import AmiCallEvents
+from ctiserver.asterisk.ami_calls import AmiCallEvents, groups_available
 from ctiserver.calls.model import Call, CallInfo, InboundCall
 from ctiserver.calls.predecided import FixedRoute, PreDecided, token_key
 from ctiserver.calls.routing import Routing
@@ -333,3 +333,31 @@ async def test_a_pre_decided_ring_not_answered_asks_and_is_held() -> None:
                                     "900100999"), channel)
     assert channel.answers == [("hold", {})]
     assert w.engine.calls["1795.1"].offered_to == {"1001"}  # nothing else changed
+
+
+class Asks:
+    """An AMI connection that answers Getvar as Asterisk does, with or without the
+    function."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    async def call(self, action: dict[str, str], timeout: float = 5.0) -> dict[str, str]:
+        assert action["Action"] == "Getvar"
+        if self.value is None:
+            raise ConnectionError("AMI not connected")
+        return {"Response": "Success", "Variable": action["Variable"], "Value": self.value}
+
+
+async def test_without_asterisk_groups_nothing_is_pre_decided() -> None:
+    assert await groups_available(Asks("0")) is True  # type: ignore[arg-type]
+    assert await groups_available(Asks("")) is False  # type: ignore[arg-type]
+    assert await groups_available(Asks(None)) is None  # type: ignore[arg-type]
+    w = World()
+    w.take()
+    w.pd.disable("no GROUP_COUNT")
+    g = w.globals_set()
+    assert g["CTI_NEXT_900100999"] == "" and g["CTI_FREE_PJSIP1001"] == ""
+    w.pd.set_routes({"900100999": FixedRoute("900100999", "support")})
+    w.pd.refresh()
+    assert w.pd.routes == {} and not w.pd.published
