@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import signal
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,13 +30,12 @@ from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony, groups_available
 from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.queues_import import read_queues_conf
-from ctiserver.calls.predecided import FixedRoute, PreDecided
+from ctiserver.calls.predecided import PreDecided
 from ctiserver.calls.routing import Routing
 from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
-from ctiserver.core.rules.fixed import fixed_decisions
 from ctiserver.core.rules.model import Known
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
@@ -85,7 +83,6 @@ class Daemon:
         self.runner.after_steps(self.calls.run_deferred)
         # the pre-decided ring: numbers whose routing is the number alone
         self.predecided: PreDecided | None = None
-        self._fixed_for: str | None = None  # the rules version its routes come from
         if cfg.pre_decided:
             self.predecided = PreDecided(
                 AmiTelephony(self.ami), self.calls, self.engine.peek,
@@ -126,24 +123,10 @@ class Daemon:
 
     def _refresh_predecided(self) -> None:
         """After the ACD's steps: the routes again if the rules changed, then the agents."""
-        pd = self.predecided
-        if pd is None:
-            return
-        version = self.rules.version
-        if version != self._fixed_for and version is not None:
-            self._fixed_for = version
-            acd = self.cfg.acd
-            now = datetime.now(ZoneInfo(self.cfg.timezone))
-            routes = {}
-            for number, d in fixed_decisions(self.rules.ruleset, now).items():
-                q = acd.queues.get(d.queue or "")
-                if q is not None:
-                    routes[number] = FixedRoute(number, q.name, d.priority, dict(d.skills),
-                                                q.ring_timeout,
-                                                f"{d.describe()} (rule {d.rule or '-'})")
-            pd.set_routes(routes)
-        if self.ami.connected.is_set():
-            pd.refresh()
+        if self.predecided is not None:
+            self.predecided.follow(self.rules, self.cfg.acd, ZoneInfo(self.cfg.timezone))
+            if self.ami.connected.is_set():
+                self.predecided.refresh()
 
     def _carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
         self.calls.carry_out(event, effects)

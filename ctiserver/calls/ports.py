@@ -12,6 +12,7 @@ from ctiserver.core.acd import events as ev
 from ctiserver.core.ivr.session import IvrSession
 from ctiserver.core.rules.context import CallContext
 from ctiserver.core.rules.decision import Decision
+from ctiserver.core.rules.model import RuleSet
 
 
 class Telephony(Protocol):
@@ -55,6 +56,16 @@ class Rules(Protocol):
     def decide(self, ctx: CallContext) -> Decision: ...
 
     def ivr_session(self, name: str, answers: dict[str, str]) -> IvrSession: ...
+
+
+class RuleVersions(Protocol):
+    """The rules in force and their version (the pre-decided ring follows them)."""
+
+    @property
+    def version(self) -> str | None: ...
+
+    @property
+    def ruleset(self) -> RuleSet: ...
 
 
 class Customer(Protocol):

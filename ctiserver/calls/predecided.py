@@ -26,13 +26,17 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from ctiserver.calls.model import Call, CallerLeg, CallInfo
-from ctiserver.calls.ports import Telephony
+from ctiserver.calls.ports import RuleVersions, Telephony
 from ctiserver.calls.routing import clean_name
 from ctiserver.calls.tracker import CallTracker
 from ctiserver.core import numbers
 from ctiserver.core.acd import events as ev
+from ctiserver.core.acd.model import AcdConfig
+from ctiserver.core.rules.fixed import fixed_decisions
 
 log = logging.getLogger("ctiserver.calls")
 
@@ -84,8 +88,25 @@ class PreDecided:
         # earlier run is never equal to a new one)
         self._gen = itertools.count(int(clock() * 1000))
         self.enabled = True
+        self.rules_version: str | None = None  # the rules the routes come from
 
     # ------------------------------------------------------------------ routes
+
+    def follow(self, rules: RuleVersions, acd: AcdConfig, zone: ZoneInfo) -> None:
+        """The routes of the rules in force, worked out again when their version changed:
+        the numbers whose every call goes to one queue (``core.rules.fixed``)."""
+        version = rules.version
+        if version is None or version == self.rules_version:
+            return
+        self.rules_version = version
+        routes = {}
+        for number, d in fixed_decisions(rules.ruleset, datetime.now(zone)).items():
+            q = acd.queues.get(d.queue or "")
+            if q is not None:
+                routes[number] = FixedRoute(number, q.name, d.priority, dict(d.skills),
+                                            q.ring_timeout,
+                                            f"{d.describe()} (rule {d.rule or '-'})")
+        self.set_routes(routes)
 
     def set_routes(self, routes: Mapping[str, FixedRoute]) -> None:
         """The rules changed: publish for these numbers from now on."""

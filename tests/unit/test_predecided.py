@@ -361,3 +361,38 @@ async def test_without_asterisk_groups_nothing_is_pre_decided() -> None:
     w.pd.set_routes({"900100999": FixedRoute("900100999", "support")})
     w.pd.refresh()
     assert w.pd.routes == {} and not w.pd.published
+
+
+OTHER = "  - name: other\n    if: caller_id == '+34600000001'\n    then: {queue: support}\n"
+
+
+class RulesInForce:
+    def __init__(self, version: str, body: str) -> None:
+        self.version = version
+        result = load_ruleset({"r.yaml": "config: {timezone: Europe/Madrid, region: ES, "
+                                         "default: {queue: support}}\nrules:\n" + body},
+                              Known(queues=frozenset({"support"})))
+        assert result.ruleset is not None, result.problems
+        self.ruleset = result.ruleset
+
+
+def test_the_routes_follow_the_rules_in_force() -> None:
+    w = World()
+    w.pd.set_routes({})
+    w.take()
+    acd = w.engine.config
+    zone = ZoneInfo("Europe/Madrid")
+    w.pd.follow(RulesInForce("v1", "  - name: line\n    if: dnis == '900100111'\n"
+                                   "    then: {queue: support}\n"), acd, zone)
+    w.pd.refresh()
+    g = w.globals_set()
+    assert g["CTI_NEXT_900100111"] == "PJSIP/1001" and g["CTI_RT_900100111"] == "12"
+    w.take()
+    # the same version again: nothing worked out, nothing written
+    w.pd.follow(RulesInForce("v1", OTHER), acd, zone)
+    w.pd.refresh()
+    assert w.take() == []
+    # a new version without the number: withdrawn
+    w.pd.follow(RulesInForce("v2", OTHER), acd, zone)
+    w.pd.refresh()
+    assert w.globals_set() == {"CTI_NEXT_900100111": ""}
