@@ -294,7 +294,7 @@ def test_a_waiting_caller_is_redirected_with_the_ring_timeout_as_the_extension(
     inbound = [(e.Priority, e.Application, e.AppData) for e in observer.events
                if e.event == "Newexten" and e.Uniqueid == first
                and e.Context == "ctiserver-inbound"]
-    assert inbound[0] == ("1", "ExecIf", "1?Dial(PJSIP/1001,120)"), inbound
+    assert inbound[0] == ("1", "ExecIf", "1?Dial(PJSIP/1001,120):Goto(ask)"), inbound
     assert connect(first) == []
     # nothing runs before the Dial: the ring timeout is the extension itself
     assert connect(second) == [("120", "Dial", "PJSIP/1001,120")]

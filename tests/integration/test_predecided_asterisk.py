@@ -73,31 +73,42 @@ def test_an_offer_rings_the_agent_only_with_a_token_not_taken(
 
 def test_two_callers_racing_for_one_published_agent_never_both_ring_it(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
-    # no ctiserver: the loser's FastAGI route fails and it goes to the fallback queue,
-    # whose members are not 1005
+    # no ctiserver: a caller who does not take the token asks over FastAGI, fails, and goes
+    # to the fallback queue, whose members are not 1005. Two callers joining the token's
+    # group at the same moment may both see the other and both give way (safe: ctiserver
+    # then decides); never may both ring.
     number = "900777001"
-    with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
-        set_global(observer, f"CTI_NEXT_{number}", "PJSIP/1005")
-        set_global(observer, f"CTI_RT_{number}", "2")
-        for round_ in range(20):
-            set_global(observer, f"CTI_FREE_{K}", str(100 + round_))
-            before = len(observer.named("UserEvent", UserEvent="CtiFallback"))
-            # both in one write: their channels run the first step at the same moment
-            ami_action_pair(observer, number)
-            observer.wait_for(lambda e: e.event == "UserEvent" and e.UserEvent == "CtiFallback",
-                              15, "the loser at the fallback", count=before + 1)
-            rung = [e for e in observer.events if e.event == "DialBegin"
-                    and e.DestChannel.startswith("PJSIP/1005-")]
-            assert len(rung) == round_ + 1, f"round {round_}: 1005 rung {len(rung)} times"
-            hung = [e for e in observer.events if e.event == "Hangup"
-                    and e.Channel.startswith("PJSIP/1005-")]
-            observer.wait_for(lambda e: e.event == "Hangup"
-                              and e.Channel.startswith("PJSIP/1005-"), 10,
-                              "the ring to end", count=len(hung) + (len(rung) - len(hung)))
+    wins: list[int] = []
+    try:
+        with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
+            set_global(observer, f"CTI_NEXT_{number}", "PJSIP/1005")
+            set_global(observer, f"CTI_RT_{number}", "2")
+            for round_ in range(20):
+                set_global(observer, f"CTI_FREE_{K}", str(100 + round_))
+                before = len(rung_1005(observer))
+                fallbacks = len(observer.named("UserEvent", UserEvent="CtiFallback"))
+                # both in one write: their channels run the first step at the same moment
+                ami_action_pair(observer, number)
+                observer.wait_for(lambda e: e.event == "UserEvent"
+                                  and e.UserEvent == "CtiFallback", 15,
+                                  "the loser at the fallback", count=fallbacks + 1)
+                wins.append(len(rung_1005(observer)) - before)
+                assert wins[-1] <= 1, f"round {round_}: 1005 rung {wins[-1]} times"
+                rung = len(rung_1005(observer))
+                observer.wait_for(lambda e: e.event == "Hangup"
+                                  and e.Channel.startswith("PJSIP/1005-"), 10,
+                                  "the ring to end", count=rung)
+    finally:
         set_global(observer, f"CTI_NEXT_{number}", "")
         # the losers wait in the fallback queue: end them before the next test's phones
         ami_action(observer, {"Action": "Hangup", "Channel": "/^Local/"})
         wait_until(lambda: not live_channels(observer), 10, "every channel to end")
+    assert sum(wins) >= 10, wins  # a token is taken at all, most of the time
+
+
+def rung_1005(obs: Observer) -> list[Any]:
+    return [e for e in obs.events if e.event == "DialBegin"
+            and e.DestChannel.startswith("PJSIP/1005-")]
 
 
 def live_channels(obs: Observer) -> list[Any]:
