@@ -83,6 +83,7 @@ class Daemon:
         self.runner.after_steps(self.calls.run_deferred)
         # the pre-decided ring: numbers whose routing is the number alone
         self.predecided: PreDecided | None = None
+        self.zone = ZoneInfo(cfg.timezone)  # not looked up again on the ACD's path
         if cfg.pre_decided:
             self.predecided = PreDecided(
                 AmiTelephony(self.ami), self.calls, self.engine.peek,
@@ -124,7 +125,7 @@ class Daemon:
     def _refresh_predecided(self) -> None:
         """After the ACD's steps: the routes again if the rules changed, then the agents."""
         if self.predecided is not None:
-            self.predecided.follow(self.rules, self.cfg.acd, ZoneInfo(self.cfg.timezone))
+            self.predecided.follow(self.rules, self.cfg.acd, self.zone)
             if self.ami.connected.is_set():
                 self.predecided.refresh()
 

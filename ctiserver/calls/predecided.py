@@ -31,9 +31,8 @@ from zoneinfo import ZoneInfo
 
 from ctiserver.calls.model import Call, CallerLeg, CallInfo
 from ctiserver.calls.ports import RuleVersions, Telephony
-from ctiserver.calls.routing import clean_name
+from ctiserver.calls.routing import who_called
 from ctiserver.calls.tracker import CallTracker
-from ctiserver.core import numbers
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.model import AcdConfig
 from ctiserver.core.rules.fixed import fixed_decisions
@@ -210,10 +209,9 @@ class PreDecided:
                         call_id, agent_id, caller.context, caller.exten)
             return None
         self.live.pop(agent_id, None)
-        dnis = numbers.clean(caller.exten)
-        info = CallInfo(call_id=call_id,
-                        caller_id=numbers.normalize(caller.caller_id, self.region),
-                        caller_name=clean_name(caller.caller_name), dnis=dnis,
+        number, name, dnis = who_called(caller.caller_id, caller.caller_name, caller.exten,
+                                        self.region)
+        info = CallInfo(call_id=call_id, caller_id=number, caller_name=name, dnis=dnis,
                         joined_at=at if at is not None else self.clock(), queue=route.queue)
         call = Call(call_id=call_id, channel=caller.channel, info=info,
                     route=f"{route.described}, pre-decided")

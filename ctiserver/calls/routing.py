@@ -39,6 +39,16 @@ def clean_name(raw: str | None) -> str:
     return "" if name.lower() in ("unknown", "anonymous") else name[:80]
 
 
+def who_called(caller_id: str, caller_name: str, dnis: str,
+               region: str) -> tuple[str, str, str]:
+    """(caller in E.164, clean name, dialled number) of a call as Asterisk gave them: the
+    one place a call's numbers are normalised, whichever way ctiserver hears of it."""
+    number = numbers.clean(dnis)
+    if number == "s":  # a trunk that gave no dialled number (the dialplan's `s`)
+        number = ""
+    return numbers.normalize(caller_id, region), clean_name(caller_name), number
+
+
 class Routing:
     def __init__(self, tracker: CallTracker, rules: Rules, acd: Callable[[], AcdConfig],
                  request_acd: Request, pops: CallObserver | None = None, *,
@@ -67,11 +77,8 @@ class Routing:
             log.debug("[%s] back from a pre-decided ring: holding", uid)
             await channel.answer("hold", {})
             return
-        caller = numbers.normalize(inbound.caller_id, self.region)
-        name = clean_name(inbound.caller_name)
-        dnis = numbers.clean(inbound.dnis)
-        if dnis == "s":  # a trunk that gave no dialled number (the dialplan's `s`)
-            dnis = ""
+        caller, name, dnis = who_called(inbound.caller_id, inbound.caller_name, inbound.dnis,
+                                        self.region)
         # the decision line repeats who called; this one shows a call that never gets there
         log.debug("[%s] inbound %s (%s) -> %s on %s", uid, caller or "unknown", name or "-",
                   dnis, inbound.channel)

@@ -101,11 +101,16 @@ class CallTracker:
             self.phones.blocked.add(device)
         log.info("[%s] agent %s did not take the call: %s", call.call_id, agent,
                  status or reason)
+        self._ring_over(call, agent)
+        self.submit(ev.RingFailed(call.call_id, agent, reason), at)
+
+    @staticmethod
+    def _ring_over(call: Call, agent: str) -> None:
+        """``agent`` no longer rings for ``call``; with nobody ringing, the caller waits."""
         if call.state == CallState.RINGING and agent in call.ringing:
             call.ringing = tuple(a for a in call.ringing if a != agent)
             if not call.ringing:
                 call.state = CallState.WAITING
-        self.submit(ev.RingFailed(call.call_id, agent, reason), at)
 
     def channel_created(self, device: str, uid: str, linkedid: str, at: float | None) -> None:
         if device in self.phones.agent_by_device:
@@ -151,9 +156,7 @@ class CallTracker:
         if call is not None and call.state == CallState.RINGING and agent in call.ringing:
             log.warning("[%s] nobody rang agent %s after taking its token: offering again",
                         call_id, agent)
-            call.ringing = tuple(a for a in call.ringing if a != agent)
-            if not call.ringing:
-                call.state = CallState.WAITING
+            self._ring_over(call, agent)
             self.submit(ev.RingFailed(call_id, agent, "claimed"), at)
 
     def join_claimed(self, call: Call, joined: ev.CallerJoined, agent: str,
