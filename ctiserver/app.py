@@ -79,6 +79,7 @@ class Daemon:
         self.calls = CallTracker(AmiTelephony(self.ami), self.runner.submit, self.pops,
                                  {a.device: a.id for a in cfg.acd.agents.values()},
                                  poke=self.runner.poke)
+        self.calls.queue_known = lambda queue: queue in self.cfg.acd.queues
         self.ami_calls = AmiCallEvents(self.calls, self.ami)
         self.runner.after_steps(self.calls.run_deferred)
         # the pre-decided ring: numbers whose routing is the number alone

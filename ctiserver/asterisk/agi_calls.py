@@ -22,7 +22,7 @@ from ctiserver.core.ivr.session import IvrSession
 log = logging.getLogger("ctiserver.route")
 
 # values MSet takes as they are: no separators, quotes, brackets or ${...}
-_PLAIN = re.compile(r"[\w@&/.:+*#-]*", re.ASCII)
+_PLAIN = re.compile(r"[\w@&/.:+*#%~-]*", re.ASCII)
 
 
 class AgiChannel:

@@ -10,11 +10,12 @@ Page...): manager_ctiserver.conf leaves out the Newchannel of those (extension `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
-from ctiserver.calls.model import CallerLeg
+from ctiserver.calls.model import ADOPT_VARIABLE, CallerLeg, HeldChannel
 from ctiserver.calls.ports import CallEvents
 
 log = logging.getLogger("ctiserver.calls")
@@ -24,6 +25,11 @@ DIAL_FAILURES = {
     "CONGESTION": "unavailable", "CANCEL": "cancel", "DONTCALL": "noanswer",
     "TORTURE": "noanswer", "INVALIDARGS": "unavailable",
 }
+
+
+# where a queued caller waits or rings an agent: a restarted ctiserver takes them back
+HELD_CONTEXTS = frozenset({"ctiserver-hold", "ctiserver-announce", "ctiserver-connect",
+                           "ctiserver-claim"})
 
 
 def device_of(channel: str) -> str:
@@ -55,6 +61,10 @@ class AmiTelephony:
                         "Exten": exten, "Priority": "1"})
         self.ami.send_nowait(*actions)
 
+    def set_variables(self, channel: str, variables: Mapping[str, str]) -> None:
+        self.ami.send_nowait(*({"Action": "Setvar", "Channel": channel, "Variable": name,
+                                "Value": value} for name, value in variables.items()))
+
     def set_globals(self, values: Mapping[str, str]) -> None:
         """One Setvar with no channel (a global) each, pipelined in one write."""
         self.ami.send_nowait(*({"Action": "Setvar", "Variable": name, "Value": value}
@@ -72,18 +82,47 @@ class AmiCallEvents:
             handler(self.tracker, event)
 
     async def resync(self) -> None:
-        """After (re)connecting: tell the tracker every live channel and device state."""
+        """After (re)connecting: tell the tracker every live channel and device state, and
+        the callers waiting in ctiserver's contexts with what they carry (re-adoption)."""
         try:
-            channels = await self.ami.call({"Action": "CoreShowChannels"}, timeout=10)
-            listed = [(device_of(m.Channel), m.Uniqueid, m.Linkedid, _ts(m))
-                      for m in _as_list(channels) if m.Uniqueid]
+            channels = [m for m in _as_list(await self.ami.call(
+                {"Action": "CoreShowChannels"}, timeout=10)) if m.Uniqueid]
+            listed = [(device_of(m.Channel), m.Uniqueid, m.Linkedid, _ts(m)) for m in channels]
             states = await self.ami.call({"Action": "DeviceStateList"}, timeout=10)
             devices = [(m.Device, m.State, _ts(m)) for m in _as_list(states)
                        if m.event == "DeviceStateChange"]
+            held = await self._held(channels)
         except (ConnectionError, TimeoutError) as exc:
             log.warning("resync after AMI login failed: %s", exc)
             return
-        self.tracker.resync(listed, devices)
+        self.tracker.resync(listed, devices, held)
+
+    async def _held(self, channels: list[AmiEvent]) -> list[HeldChannel]:
+        """The callers (a call's first channel) in the contexts where ctiserver keeps
+        them, each with its CTI_ADOPT (one Getvar each, all in flight together)."""
+        callers = [m for m in channels
+                   if m.Context in HELD_CONTEXTS and m.Uniqueid == m.Linkedid]
+        if not callers:
+            return []
+        legs: dict[str, list[tuple[str, str, bool]]] = {}
+        for m in channels:
+            if m.Uniqueid != m.Linkedid:
+                legs.setdefault(m.Linkedid, []).append(
+                    (device_of(m.Channel), m.Uniqueid, m.ChannelStateDesc == "Up"))
+        replies = await asyncio.gather(*(
+            self.ami.call({"Action": "Getvar", "Channel": m.Channel,
+                           "Variable": ADOPT_VARIABLE}, timeout=10) for m in callers),
+            return_exceptions=True)
+        held = []
+        for m, reply in zip(callers, replies, strict=True):
+            value = ""
+            if not isinstance(reply, BaseException) and \
+                    str(reply.get("Response", "")) == "Success":
+                value = str(reply.get("Value") or "")
+            held.append(HeldChannel(call_id=m.Uniqueid, channel=m.Channel, context=m.Context,
+                                    adopt="" if value == "(null)" else value,
+                                    legs=tuple(legs.get(m.Uniqueid, ()))))
+        return held
 
 
 async def groups_available(ami: AmiConnection) -> bool | None:

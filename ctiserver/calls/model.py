@@ -67,6 +67,9 @@ class Call:
     # the agent the caller dialled on its own, pre-decided (calls/predecided.py), until the
     # engine has taken the call: its offer of that agent is no redirect
     fast: str | None = None
+    # what the caller's channel carries so that a restarted ctiserver can take it back
+    # (calls/adoption.py); "" until it joins a queue
+    adopt: str = ""
 
 
 def destination(kind: str, arg: str) -> Next:
@@ -92,3 +95,20 @@ class CallerLeg:
     caller_name: str
     context: str
     exten: str
+
+
+# the channel variable a queued caller carries for re-adoption (calls/adoption.py)
+ADOPT_VARIABLE = "CTI_ADOPT"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldChannel:
+    """A caller's channel found in ctiserver's hold, announce or connect contexts when the
+    AMI link comes up: a caller a restarted ctiserver may take back (re-adoption)."""
+
+    call_id: str  # the channel's Uniqueid (= its Linkedid: the call's first channel)
+    channel: str
+    context: str
+    adopt: str  # its CTI_ADOPT value, "" when it has none
+    # the channels of the call on other devices: (device, uniqueid, answered)
+    legs: tuple[tuple[str, str, bool], ...] = ()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ctiserver.calls.model import Call, CallerLeg, CallInfo, InboundCall
+from ctiserver.calls.model import Call, CallerLeg, CallInfo, HeldChannel, InboundCall
 from ctiserver.core.acd import events as ev
 from ctiserver.core.ivr.session import IvrSession
 from ctiserver.core.rules.context import CallContext
@@ -24,6 +24,9 @@ class Telephony(Protocol):
 
     def set_globals(self, values: Mapping[str, str]) -> None:
         """Set the dialplan's global variables, in this order."""
+
+    def set_variables(self, channel: str, variables: Mapping[str, str]) -> None:
+        """Set variables on ``channel``, wherever it is in the dialplan."""
 
 
 class Claims(Protocol):
@@ -138,7 +141,8 @@ class CallEvents(Protocol):
     def device_state(self, device: str, state: str, at: float | None) -> None: ...
 
     def resync(self, channels: Iterable[tuple[str, str, str, float | None]],
-               device_states: Iterable[tuple[str, str, float | None]]) -> None: ...
+               device_states: Iterable[tuple[str, str, float | None]],
+               held: Iterable[HeldChannel] = ()) -> None: ...
 
 
 class Router(Protocol):

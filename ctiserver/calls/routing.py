@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ctiserver.calls import adoption
 from ctiserver.calls.model import Call, CallInfo, InboundCall, Next, destination
 from ctiserver.calls.ports import CallObserver, DialplanChannel, Request, Rules
 from ctiserver.calls.tracker import CallTracker
@@ -75,7 +76,8 @@ class Routing:
             # a pre-decided ring the agent did not answer (docs/fast-path.md): the caller is
             # queued already, and the engine offers the next agent as to any waiting caller
             log.debug("[%s] back from a pre-decided ring: holding", uid)
-            await channel.answer("hold", {})
+            adopt = self.tracker.calls[uid].adopt
+            await channel.answer("hold", {adoption.VARIABLE: adopt} if adopt else {})
             return
         caller, name, dnis = who_called(inbound.caller_id, inbound.caller_name, inbound.dnis,
                                         self.region)

@@ -15,6 +15,7 @@ the routing decision, who answered, the wait and the talk time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -22,7 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ctiserver.calls.model import Call, CallerLeg, CallState, Next, destination
+from ctiserver.calls import adoption
+from ctiserver.calls.model import (
+    Call,
+    CallerLeg,
+    CallInfo,
+    CallState,
+    HeldChannel,
+    Next,
+    destination,
+)
 from ctiserver.calls.phones import Phones
 from ctiserver.calls.ports import CallObserver, Claims, Submit, Telephony
 from ctiserver.core.acd import events as ev
@@ -31,6 +41,8 @@ log = logging.getLogger("ctiserver.calls")
 
 ROUTINE_STATES = frozenset({"offered", "on_call", "wrap_up", "ready"})
 AGENT_REQUESTS = (ev.AgentLoggedIn, ev.AgentLoggedOut, ev.AgentPaused, ev.AgentReady)
+# the dialplan actions after which the caller is one of ours, queued: it carries CTI_ADOPT
+QUEUED_ACTIONS = frozenset({"hold", "connect", "claim"})
 # how long an offer whose token another caller took waits for that caller's DialBegin
 # before the engine is told the ring failed (docs/fast-path.md)
 CLAIM_LOST_WAIT = 1.0
@@ -53,6 +65,8 @@ class CallTracker:
         self.claims: Claims | None = None  # the pre-decided ring, when there is one
         # agent -> the call whose offer of it lost the token to a caller not seen yet
         self.claims_lost: dict[str, str] = {}
+        # whether a queue exists now (a caller taken back may name one removed since)
+        self.queue_known: Callable[[str], bool] = lambda _queue: True
 
     # ------------------------------------------------------------------ telephony in
 
@@ -163,6 +177,7 @@ class CallTracker:
                      at: float | None) -> None:
         """A caller who dialled ``agent`` on its own (the pre-decided ring) joins."""
         call.joined = True
+        call.adopt = _adoption(call, joined).encode()  # told the dialplan if it holds
         call.state, call.ringing, call.fast = CallState.RINGING, (agent,), agent
         self.calls[call.call_id] = call
         self.claims_lost.pop(agent, None)  # the caller whose DialBegin was waited for
@@ -234,6 +249,7 @@ class CallTracker:
                 call = self.calls.get(effect.call_id)
                 if call is not None:
                     call.info.queue = effect.to_queue
+                    self._readoptable_in(call, effect.to_queue)
                 log.info("[%s] moved from %s to %s (%s)", effect.call_id, effect.from_queue,
                          effect.to_queue, effect.reason)
         if isinstance(event, ev.CallerJoined):
@@ -331,6 +347,7 @@ class CallTracker:
         loop = asyncio.get_running_loop()
         call.agi_reply = loop.create_future()
         call.joined = True
+        call.adopt = _adoption(call, joined).encode()
         self.calls[call.call_id] = call
         if self.pops is not None:
             self.pops.prefetch(call.info)  # the pop is ready before an agent is rung
@@ -339,9 +356,12 @@ class CallTracker:
         # engine's later offer is a redirect as for any waiting caller
         timer = loop.call_later(timeout, self._join_unanswered, call, timeout)
         try:
-            return await call.agi_reply
+            action, variables = await call.agi_reply
         finally:
             timer.cancel()
+        if action in QUEUED_ACTIONS:  # in the same MSet as the answer: no round trip more
+            variables = {**variables, adoption.VARIABLE: call.adopt}
+        return action, variables
 
     def _join_unanswered(self, call: Call, timeout: float) -> None:
         if call.agi_reply is not None and not call.agi_reply.done():
@@ -352,10 +372,15 @@ class CallTracker:
     # ------------------------------------------------------------------ resync
 
     def resync(self, channels: Iterable[tuple[str, str, str, float | None]],
-               device_states: Iterable[tuple[str, str, float | None]]) -> None:
+               device_states: Iterable[tuple[str, str, float | None]],
+               held: Iterable[HeldChannel] = ()) -> None:
         """After (re)connecting: ``channels`` are the live (device, uniqueid, linkedid,
-        time stamp), ``device_states`` every (device, state, time stamp): drop calls that
-        ended while we were not listening and relearn the phones."""
+        time stamp), ``device_states`` every (device, state, time stamp), ``held`` the
+        callers in ctiserver's contexts: take back the callers we do not know (a restart),
+        drop calls that ended while we were not listening and relearn the phones."""
+        # the callers first, so that their agents' legs count as ours; the engine hears
+        # of them last, once it knows which phones are busy
+        joins = self.readopt(held)
         listed = list(channels)
         live = {uid for _device, uid, _linked, _at in listed}
         self.phones.channels = {}
@@ -368,3 +393,100 @@ class CallTracker:
             self._caller_gone(call, None, "lost during AMI outage")
         for device, state, at in device_states:
             self.device_state(device, state, at)
+        for join in joins:
+            join()
+
+    # ------------------------------------------------------------------ re-adoption
+
+    def _readoptable_in(self, call: Call, queue: str) -> None:
+        """The caller moved to ``queue``: what its channel carries says so too."""
+        if not call.adopt:
+            return
+        try:
+            a = adoption.decode(call.adopt)
+        except ValueError:
+            return
+        call.adopt = dataclasses.replace(a, queue=queue).encode()
+        if call.agi_reply is None or call.agi_reply.done():  # else it goes with the answer
+            self.telephony.set_variables(call.channel, {adoption.VARIABLE: call.adopt})
+
+    def readopt(self, held: Iterable[HeldChannel]) -> list[Callable[[], None]]:
+        """Take back the callers a previous ctiserver queued (a crash, a restart, a
+        promotion): each joins again with its first join time, so the lines are rebuilt in
+        their original order. A caller ringing an agent keeps that ring (the engine is told
+        the agent is claimed). Calls already answered finish as they are: the agent's phone
+        is busy until then. A caller without a usable CTI_ADOPT is left to the dialplan's
+        CTI_MAXHOLD; one whose queue no longer exists goes to the fallback queue now.
+        Returns the joins, in order, for the engine (``resync`` runs them)."""
+        taken: list[tuple[adoption.Adoption, HeldChannel]] = []
+        unreadable = gone = talking = 0
+        for h in held:
+            if h.call_id in self.calls:
+                continue  # ours already: the AMI link only dropped
+            if any(answered for _d, _u, answered in h.legs):
+                talking += 1
+                continue
+            try:
+                a = adoption.decode(h.adopt)
+            except ValueError as exc:
+                log.warning("[%s] waiting in %s but cannot be taken back (%s): the "
+                            "dialplan's CTI_MAXHOLD fallback will take it", h.call_id,
+                            h.context, exc)
+                unreadable += 1
+                continue
+            if not self.queue_known(a.queue):
+                log.warning("[%s] waiting for queue %r, which no longer exists: app_queue "
+                            "fallback", h.call_id, a.queue)
+                self.telephony.redirect(h.channel, "ctiserver-fallback", {})
+                gone += 1
+                continue
+            taken.append((a, h))
+        taken.sort(key=lambda t: t[0].joined_at)
+        joins = [self._readopt_one(a, h) for a, h in taken]
+        ringing = sum(1 for a, h in taken if self.calls[h.call_id].fast is not None)
+        if taken or unreadable or gone or talking:
+            log.info("re-adopted %d waiting callers (%d ringing an agent); %d without "
+                     "%s left to CTI_MAXHOLD, %d sent to the fallback queue, %d answered "
+                     "calls left to finish", len(taken), ringing, unreadable,
+                     adoption.VARIABLE, gone, talking)
+        return joins
+
+    def _readopt_one(self, a: adoption.Adoption, h: HeldChannel) -> Callable[[], None]:
+        info = CallInfo(call_id=h.call_id, caller_id=a.caller_id, caller_name=a.caller_name,
+                        dnis=a.dnis, queue=a.queue, joined_at=a.joined_at)
+        call = Call(call_id=h.call_id, channel=h.channel, info=info, state=CallState.WAITING,
+                    joined=True, route=a.route, adopt=h.adopt)
+        self.calls[call.call_id] = call
+        rung = [(device, leg) for device, leg, _answered in h.legs
+                if device in self.phones.agent_by_device]
+        claimed = None
+        if len(rung) == 1:  # the ring goes on; a ring-all is offered again from scratch
+            device, leg = rung[0]
+            claimed = self.phones.agent_by_device[device]
+            call.state, call.ringing, call.fast = CallState.RINGING, (claimed,), claimed
+            call.legs[leg] = device
+            self.agent_legs[leg] = call.call_id
+            self.phones.legs[device] = leg
+        joined = ev.CallerJoined(call.call_id, a.queue, a.priority, dict(a.skills),
+                                 a.preferred_agent, a.preferred_timeout, claimed=claimed,
+                                 arrival=a.joined_at)
+
+        def join() -> None:
+            if self.pops is not None:
+                self.pops.prefetch(info)
+                if claimed is not None:
+                    info.offered_at = self.clock()
+                    self.pops.offered_nowait(info, claimed)
+            self.submit(joined, None)
+
+        return join
+
+
+def _adoption(call: Call, joined: ev.CallerJoined) -> adoption.Adoption:
+    info = call.info
+    return adoption.Adoption(
+        queue=joined.queue, joined_at=info.joined_at or time.time(),
+        priority=joined.priority, skills=dict(joined.skills),
+        preferred_agent=joined.preferred_agent, preferred_timeout=joined.preferred_timeout,
+        caller_id=info.caller_id, caller_name=info.caller_name, dnis=info.dnis,
+        route=call.route)

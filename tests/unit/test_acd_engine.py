@@ -613,3 +613,39 @@ def test_reconfigure_removing_the_queue_a_timer_just_moved_a_caller_to() -> None
     assert h.engine.position("c1") is None
     h.login("a1")
     assert rung(h.after(1, CallerJoined("c2", "li"))) == [("c2", ("a1",))]
+
+
+# ---------------------------------------------------------------- callers taken back
+
+
+def test_callers_taken_back_after_a_restart_keep_their_order() -> None:
+    """Re-adoption hands the engine the waiting callers with their first join time, in
+    any order: the line is rebuilt by those times, not by when the engine heard of them."""
+    h = basic()
+    h.at(2000.0, CallerJoined("late", "sales", arrival=1990.0))
+    h.at(2000.0, CallerJoined("early", "sales", arrival=1950.0))
+    h.at(2000.0, CallerJoined("new", "sales"))  # joined just now, after the restart
+    before = len(h.log)
+    h.login("a1", "a2", "a3")
+    assert [c for c, _ in rung(h.log[before:])] == ["early", "late", "new"]
+
+
+def test_a_caller_taken_back_counts_its_wait_from_the_first_join() -> None:
+    """A caller who waited 100 s before the restart overflows at its max_wait (120 s)
+    20 s after it, not 120 s after it."""
+    cfg = config([QueueConfig("sales", max_wait=120, overflow="queue:spill"),
+                  QueueConfig("spill")], [agent("a1", "sales")])
+    h = Harness(cfg, t=1000.0)
+    h.at(1100.0, CallerJoined("c1", "sales", arrival=1000.0))
+    assert not of(h.at(1115.0, Tick()), QueueChanged)
+    moved = of(h.at(1121.0, Tick()), QueueChanged)
+    assert [(m.call_id, m.to_queue) for m in moved] == [("c1", "spill")]  # type: ignore[attr-defined]
+
+
+def test_an_arrival_in_the_future_is_taken_as_now() -> None:
+    h = basic()
+    h.at(2000.0, CallerJoined("c1", "sales", arrival=9e9))
+    h.at(2001.0, CallerJoined("c2", "sales", arrival=1999.0))
+    before = len(h.log)
+    h.login("a1", "a2")
+    assert [c for c, _ in rung(h.log[before:])] == ["c2", "c1"]

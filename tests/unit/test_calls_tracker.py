@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ctiserver.asterisk.ami import AmiEvent, parse_event
 from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony, device_of
+from ctiserver.calls import adoption
 from ctiserver.calls.model import Call, CallInfo
 from ctiserver.calls.tracker import CallTracker
 from ctiserver.core.acd import events as ev
@@ -80,6 +81,8 @@ async def test_a_call_from_join_to_hangup() -> None:
         adapter.tracker.join(call, ev.CallerJoined("1795.1", "support")), 1)
     # an agent is free: the dialplan dials at once, no Redirect needed
     assert action == "connect"
+    adopt = adoption.decode(variables.pop("CTI_ADOPT"))  # for a restart while it rings
+    assert (adopt.queue, adopt.caller_id) == ("support", "+34915551234")
     assert variables == {"CTI_DIAL": "PJSIP/1001", "CTI_RINGTIMEOUT": "12"}
     assert actions.sent == []
     adapter.on_ami_event(ami("""
@@ -346,7 +349,7 @@ async def test_an_engine_that_does_not_answer_the_join_leaves_the_caller_holding
     call = Call("1795.1", "PJSIP/trunk-00000001", CallInfo("1795.1", "+34915551234"))
     reply = await asyncio.wait_for(
         adapter.tracker.join(call, ev.CallerJoined("1795.1", "support"), timeout=0.05), 2)
-    assert reply == ("hold", {})
+    assert reply[0] == "hold" and set(reply[1]) == {"CTI_ADOPT"}
     adapter.tracker.carry_out(held[0], engine.handle(held[0], 1000.0))
     assert [(a["Action"], a.get("Context")) for a in actions.sent] == [
         ("Setvar", None), ("Redirect", "ctiserver-connect")]

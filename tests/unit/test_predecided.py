@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ctiserver.asterisk.ami_calls import AmiCallEvents, groups_available
+from ctiserver.calls import adoption
 from ctiserver.calls.model import Call, CallInfo, InboundCall
 from ctiserver.calls.predecided import FixedRoute, PreDecided, token_key
 from ctiserver.calls.routing import Routing
@@ -331,7 +332,10 @@ async def test_a_pre_decided_ring_not_answered_asks_and_is_held() -> None:
     channel = Channel()
     await routing.route(InboundCall("1795.1", "PJSIP/trunk-1795.1", "915551234", "Ana",
                                     "900100999"), channel)
-    assert channel.answers == [("hold", {})]
+    [(action, variables)] = channel.answers
+    assert action == "hold"
+    # what a restarted ctiserver needs to take the caller back, from the pre-decided join
+    assert adoption.decode(variables["CTI_ADOPT"]).queue == w.engine.calls["1795.1"].queue
     assert w.engine.calls["1795.1"].offered_to == {"1001"}  # nothing else changed
 
 

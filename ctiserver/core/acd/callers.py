@@ -55,12 +55,17 @@ class CallerBook:
 
     # ------------------------------------------------------------------ queue stays
 
-    def enter_queue(self, c: CallerRt, qname: str, now: float, out: list[Effect]) -> None:
+    def enter_queue(self, c: CallerRt, qname: str, now: float, out: list[Effect],
+                    entered: float | None = None) -> None:
+        """``entered``: when the caller entered the queue, if before ``now`` (a caller taken
+        back after a restart); its timers then count from there, those past due at once."""
         q = self.queues[qname]
         first = not c.came_from
         c.queue = qname
         q.stats.joined += 1
         self.place(c, q, now, WAITING)
+        if entered is not None:
+            c.entered = entered
         if q.cfg.when_no_agents == "overflow" and not self._could_ever_serve(c):
             self.overflow(c, "no_agents", now, out)
             return

@@ -204,19 +204,20 @@ class Engine:
             return
         if isinstance(event, CallerJoined):
             self._seq += 1
+            arrival = now if event.arrival is None else min(event.arrival, now)
             c = CallerRt(
                 event.call_id,
                 event.queue,
                 event.priority,
                 dict(event.skills) if event.skills else NO_SKILLS,
                 event.preferred_agent,
-                now,
+                arrival,
                 self._seq,
             )
             self._calls[c.call_id] = c
             if event.preferred_timeout is not None:
                 self._callers.pref_timeout[c.call_id] = event.preferred_timeout
-            self._callers.enter_queue(c, event.queue, now, out)
+            self._callers.enter_queue(c, event.queue, now, out, entered=arrival)
             if event.claimed is not None:
                 self._claimed(c, event.claimed, now, out)
         elif isinstance(event, _CALLER_GONE):

@@ -33,6 +33,9 @@ class CallerJoined:
     # the agent the caller is already ringing: the dialplan took the agent ctiserver had
     # pre-decided for the number (Engine.peek); offered at once when still available
     claimed: str | None = None
+    # when the caller first joined, if before this event: a caller taken back after a
+    # restart keeps its place (arrival orders the line; service level counts from it)
+    arrival: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
