@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,6 +42,7 @@ from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
 from ctiserver.rules.runtime import RulesRuntime
 from ctiserver.store import Store
+from ctiserver.store.leadership import Leadership
 from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app
 from ctiserver.web.hub import WebSocketHub
@@ -99,20 +101,67 @@ class Daemon:
                                self.runner.request, self.pops, region=cfg.region,
                                timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
                                lookup=self.sql_lookup)
-        agi_routes = AgiRoutes(self.routing)
+        self.agi_routes = AgiRoutes(self.routing)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
-        self.agi.add_route("route", agi_routes.route)
-        self.agi.add_route("agent", agi_routes.agent)
+        self.agi.add_route("route", self._route)
+        self.agi.add_route("agent", self._agent)
         self.control = EngineControl(self.runner)
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.restored: set[str] = set()
         self.web_runner: web.AppRunner | None = None
+        # an active/standby pair (docs/failover.md): the standby keeps its AMI link and
+        # rules warm, acts on nothing, and takes over when it gets the lock
+        self.role = "leader"
+        self.leadership: Leadership | None = None
+        self.exit_code = 0
+        if cfg.ha.enabled:
+            self.role = "standby"
+            self.ami.acting = False
+            self.leadership = Leadership(cfg.database_url, cfg.ha.lock_key, name=cfg.ha.name,
+                                         interval=cfg.ha.interval,
+                                         fence_after=cfg.ha.fence_after,
+                                         on_change=self._leadership_changed)
 
+    # ------------------------------------------------------------------ leader or standby
+
+    async def _route(self, request: Any) -> None:
+        if self.role != "leader":
+            return  # no CTI_ACTION: the dialplan asks the other member (ctiserver-second)
+        await self.agi_routes.route(request)
+
+    async def _agent(self, request: Any) -> None:
+        if self.role == "leader":
+            await self.agi_routes.agent(request)
+
+    def _leadership_changed(self, leader: bool, why: str) -> None:
+        if leader:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._promote(why)))
+            return
+        # whatever this process believes about calls is stale from here on: stop, and let
+        # the service manager start it again as a standby (Restart= in the systemd unit)
+        log.error("lost the leadership (%s): stopping so that only the leader acts", why)
+        self.role = "standby"
+        self.ami.acting = False
+        self.exit_code = 3
+        self.stop_event.set()
+
+    async def _promote(self, why: str) -> None:
+        t0 = time.monotonic()
+        self.role = "leader"
+        self.ami.acting = True
+        await self._agents_back()
+        if self.ami.connected.is_set():
+            self._on_ami_login()  # the waiting callers taken back, the pre-decided ring
+        log.warning("leading (%s): agents restored in %.0f ms; taking callers back",
+                    why, (time.monotonic() - t0) * 1000)
     def _on_ami_event(self, event: AmiEvent) -> None:
         self.ami_calls.on_ami_event(event)
 
     def _on_ami_login(self) -> None:
+        if self.role != "leader":
+            log.info("standby: AMI link up, waiting for the leadership")
+            return
         self._tasks.append(asyncio.get_running_loop().create_task(self.ami_calls.resync()))
         if self.predecided is not None:
             self.predecided.reset()
@@ -145,26 +194,40 @@ class Daemon:
             await asyncio.wait_for(self.store.migrate(), 30)
             for agent in cfg.acd.agents.values():
                 await self.store.upsert_agent(agent.id, agent.name)
-            if cfg.restore_agents:
-                await self._restore_agents()
         except Exception as exc:  # routing must work without the CRM database
             log.error("database %s unavailable at start (%s): routing continues without CRM",
                       _safe_url(cfg.database_url), exc)
-        for agent_id in cfg.auto_login:
-            if agent_id in cfg.acd.agents and agent_id not in self.restored:
-                self.runner.submit(ev.AgentLoggedIn(agent_id))
+        if self.role == "leader":
+            await self._agents_back()
         self._tasks.append(asyncio.create_task(self.runner.run(), name="acd"))
+        if self.leadership is not None:
+            log.info("standby %s: contending for the leadership", cfg.ha.name)
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
         self._tasks.append(asyncio.create_task(self.pops.run_retry(5.0), name="pop-retry"))
         self._tasks.append(asyncio.create_task(self._watch_rules(), name="rules-watch"))
         if self.mqtt is not None:
             self.mqtt.start()
         await self.agi.start()
         app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub)
+        app.middlewares.append(self._leader_only)
         self.web_runner = web.AppRunner(app, access_log=None)
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, cfg.web_host, cfg.web_port).start()
         log.info("agent page on http://%s:%d/", cfg.web_host, cfg.web_port)
         await self.ami.start()
+
+    async def _agents_back(self) -> None:
+        """Agents as they were (the database), then those logged in at start."""
+        cfg = self.cfg
+        if cfg.restore_agents:
+            try:
+                await self._restore_agents()
+            except Exception as exc:
+                log.error("agents' states not restored: database %s unavailable (%s)",
+                          _safe_url(cfg.database_url), exc)
+        for agent_id in cfg.auto_login:
+            if agent_id in cfg.acd.agents and agent_id not in self.restored:
+                self.runner.submit(ev.AgentLoggedIn(agent_id))
 
     async def _restore_agents(self) -> None:
         states = await self.store.load_agent_states()
@@ -176,6 +239,16 @@ class Daemon:
             if rec.state == "not_ready":
                 self.runner.submit(ev.AgentPaused(agent_id, rec.reason or "pause"))
             log.info("agent %s restored as %s", agent_id, rec.state)
+
+    @web.middleware
+    async def _leader_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Agents' browsers land on the leader: a standby sends them to its peer."""
+        if self.role == "leader" or request.path in ("/healthz", "/metrics"):
+            return await handler(request)  # type: ignore[no-any-return]
+        if self.cfg.ha.peer_url:
+            raise web.HTTPTemporaryRedirect(self.cfg.ha.peer_url.rstrip("/") +
+                                            str(request.rel_url))
+        return web.json_response({"error": "this ctiserver is the standby"}, status=503)
 
     async def _watch_rules(self) -> None:
         def reloaded(result: Any) -> None:
@@ -214,6 +287,8 @@ class Daemon:
         await self.stop_event.wait()
         log.info("stopping")
         await self.close()
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
 
     async def close(self) -> None:
         if self.predecided is not None and self.ami.connected.is_set():

@@ -9,6 +9,7 @@ Environment overrides: ``CTISERVER_AMI_SECRET``, ``CTISERVER_DATABASE_URL``,
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,18 @@ class AmiConfig:
 
 
 @dataclass(frozen=True)
+class HaConfig:
+    """An active/standby pair sharing one PostgreSQL database (docs/failover.md)."""
+
+    enabled: bool = False
+    name: str = ""  # this member, in logs and /healthz (default: the host name)
+    lock_key: int = 0x43544953  # the advisory lock both members contend for
+    interval: float = 0.5  # seconds between lock attempts and leader checks
+    fence_after: float = 8.0  # a leader that cannot reach PostgreSQL this long steps down
+    peer_url: str | None = None  # the other member's web address, for agents' browsers
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     ami: AmiConfig
@@ -62,11 +75,12 @@ class Config:
     # ring a free agent without a FastAGI round trip for numbers whose routing depends
     # on nothing but the number (docs/fast-path.md)
     pre_decided: bool = True
+    ha: HaConfig = field(default_factory=HaConfig)
 
 
 _SECTIONS = {
     "ami", "agi", "web", "database", "mqtt", "crm", "rules", "state", "phone", "queues",
-    "agents", "acd",
+    "agents", "acd", "ha",
 }
 _QUEUE_KEYS = {
     "name", "strategy", "required_skills", "priority", "ring_timeout", "wrapup", "max_wait",
@@ -197,6 +211,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
     except Exception:
         r.problems.append(f"[phone] timezone: {tz!r} is not an IANA time zone")
 
+    ha = _ha(r, sec["ha"], db_url)
     acd = _acd(raw, r, sec["acd"], base, read_queues_conf)
     auto_login = tuple(
         str(a.get("id")) for a in raw.get("agents", []) if isinstance(a, dict)
@@ -213,7 +228,30 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
         restore_agents=r.get(sec["state"], "[state]", "restore_agents", bool, True),
         auto_login=auto_login,
         pre_decided=pre_decided,
+        ha=ha,
     )
+
+
+def _ha(r: _Reader, t: dict[str, Any], db_url: str) -> HaConfig:
+    w = "[ha]"
+    r.unknown(t, w, {"enabled", "name", "lock_key", "interval", "fence_after", "peer_url"})
+    d = HaConfig()
+    ha = HaConfig(enabled=r.get(t, w, "enabled", bool, False),
+                  name=r.get(t, w, "name", str, "") or socket.gethostname(),
+                  lock_key=r.get(t, w, "lock_key", int, d.lock_key),
+                  interval=r.get(t, w, "interval", float, d.interval),
+                  fence_after=r.get(t, w, "fence_after", float, d.fence_after),
+                  peer_url=r.get(t, w, "peer_url", str, None))
+    if ha.enabled and not db_url.startswith("postgresql"):
+        r.problems.append(f"{w} enabled: an active/standby pair shares a PostgreSQL "
+                          "database ([database] url = postgresql+asyncpg://...)")
+    if not 0.05 <= ha.interval <= 10:
+        r.problems.append(f"{w} interval: between 0.05 and 10 seconds")
+    if ha.fence_after < 3 * ha.interval:
+        r.problems.append(f"{w} fence_after: at least 3 x interval")
+    if ha.peer_url and urlsplit(ha.peer_url).scheme not in ("http", "https"):
+        r.problems.append(f"{w} peer_url: http://HOST:PORT or https://HOST:PORT")
+    return ha
 
 
 def _skills(r: _Reader, where: str, value: Any) -> dict[str, int]:

@@ -27,6 +27,9 @@ from ctiserver.config import AmiConfig
 log = logging.getLogger("ctiserver.ami")
 
 ACTION_ID_PREFIX = "cti-"
+# what a standby may still ask (it reads; it never changes a call, a queue or a variable)
+READ_ONLY_ACTIONS = frozenset({"Ping", "CoreShowChannels", "DeviceStateList", "Getvar",
+                               "QueueStatus", "QueueSummary", "CoreStatus", "CoreSettings"})
 MAX_PENDING = 4096  # actions sent by send_nowait awaiting their response, oldest dropped
 _action_ids = itertools.count(1)  # process-wide: an ID is never reused after a reconnect
 _OUR_ACTION_ID = "\r\nActionID: " + ACTION_ID_PREFIX  # in a response to send_nowait
@@ -39,6 +42,9 @@ class AmiConnection:
         self._on_event = on_event
         self._on_login_cb = on_login
         self.connected = asyncio.Event()
+        # False on the standby of an active/standby pair: only the leader acts on Asterisk,
+        # so two ctiservers never both redirect a caller (reads stay allowed)
+        self.acting = True
         self._delay = 0.5
         self._closing = False
         self.logins = 0
@@ -103,7 +109,11 @@ class AmiConnection:
                           getattr(event, "event", "?"))
 
     def send(self, action: dict[str, str]) -> asyncio.Future[Any] | None:
-        """Send an action; returns its response future, or None when not connected."""
+        """Send an action; returns its response future, or None when not connected (or
+        a standby asked for more than a read)."""
+        if not self.acting and action.get("Action") not in READ_ONLY_ACTIONS:
+            log.debug("standby: AMI %s not sent", action.get("Action"))
+            return None
         if not self.connected.is_set() or self.manager.protocol is None:
             log.warning("AMI not connected: %s %s not sent", action.get("Action"),
                         action.get("Channel", ""))
@@ -118,6 +128,9 @@ class AmiConnection:
         logged when its response comes back. All or none: nothing is sent when not
         connected or when a value would break the framing (CR/LF). Returns whether sent."""
         protocol = self.manager.protocol
+        if not self.acting:
+            log.debug("standby: %d AMI actions not sent", len(actions))
+            return False
         if not self.connected.is_set() or protocol is None or protocol.closed:
             for action in actions:
                 log.warning("AMI not connected: %s %s not sent", action.get("Action"),
@@ -128,7 +141,8 @@ class AmiConnection:
     async def call(self, action: dict[str, str], timeout: float = 5.0) -> Any:
         fut = self.send(action)
         if fut is None:
-            raise ConnectionError("AMI not connected")
+            raise ConnectionError("AMI not connected" if self.acting else
+                                  f"standby: AMI {action.get('Action')} not sent")
         return await asyncio.wait_for(fut, timeout)
 
 

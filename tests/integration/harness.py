@@ -206,6 +206,7 @@ class CtiServer:
     mqtt_url: str | None = None
     web_port: int = field(default_factory=free_port)
     pre_decided: bool = True  # [rules] pre_decided (docs/fast-path.md)
+    agi_port: int = AGI_PORT  # another port: the second member of an active/standby pair
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = Path()
 
@@ -228,7 +229,7 @@ class CtiServer:
             username = "ctiserver"
             reconnect_max = 2
             [agi]
-            bind = "127.0.0.1:{AGI_PORT}"
+            bind = "127.0.0.1:{self.agi_port}"
             [web]
             bind = "127.0.0.1:{self.web_port}"
             [database]
@@ -247,13 +248,14 @@ class CtiServer:
         self.log_path = self.workdir / "ctiserver.log"
         env = dict(os.environ, CTISERVER_AMI_SECRET="ctiserver-sandbox-secret",
                    PYTHONUNBUFFERED="1")
-        wait_until(lambda: not port_open(AGI_PORT), 10, "FastAGI port 4573 to be free")
+        wait_until(lambda: not port_open(self.agi_port), 10,
+                   f"FastAGI port {self.agi_port} to be free")
         self.proc = subprocess.Popen(
             [sys.executable, *_entry(), "run", "--config", str(cfg)],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         if wait:
             self.wait_log("AMI logged in", 30)
-            wait_until(lambda: port_open(AGI_PORT), 10, "FastAGI listening")
+            wait_until(lambda: port_open(self.agi_port), 10, "FastAGI listening")
         return self
 
     def log(self) -> str:

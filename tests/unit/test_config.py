@@ -144,3 +144,15 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "ring_timeout: must be more than 0 seconds" in err
     assert "s3cret-in-file" not in err
+
+
+def test_an_active_standby_pair_needs_postgresql_and_sane_timers(tmp_path: Path) -> None:
+    pg = '[database]\nurl = "postgresql+asyncpg://cti@db.example/cti"\n'
+    cfg = load(write(tmp_path, GOOD + pg + '[ha]\nenabled = true\nname = "cti-a"\n'), env={})
+    assert (cfg.ha.enabled, cfg.ha.name, cfg.ha.interval) == (True, "cti-a", 0.5)
+    assert load(write(tmp_path, GOOD), env={}).ha.enabled is False
+    found = problems(tmp_path, GOOD + '[ha]\nenabled = true\ninterval = 1\nfence_after = 2\n'
+                     'peer_url = "cti-b:8080"\n')
+    assert any("[ha] enabled" in p and "PostgreSQL" in p for p in found)
+    assert any("[ha] fence_after" in p for p in found)
+    assert any("[ha] peer_url" in p for p in found)
