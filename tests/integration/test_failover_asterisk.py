@@ -137,3 +137,53 @@ def test_a_killed_leader_costs_no_call_and_the_standby_routes_within_seconds(
           f"{first_ring_after - killed_at:.2f} s after it; {len(waiting)} waiting callers "
           f"taken back in order; {len(offered_after)} calls offered after, all popped")
     assert first_ring_after - killed_at < 5.0
+
+
+def interactions_in(pg: PostgresServer) -> set[str]:
+    out = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-h", "127.0.0.1", "-p", str(pg.port),
+         "-U", "postgres", "-At", "-c", "SELECT call_id FROM interactions"],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    return set(out.split())
+
+
+def test_a_database_restart_under_load_changes_no_role_and_loses_no_record(
+        asterisk: None, observer: Observer, second_address: None, postgres: PostgresServer,
+        tmp_path: Path) -> None:
+    with MosquittoServer() as broker:
+        a = member(tmp_path, "a", 4573, postgres, broker.url).start()
+        a.wait_log("leader: took the lock", 10)
+        b = member(tmp_path, "b", SECOND_AGI, postgres, broker.url).start()
+        b.wait_log("standby b: contending", 10)
+        calls = ThreadPoolExecutor(1)
+        n = 30
+        try:
+            with AgentPhones(tmp_path, answer_ms=100, talk_ms=(300, 600)):
+                placed = calls.submit(
+                    place_calls, tmp_path, "900100999", calls=n, rate=3.0,
+                    callers=[(f"+3460002{i:04d}", f"Caller {i}") for i in range(n)],
+                    maxwait_ms=120000, timeout=240)
+                observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER",
+                                  30, "calls flowing", count=5)
+                postgres.stop()
+                observer.wait_for(lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER",
+                                  30, "calls answered while PostgreSQL is down", count=12)
+                postgres.start()
+                answered = observer.wait_for(
+                    lambda e: e.event == "DialEnd" and e.DialStatus == "ANSWER"
+                    and e.Uniqueid == e.Linkedid, 120, "every caller answered", count=n)
+                result = placed.result(timeout=200)
+                callers = {e.Uniqueid for e in answered}
+                deadline = time.monotonic() + 30
+                while not callers <= interactions_in(postgres):
+                    assert time.monotonic() < deadline, "records not written after the outage"
+                    time.sleep(0.5)
+        finally:
+            calls.shutdown(wait=False, cancel_futures=True)
+            for m in (b, a):  # the standby first: it would lead when the leader stops
+                m.stop()
+    assert (result.successful, result.failed) == (n, 0), result.output[-2000:]
+    assert not observer.named("UserEvent", UserEvent="CtiFallback")
+    # no split brain: the leader never stepped down, the standby never led
+    assert "no longer leader" not in a.log() and "lost the leadership" not in a.log()
+    assert "leading (" not in b.log()
