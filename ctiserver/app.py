@@ -156,7 +156,10 @@ class Daemon:
         log.warning("leading (%s): agents restored in %.0f ms; taking callers back",
                     why, (time.monotonic() - t0) * 1000)
     def _on_ami_event(self, event: AmiEvent) -> None:
-        self.ami_calls.on_ami_event(event)
+        # a standby follows no call: what it would learn is rebuilt at its promotion from
+        # Asterisk's own lists (the resync), and half-followed calls would be worse
+        if self.role == "leader":
+            self.ami_calls.on_ami_event(event)
 
     def _on_ami_login(self) -> None:
         if self.role != "leader":
