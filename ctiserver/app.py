@@ -49,6 +49,9 @@ from ctiserver.web.hub import WebSocketHub
 
 log = logging.getLogger("ctiserver")
 
+# how long a standby keeps a caller the other member did not answer, waiting to lead
+STANDBY_HOLD = 2.0
+
 
 class Daemon:
     def __init__(self, cfg: Config) -> None:
@@ -113,6 +116,7 @@ class Daemon:
         # an active/standby pair (docs/failover.md): the standby keeps its AMI link and
         # rules warm, acts on nothing, and takes over when it gets the lock
         self.role = "leader"
+        self.leading = asyncio.Event()  # set once this process leads
         self.leadership: Leadership | None = None
         self.exit_code = 0
         if cfg.ha.enabled:
@@ -126,9 +130,19 @@ class Daemon:
     # ------------------------------------------------------------------ leader or standby
 
     async def _route(self, request: Any) -> None:
-        if self.role != "leader":
+        if self.role != "leader" and not await self._leading_soon(request):
             return  # no CTI_ACTION: the dialplan asks the other member (ctiserver-second)
         await self.agi_routes.route(request)
+
+    async def _leading_soon(self, request: Any) -> bool:
+        """A standby asked from [ctiserver-second]: the other member, asked first, gave no
+        answer, so it may be dying. Rather than send the caller to the fallback queue,
+        wait a moment for the lock it would free (a killed leader's goes at once)."""
+        if self.leadership is None or request.headers.get("agi_context") != "ctiserver-second":
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.leading.wait(), STANDBY_HOLD)
+        return self.role == "leader"
 
     async def _agent(self, request: Any) -> None:
         if self.role == "leader":
@@ -151,6 +165,7 @@ class Daemon:
         self.role = "leader"
         self.ami.acting = True
         await self._agents_back()
+        self.leading.set()  # the agents first: a caller held for this is then routed
         if self.ami.connected.is_set():
             self._on_ami_login()  # the waiting callers taken back, the pre-decided ring
         log.warning("leading (%s): agents restored in %.0f ms; taking callers back",
@@ -202,6 +217,7 @@ class Daemon:
                       _safe_url(cfg.database_url), exc)
         if self.role == "leader":
             await self._agents_back()
+            self.leading.set()
         self._tasks.append(asyncio.create_task(self.runner.run(), name="acd"))
         if self.leadership is not None:
             log.info("standby %s: contending for the leadership", cfg.ha.name)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ctiserver.calls import adoption
 from tests.fixtures_services import MosquittoServer, PostgresServer
 from tests.integration.harness import AgentPhones, CtiServer, Observer, place_calls
 from tests.integration.test_acd_asterisk import agents_toml, ami_action, queue_toml, rules_yaml
@@ -115,15 +116,20 @@ def test_a_killed_leader_costs_no_call_and_the_standby_routes_within_seconds(
     assert len({e.Uniqueid for e in answered}) == CALLERS
     assert not observer.named("UserEvent", UserEvent="CtiFallback")
     assert (result.successful, result.failed) == (CALLERS, 0), result.output[-2000:]
-    # the callers on hold at the kill keep their order
+    # the callers on hold at the kill keep their order: the order they joined, as their
+    # CTI_ADOPT says (two callers routed together may reach the hold context either way)
     held = list(dict.fromkeys(
         e.Uniqueid for e in events[:start] if e.event == "Newexten"
         and e.Context == "ctiserver-hold"))
+    joined = {e.Uniqueid: adoption.decode(e.Value).joined_at for e in events
+              if e.event == "VarSet" and e.Variable == "CTI_ADOPT"}
     rung_before = {e.Uniqueid for e in events[:start] if e.event == "DialBegin"}
-    waiting = [u for u in held if u not in rung_before]
-    rung_after = [u for u in dict.fromkeys(e.Uniqueid for e in after if e.event == "DialBegin")
-                  if u in waiting]
-    assert rung_after == waiting, "the waiting callers lost their order"
+    waiting = sorted((u for u in held if u not in rung_before), key=lambda u: joined[u])
+    # in the order offered (ctiserver's Setvar of CTI_DIAL, run by Asterisk in the order
+    # sent): rings of offers made together start in any order
+    offered = [u for u in dict.fromkeys(e.Uniqueid for e in after if e.event == "VarSet"
+                                        and e.Variable == "CTI_DIAL") if u in waiting]
+    assert offered == waiting, "the waiting callers lost their order"
     # every call offered after the failover popped (MQTT, to the agent's topic)
     offered_after = {e.Uniqueid for e in after if e.event == "DialBegin"}
     popped: set[str] = set()
