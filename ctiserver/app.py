@@ -102,7 +102,7 @@ class Daemon:
         self.routing = Routing(self.calls, self.rules, lambda: self.cfg.acd,
                                self.runner.request, self.pops, region=cfg.region,
                                timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
-                               lookup=self.sql_lookup)
+                               lookup=self.sql_lookup, linked=self.ami.connected.is_set)
         agi_routes = AgiRoutes(self.routing)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
         self.agi.add_route("route", agi_routes.route)
