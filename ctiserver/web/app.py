@@ -40,7 +40,8 @@ from ctiserver.web.ports import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATIC = Path(__file__).resolve().parents[2] / "screenpop"
+# a link to the repository's screenpop/, so that `pip install .` ships the pages too
+DEFAULT_STATIC = Path(__file__).resolve().parent / "screenpop"
 TIERS = ("standard", "silver", "gold", "platinum")
 
 STORE = web.AppKey[WebStore]("store")
