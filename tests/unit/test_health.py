@@ -11,8 +11,9 @@ from pathlib import Path
 
 import aiohttp
 
-from ctiserver.health import Facts, LoopLag, Monitor, Since, judge, status_line
+from ctiserver.health import Facts, LoopLag, Monitor, Probe, Since, judge, status_line
 from ctiserver.sdnotify import SdNotify
+from ctiserver.store import Store
 from ctiserver.web.ports import HealthReport
 from tests.fixtures_services import WebStack
 
@@ -101,6 +102,32 @@ def test_the_loop_lag_is_the_worst_over_the_window() -> None:
     assert lag.worst(110.0) == 0.4
     assert lag.worst(131.0) == 0.001  # the 0.4 s is out of the window
     assert lag.worst(200.0) == 0.0
+
+
+async def first_answer(probe: Probe) -> bool | None:
+    task = asyncio.create_task(probe.run())
+    try:
+        for _ in range(200):  # the first answer, within 4 s
+            if probe.up is not None:
+                break
+            await asyncio.sleep(0.02)
+        return probe.up
+    finally:
+        task.cancel()
+
+
+async def test_the_database_probe_says_whether_the_store_answers_in_time(
+        tmp_path: Path) -> None:
+    good = Store(f"sqlite+aiosqlite:///{tmp_path / 'crm.db'}")
+    gone = Store(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'crm.db'}")
+    try:
+        assert await first_answer(Probe("database", good.ping, every=60)) is True
+        assert await first_answer(Probe("database", gone.ping, every=60)) is False
+    finally:
+        await good.close()
+        await gone.close()
+    never = asyncio.Event()
+    assert await first_answer(Probe("database", never.wait, every=60, timeout=0.1)) is False
 
 
 # ------------------------------------------------------------------ watchdog and status
