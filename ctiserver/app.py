@@ -37,15 +37,19 @@ from ctiserver.calls.tracker import CallTracker
 from ctiserver.config import Config
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
+from ctiserver.core.acd.states import LOGGED_OUT
 from ctiserver.core.rules.model import Known
+from ctiserver.health import Facts, LoopLag, Monitor, Probe, Since, judge
 from ctiserver.notify import FanOut, Notifier
 from ctiserver.pops import PopService
 from ctiserver.rules.runtime import RulesRuntime
+from ctiserver.sdnotify import SdNotify, watchdog_interval
 from ctiserver.store import Store
 from ctiserver.store.leadership import Leadership
 from ctiserver.store.lookup import SqlLookup
 from ctiserver.web.app import make_app
 from ctiserver.web.hub import WebSocketHub
+from ctiserver.web.ports import HealthReport
 
 log = logging.getLogger("ctiserver")
 
@@ -103,7 +107,7 @@ class Daemon:
         self.routing = Routing(self.calls, self.rules, lambda: self.cfg.acd,
                                self.runner.request, self.pops, region=cfg.region,
                                timezone=cfg.timezone, lookup_timeout=cfg.lookup_timeout,
-                               lookup=self.sql_lookup)
+                               lookup=self.sql_lookup, linked=self.ami.connected.is_set)
         self.agi_routes = AgiRoutes(self.routing)
         self.agi = FastAgiServer(cfg.agi_host, cfg.agi_port)
         self.agi.add_route("route", self._route)
@@ -126,6 +130,11 @@ class Daemon:
                                          interval=cfg.ha.interval,
                                          fence_after=cfg.ha.fence_after,
                                          on_change=self._leadership_changed)
+        # /healthz and systemd (Type=notify, WatchdogSec=): docs/operations.md
+        self.acd_task: asyncio.Task[None] | None = None
+        self.health = DaemonHealth(self)
+        self.monitor = Monitor(self.health.health, self.health.acd_running, SdNotify(),
+                               self.health.lag, watchdog_interval(os.environ, os.getpid()))
 
     # ------------------------------------------------------------------ leader or standby
 
@@ -202,6 +211,8 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.cfg
+        self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
+        self._tasks.append(asyncio.create_task(self.health.database.run(), name="db-probe"))
         if self.sql_lookup is not None:
             self.sql_lookup.bind(asyncio.get_running_loop())
         result = self.rules.start()
@@ -218,7 +229,8 @@ class Daemon:
         if self.role == "leader":
             await self._agents_back()
             self.leading.set()
-        self._tasks.append(asyncio.create_task(self.runner.run(), name="acd"))
+        self.acd_task = asyncio.create_task(self.runner.run(), name="acd")
+        self._tasks.append(self.acd_task)
         if self.leadership is not None:
             log.info("standby %s: contending for the leadership", cfg.ha.name)
             self._tasks.append(asyncio.create_task(self.leadership.run(), name="leadership"))
@@ -227,13 +239,17 @@ class Daemon:
         if self.mqtt is not None:
             self.mqtt.start()
         await self.agi.start()
-        app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub)
+        app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub,
+                       health=self.health)
         app.middlewares.append(self._leader_only)
         self.web_runner = web.AppRunner(app, access_log=None)
         await self.web_runner.setup()
         await web.TCPSite(self.web_runner, cfg.web_host, cfg.web_port).start()
         log.info("agent page on http://%s:%d/", cfg.web_host, cfg.web_port)
         await self.ami.start()
+        # ready without waiting for the AMI login: with Asterisk down ctiserver must be up
+        # and retrying, and a call it cannot follow goes to the fallback (Routing.linked)
+        self.monitor.ready()
 
     async def _agents_back(self) -> None:
         """Agents as they were (the database), then those logged in at start."""
@@ -305,6 +321,7 @@ class Daemon:
             raise
         await self.stop_event.wait()
         log.info("stopping")
+        self.monitor.stopping()
         await self.close()
         if self.exit_code:
             raise SystemExit(self.exit_code)
@@ -329,7 +346,36 @@ class Daemon:
         await self.notifier.close()
         await self.pops.close()
         await self.store.close()
+        self.monitor.notify.close()
         log.info("stopped")
+
+
+class DaemonHealth:
+    """``web.ports.Health``: asks the AMI link, the database probe, the MQTT notifier, the
+    rules and the ACD task how they are; ``ctiserver.health`` judges."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.lag = LoopLag()
+        self.since = Since()
+        self.database = Probe("database", daemon.store.ping)
+
+    def acd_running(self) -> bool:
+        task = self.d.acd_task
+        return task is None or not task.done()  # not started yet is not stopped
+
+    def facts(self) -> Facts:
+        d = self.d
+        return Facts(
+            ami_up=d.ami.connected.is_set(), acd_running=self.acd_running(),
+            rules_version=d.rules.version, rules_refused=d.rules.last_refusal is not None,
+            database_up=self.database.up,
+            mqtt_up=None if d.mqtt is None else d.mqtt.connected.is_set(),
+            loop_lag=self.lag.worst(time.monotonic()),
+            agents_logged_in=sum(a.state is not LOGGED_OUT for a in d.engine.agents.values()))
+
+    def health(self) -> HealthReport:
+        return judge(self.facts(), self.since, time.time(), role=self.d.role)
 
 
 def load_config(path: str | Path) -> Config:

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ctiserver import config as config_mod
 from ctiserver.rules import cli as rules_cli
@@ -45,6 +45,32 @@ class SecondCachingFormatter(logging.Formatter):
         return f"{self._text},{int(record.msecs):03d}"
 
 
+class JournalFormatter(logging.Formatter):
+    """Lines for systemd's journal: each line prefixed with its syslog priority (``<4>``),
+    so that ``journalctl -p warning`` finds warnings and tracebacks alike; no time of
+    ours (the journal stamps every line)."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                  logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{self.PRIORITIES.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def log_formatter(environ: Mapping[str, str], stderr_fd: int = 2) -> logging.Formatter:
+    """The journal's format when stderr is the journal stream systemd gave us
+    ($JOURNAL_STREAM names its device and inode), the plain one otherwise."""
+    text = "%(levelname)s %(name)s: %(message)s"
+    try:
+        st = os.fstat(stderr_fd)
+    except OSError:
+        st = None
+    if st is not None and environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}":
+        return JournalFormatter(text)
+    return SecondCachingFormatter("%(asctime)s " + text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["db"]:  # its own parser: ctiserver db [--url URL] upgrade|demo|adduser
@@ -73,8 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         cfg = _load(args.config)
         handler = logging.StreamHandler()
-        handler.setFormatter(SecondCachingFormatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(log_formatter(os.environ))
         logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
         # per call event: no caller frame, thread or process lookups (logging HOWTO,
         # "Optimization") — the format above uses none of them

@@ -31,6 +31,7 @@ from ctiserver.pops import PopService
 from ctiserver.store import Store
 from ctiserver.store.demo import load_demo
 from ctiserver.web import AgentControlError, WebSocketHub, make_app
+from ctiserver.web.ports import Health
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -295,8 +296,10 @@ class WebStack:
         demo: bool = True,
         lookup_timeout: float = 0.2,
         crm_url_template: str | None = "https://crm.example/search?phone={e164}",
+        health: Health | None = None,
     ):
         self.db_url, self.mqtt_url = db_url, mqtt_url
+        self.health = health
         self._migrate, self._demo = migrate, demo
         self.lookup_timeout = lookup_timeout
         self.crm_url_template = crm_url_template
@@ -324,7 +327,8 @@ class WebStack:
             crm_url_template=self.crm_url_template,
         )
         self.control = InProcessAgentControl(self.pops)
-        self.app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub)
+        self.app = make_app(store=self.store, pops=self.pops, control=self.control, hub=self.hub,
+                            health=self.health)
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -55,9 +55,11 @@ class Routing:
                  request_acd: Request, pops: CallObserver | None = None, *,
                  region: str = "ES", timezone: str = "Europe/Madrid",
                  lookup_timeout: float = 0.2,
-                 lookup: Callable[[str, str], Mapping[str, Any] | None] | None = None) -> None:
+                 lookup: Callable[[str, str], Mapping[str, Any] | None] | None = None,
+                 linked: Callable[[], bool] | None = None) -> None:
         """``pops`` gives the call's CRM lookup (shared with the pop) and is told when a
-        call is not queued; ``lookup`` is the rules' ``lookup(table, key)``."""
+        call is not queued; ``lookup`` is the rules' ``lookup(table, key)``; ``linked``
+        says whether ctiserver hears the PBX's call events (the AMI link is up)."""
         self.tracker = tracker
         self.rules = rules
         self.acd = acd
@@ -67,6 +69,7 @@ class Routing:
         self.tz = ZoneInfo(timezone)
         self.lookup_timeout = lookup_timeout
         self.lookup = lookup
+        self.linked = linked
 
     # ---------------------------------------------------------------- inbound calls
 
@@ -78,6 +81,12 @@ class Routing:
             log.debug("[%s] back from a pre-decided ring: holding", uid)
             adopt = self.tracker.calls[uid].adopt
             await channel.answer("hold", {adoption.VARIABLE: adopt} if adopt else {})
+            return
+        if self.linked is not None and not self.linked():
+            # blind to the call's events and unable to move a waiting caller: the agent it
+            # rang would be taken for not answering. app_queue takes it instead.
+            log.warning("[%s] AMI link down: call sent to the fallback queue", uid)
+            await channel.answer("fallback", {})
             return
         caller, name, dnis = who_called(inbound.caller_id, inbound.caller_name, inbound.dnis,
                                         self.region)

@@ -65,6 +65,10 @@ class Store:
         await self.callers.close()
         await self.db.dispose()
 
+    async def ping(self) -> None:
+        """One round trip to the database (the health probe's); raises when unreachable."""
+        await self.db.ping()
+
     # ------------------------------------------------------------ migrations
 
     async def migrate(self, revision: str = "head") -> None:

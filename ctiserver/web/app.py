@@ -11,6 +11,8 @@ Routes (JSON unless said otherwise):
 - ``POST /api/customers {name, numbers, tier, email, notes, call_id}`` ("unknown caller")
 - ``GET /api/supervisor/snapshot`` (supervisor, admin)
 - ``GET /ws`` WebSocket, authenticated by the session cookie or a Bearer header
+- ``GET /healthz`` no sign-in: ok / degraded and why; 200 when ctiserver routes calls, 503
+  when it cannot (``HealthReport``)
 - ``/`` the agent page, ``/supervisor`` the supervisor page, static files of ``screenpop/``
 """
 
@@ -27,17 +29,26 @@ from aiohttp.typedefs import Handler
 
 from ctiserver.web.auth import COOKIE, Session, Sessions, SignInThrottle
 from ctiserver.web.hub import SUPERVISING, WebSocketHub
-from ctiserver.web.ports import AgentControl, AgentControlError, Screens, StoreError, WebStore
+from ctiserver.web.ports import (
+    AgentControl,
+    AgentControlError,
+    Health,
+    Screens,
+    StoreError,
+    WebStore,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATIC = Path(__file__).resolve().parents[2] / "screenpop"
+# a link to the repository's screenpop/, so that `pip install .` ships the pages too
+DEFAULT_STATIC = Path(__file__).resolve().parent / "screenpop"
 TIERS = ("standard", "silver", "gold", "platinum")
 
 STORE = web.AppKey[WebStore]("store")
 POPS: web.AppKey[Screens] = web.AppKey("pops")
 CONTROL = web.AppKey[AgentControl]("control")
 HUB: web.AppKey[WebSocketHub] = web.AppKey("hub", WebSocketHub)
+HEALTH = web.AppKey[Health]("health")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 SECURE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
 THROTTLE: web.AppKey[tuple[SignInThrottle, SignInThrottle]] = web.AppKey("throttle", tuple)
@@ -55,6 +66,7 @@ def make_app(
     static_dir: Path | None = None,
     session_ttl: float = 12 * 3600,
     secure_cookie: bool = False,
+    health: Health | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_same_origin, _errors], client_max_size=64 * 1024)
     app[STORE], app[POPS], app[CONTROL], app[HUB] = store, pops, control, hub
@@ -73,6 +85,9 @@ def make_app(
     r.add_post("/api/customers", create_customer)
     r.add_get("/api/supervisor/snapshot", snapshot)
     r.add_get("/ws", websocket)
+    if health is not None:
+        app[HEALTH] = health
+        r.add_get("/healthz", healthz)
 
     r.add_get("/", _file(static / "index.html"))
     r.add_get("/supervisor", _file(static / "supervisor.html"))
@@ -90,6 +105,12 @@ def make_app(
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report = request.app[HEALTH].health()
+    return web.json_response(report.to_json(), status=200 if report.routing else 503,
+                             headers={"Cache-Control": "no-store"})
 
 
 def _file(path: Path) -> Any:

@@ -10,9 +10,10 @@ nothing from the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ctiserver.acd.ports import AgentControl, AgentControlError
 from ctiserver.core.records import CustomerRecord, InteractionRecord, StoreError, UserRecord
@@ -24,6 +25,8 @@ __all__ = [
     "AgentControlError",
     "CustomerRecord",
     "Customers",
+    "Health",
+    "HealthReport",
     "InteractionRecord",
     "Interactions",
     "Screens",
@@ -82,3 +85,30 @@ class Interactions(Protocol):
 
 class WebStore(Accounts, SessionStore, Customers, Interactions, Protocol):
     """Everything the web application needs from storage."""
+
+
+# ------------------------------------------------------------------ health
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What ``GET /healthz`` answers: for an admin's monitor, so no host, URL or secret."""
+
+    status: str  # "ok" | "degraded" ("standby": reserved for an active/standby pair)
+    role: str  # "leader" (a standby will say "standby")
+    routing: bool  # new calls are routed by ctiserver: HTTP 200; else 503
+    checks: Mapping[str, str] = field(default_factory=dict)  # part -> "up", "down", "off"...
+    reasons: tuple[str, ...] = ()  # why it is not "ok", for a person
+    agents_logged_in: int = 0
+    loop_lag_ms: float = 0.0  # the event loop's worst lateness over the last window
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "role": self.role, "routing": self.routing,
+                "checks": dict(self.checks), "reasons": list(self.reasons),
+                "agents_logged_in": self.agents_logged_in, "loop_lag_ms": self.loop_lag_ms}
+
+
+class Health(Protocol):
+    """How the daemon is, asked without signing in (monitors, load balancers)."""
+
+    def health(self) -> HealthReport: ...

@@ -207,6 +207,7 @@ class CtiServer:
     web_port: int = field(default_factory=free_port)
     pre_decided: bool = True  # [rules] pre_decided (docs/fast-path.md)
     agi_port: int = AGI_PORT  # another port: the second member of an active/standby pair
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the daemon
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = Path()
 
@@ -246,8 +247,10 @@ class CtiServer:
     def start(self, wait: bool = True) -> CtiServer:
         cfg = self.write()
         self.log_path = self.workdir / "ctiserver.log"
-        env = dict(os.environ, CTISERVER_AMI_SECRET="ctiserver-sandbox-secret",
-                   PYTHONUNBUFFERED="1")
+        # the daemon runs this checkout's code, as the tests do (not the venv's install)
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "CTISERVER_AMI_SECRET": "ctiserver-sandbox-secret",
+               "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **self.env}
         wait_until(lambda: not port_open(self.agi_port), 10,
                    f"FastAGI port {self.agi_port} to be free")
         self.proc = subprocess.Popen(

@@ -339,6 +339,18 @@ async def test_a_pre_decided_ring_not_answered_asks_and_is_held() -> None:
     assert w.engine.calls["1795.1"].offered_to == {"1001"}  # nothing else changed
 
 
+async def test_a_new_call_goes_to_the_fallback_while_the_ami_link_is_down() -> None:
+    # ctiserver would not hear the agent answer, nor be able to move the caller on hold
+    w = World()
+    routing = Routing(w.tracker, rules=None, acd=lambda: None,  # type: ignore[arg-type]
+                      request_acd=None, linked=lambda: False)  # type: ignore[arg-type]
+    channel = Channel()
+    await routing.route(InboundCall("1795.2", "PJSIP/trunk-1795.2", "915551234", "Ana",
+                                    "900100999"), channel)
+    assert channel.answers == [("fallback", {})]
+    assert "1795.2" not in w.engine.calls and "1795.2" not in w.tracker.calls
+
+
 class Asks:
     """An AMI connection that answers Getvar as Asterisk does, with or without the
     function."""
