@@ -245,8 +245,10 @@ class CtiServer:
     def start(self, wait: bool = True) -> CtiServer:
         cfg = self.write()
         self.log_path = self.workdir / "ctiserver.log"
+        # this tree's ctiserver: the venv's editable install may point at another worktree
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, CTISERVER_AMI_SECRET="ctiserver-sandbox-secret",
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", PYTHONPATH=path)
         wait_until(lambda: not port_open(AGI_PORT), 10, "FastAGI port 4573 to be free")
         self.proc = subprocess.Popen(
             [sys.executable, *_entry(), "run", "--config", str(cfg)],
