@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.calls.model import CallerLeg, MemberChange, QueueMember
-from ctiserver.calls.ports import CallEvents
+from ctiserver.calls.ports import CallEvents, PbxRefused
 
 log = logging.getLogger("ctiserver.calls")
 
@@ -72,7 +72,7 @@ class AmiTelephony:
         reply = await self.ami.call({"Action": "QueueStatus", "Queue": queue}, timeout=10)
         listed = _as_list(reply)
         if not listed and str(getattr(reply, "response", "")) == "Error":
-            raise ConnectionError(f"QueueStatus refused: {getattr(reply, 'message', '')}")
+            raise PbxRefused(f"QueueStatus: {getattr(reply, 'message', '') or 'error'}")
         if not any(m.event == "QueueParams" and m.Queue == queue for m in listed):
             return None
         return [QueueMember(device=m.Location or m.Interface, name=m.Name or m.MemberName,

@@ -16,7 +16,8 @@ moment later (``COALESCE``: an agent who flips pause / ready fast costs one acti
 none), fire-and-forget. At every AMI login the whole list is reconciled (QueueStatus,
 then add / remove / pause what differs): after ctiserver's restart, after Asterisk's. A
 queue missing from queues.conf, or an AMI user that may not change members, is one ERROR
-at login; the queue is then left alone, and looked at again every ``RECHECK`` seconds.
+(after a few quick looks: an Asterisk just started may still be loading app_queue); the
+queue is then left alone, and looked at again every ``RECHECK`` seconds.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ctiserver.calls.model import MemberChange, QueueMember
-from ctiserver.calls.ports import QueueMembers
+from ctiserver.calls.ports import PbxRefused, QueueMembers
 from ctiserver.core.acd import events as ev
 
 log = logging.getLogger("ctiserver.fallback")
 
 COALESCE = 0.2  # seconds between an agent's change and the action that follows it
 RECHECK = 60.0  # seconds between two looks at a queue Asterisk lacks or refuses to change
+# a queue missing or not listed right after an AMI login (Asterisk still loading its
+# modules): looked at again SOON seconds later, SOON_TRIES times, before the ERROR
+SOON, SOON_TRIES = 2.0, 5
 REASON_MAX = 79  # app_queue keeps a pause reason in 80 bytes
 # a member written in queues.conf cannot be removed over AMI: logged out, it is paused
 LOGGED_OUT = "logged out of ctiserver"
@@ -66,13 +70,15 @@ class FallbackFollower:
     -> the device rung)."""
 
     def __init__(self, members: QueueMembers, queue: str, devices: Mapping[str, str],
-                 *, coalesce: float = COALESCE, recheck: float = RECHECK) -> None:
+                 *, coalesce: float = COALESCE, recheck: float = RECHECK,
+                 soon: float = SOON, soon_tries: int = SOON_TRIES) -> None:
         self.members = members
         self.queue = queue
         self.devices = dict(devices)
         self.agent_of = {device: agent for agent, device in self.devices.items()}
         self.coalesce = coalesce
         self.recheck = recheck
+        self.soon, self.soon_tries = soon, soon_tries
         self.want: dict[str, Seat] = {}  # the logged-in agents, from the engine's word
         # what the queue holds, as far as ctiserver knows (absent: not a member); None
         # from an AMI login until its reconcile is done: meanwhile nothing is sent
@@ -83,8 +89,8 @@ class FallbackFollower:
         self._task: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._login = 0  # AMI logins seen: a reconcile of an earlier one gives way
-        self._complained = False  # the ERROR of this login was logged
-        self._warned = False  # the WARNING on members in queues.conf, likewise
+        self._tries = 0  # looks at the queue that found it missing, this login
+        self._said: set[str] = set()  # the problems logged this login
 
     # ------------------------------------------------------------------ the engine's word
 
@@ -167,7 +173,8 @@ class FallbackFollower:
     def logged_in(self) -> None:
         """ctiserver (re)connected to Asterisk: reconcile the whole list."""
         self._login += 1
-        self._complained = self._warned = False
+        self._tries = 0
+        self._said.clear()
         self._start()
 
     def _start(self) -> None:
@@ -191,27 +198,27 @@ class FallbackFollower:
         try:
             dialplan = await self.members.dialplan_global("CTI_FALLBACK_QUEUE")
             listed = await self.members.queue_members(queue)
-        except (ConnectionError, TimeoutError) as exc:
-            # not connected: the next AMI login comes; Asterisk slow: look again later
-            again = isinstance(exc, TimeoutError)
-            log.warning("fallback queue %s: members not listed (%s); again %s", queue,
-                        exc or type(exc).__name__,
-                        f"in {self.recheck:.0f} s" if again else "at the next AMI login")
-            if again and login == self._login:
-                self._retry = asyncio.get_running_loop().call_later(self.recheck, self._again)
+        except ConnectionError as exc:  # the next AMI login reconciles
+            log.warning("fallback queue %s: members not listed (%s); again at the next AMI "
+                        "login", queue, exc or type(exc).__name__)
+            return
+        except (TimeoutError, PbxRefused) as exc:
+            if login == self._login:
+                self._trouble(f"fallback queue {queue!r}: Asterisk did not list its members "
+                              f"({exc or type(exc).__name__}); is app_queue loaded?")
             return
         if login != self._login:
             return
-        if dialplan and dialplan != queue and not self._complained:
-            log.error("the dialplan sends fallback callers to %r (global CTI_FALLBACK_QUEUE) "
-                      "but ctiserver keeps the members of %r ([acd] fallback_queue): set the "
-                      "same name in both", dialplan, queue)
+        if dialplan and dialplan != queue:
+            self._say("dialplan", f"the dialplan sends fallback callers to {dialplan!r} "
+                      f"(global CTI_FALLBACK_QUEUE) but ctiserver keeps the members of "
+                      f"{queue!r} ([acd] fallback_queue): set the same name in both")
         if listed is None:
-            self._fail(f"fallback queue {queue!r} does not exist in Asterisk: callers sent to "
-                       f"the fallback (ctiserver down, CTI_MAXHOLD) reach no agent. Add a "
-                       f"[{queue}] section without members to queues.conf (autofill = yes, "
-                       f"ringinuse = no; see asterisk_conf/etc/queues.conf) and reload "
-                       f"app_queue: ctiserver fills it within {self.recheck:.0f} s")
+            self._trouble(f"fallback queue {queue!r} does not exist in Asterisk: callers sent "
+                          f"to the fallback (ctiserver down, CTI_MAXHOLD) reach no agent. Add "
+                          f"a [{queue}] section without members to queues.conf (autofill = "
+                          f"yes, ringinuse = no; see asterisk_conf/etc/queues.conf) and reload "
+                          f"app_queue: ctiserver fills it within {self.recheck:.0f} s")
             return
         target, changes = self.diff(listed)
         refused = await self.members.change_members(queue, changes) if changes else []
@@ -237,11 +244,24 @@ class FallbackFollower:
         self.dirty.update(dict.fromkeys(self.devices))
         self.flush()
 
+    def _trouble(self, message: str) -> None:
+        """The queue could not be listed, or is missing: an Asterisk that has just started
+        may not have loaded app_queue yet, so a few quick looks first, then the ERROR."""
+        self._tries += 1
+        if self._tries < self.soon_tries:
+            self._retry = asyncio.get_running_loop().call_later(self.soon, self._again)
+        else:
+            self._fail(message)
+
     def _fail(self, message: str) -> None:
-        if not self._complained:
-            log.error("%s", message)
-            self._complained = True
+        self._say("fail", message)
         self._retry = asyncio.get_running_loop().call_later(self.recheck, self._again)
+
+    def _say(self, key: str, message: str, level: int = logging.ERROR) -> None:
+        """Log ``message`` once per AMI login."""
+        if key not in self._said:
+            self._said.add(key)
+            log.log(level, "%s", message)
 
     def diff(self, listed: list[QueueMember]) -> tuple[dict[str, Seat], list[MemberChange]]:
         """The queue's members as ctiserver wants them, and the changes that get there
@@ -262,14 +282,13 @@ class FallbackFollower:
             mine[agent] = m
             if not m.dynamic:
                 static.add(agent)
-        if (static or foreign) and not self._warned:
-            self._warned = True
-            log.warning("fallback queue %s: member(s) written in queues.conf (%s): ctiserver "
-                        "can pause them but not remove them%s; delete their member lines",
-                        self.queue, ", ".join(sorted([*foreign, *(self.devices[a]
-                                                                  for a in static)])),
-                        " (those that are none of its agents are rung whatever it knows)"
-                        if foreign else "")
+        if static or foreign:
+            written = ", ".join(sorted([*foreign, *(self.devices[a] for a in static)]))
+            strangers = " (those that are none of its agents are rung whatever it knows)"
+            self._say("static", f"fallback queue {self.queue}: member(s) written in "
+                      f"queues.conf ({written}): ctiserver can pause them but not remove "
+                      f"them{strangers if foreign else ''}; delete their member lines",
+                      logging.WARNING)
         self.static = static
         target: dict[str, Seat] = {}
         for agent, device in self.devices.items():

@@ -33,13 +33,17 @@ class Telephony(Protocol):
         """Set the dialplan's global variables, in this order."""
 
 
+class PbxRefused(Exception):
+    """Asterisk answered an action with an error (a module not loaded, a permission)."""
+
+
 class QueueMembers(Protocol):
     """An app_queue queue's members, as the fallback follower keeps them
     (``calls.fallback``; ``AmiTelephony`` does it)."""
 
     async def queue_members(self, queue: str) -> list[QueueMember] | None:
-        """The queue's members; None when Asterisk has no such queue. ConnectionError or
-        TimeoutError when it could not be asked."""
+        """The queue's members; None when Asterisk has no such queue. ConnectionError when
+        not connected, TimeoutError or PbxRefused when Asterisk did not list them."""
 
     async def change_members(self, queue: str, changes: Sequence[MemberChange]) -> list[str]:
         """Carry out ``changes`` in order and wait for Asterisk's answers: one text per

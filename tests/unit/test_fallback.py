@@ -19,6 +19,7 @@ from panoramisk.message import Message
 from ctiserver.asterisk.ami_calls import AmiTelephony
 from ctiserver.calls.fallback import LOGGED_OUT, FallbackFollower, pause_reason
 from ctiserver.calls.model import MemberChange, QueueMember
+from ctiserver.calls.ports import PbxRefused
 from ctiserver.config import ConfigError, load
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.model import QueueConfig
@@ -110,14 +111,16 @@ class AppQueue:
 class World:
     """The real engine, the follower fed with its effects as the daemon feeds it."""
 
-    def __init__(self, queue: AppQueue | None = None, agents: Sequence[str] = AGENTS) -> None:
+    def __init__(self, queue: AppQueue | None = None, agents: Sequence[str] = AGENTS,
+                 soon_tries: int = 5) -> None:
         cfg = config([QueueConfig("support", ring_timeout=10, wrapup=5)],
                      [agent(a, "support") for a in agents])
         self.acd = Harness(cfg)
         self.queue = queue or AppQueue()
         # a long coalescing delay: the tests flush by hand, as the timer would
         self.follower = FallbackFollower(self.queue, Q, {a: f"PJSIP/{a}" for a in agents},
-                                         coalesce=3600, recheck=3600)
+                                         coalesce=3600, recheck=3600, soon=0,
+                                         soon_tries=soon_tries)
 
     def do(self, event: ev.Event, dt: float = 1.0) -> list[ev.Effect]:
         effects = self.acd.after(dt, event)
@@ -334,11 +337,13 @@ async def test_without_the_connection_nothing_is_sent_until_the_next_login() -> 
 
 async def test_a_missing_queue_is_one_error_at_login_and_nothing_after(
         caplog: pytest.LogCaptureFixture) -> None:
-    w = World(AppQueue(exists=False))
+    w = World(AppQueue(exists=False), soon_tries=3)
     with caplog.at_level(logging.INFO, logger="ctiserver"):
         for a in AGENTS:
             w.do(ev.AgentLoggedIn(a))
-        await w.login()
+        w.follower.logged_in()
+        await w.queue.until(lambda: w.queue.listed == 3)  # a few quick looks, then it says
+        await w.queue.until(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
         for a in AGENTS:
             w.do(ev.AgentPaused(a, "x"))
             w.do(ev.AgentReady(a))
@@ -350,10 +355,31 @@ async def test_a_missing_queue_is_one_error_at_login_and_nothing_after(
     assert "[ctiserver-fallback] section" in errors[0] and "reload app_queue" in errors[0]
 
 
+async def test_an_asterisk_still_loading_its_modules_is_looked_at_again_soon(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Loading(AppQueue):
+        """QueueStatus unknown at first, then the queue not yet read, then all there."""
+
+        async def queue_members(self, queue: str) -> list[QueueMember] | None:
+            if self.listed == 0:
+                self.listed += 1
+                raise PbxRefused("QueueStatus: Invalid/unknown command: QueueStatus")
+            self.exists = self.listed > 1
+            return await super().queue_members(queue)
+
+    w = World(Loading())
+    with caplog.at_level(logging.WARNING, logger="ctiserver"):
+        w.do(ev.AgentLoggedIn("1001"))
+        w.follower.logged_in()
+        await w.queue.until(lambda: bool(w.queue.members))
+    assert w.queue.listed == 3 and w.queue.seats() == {"1001": (False, "")}
+    assert caplog.records == []  # nothing an admin must act on
+
+
 async def test_a_queue_added_later_is_filled_without_a_restart(
         caplog: pytest.LogCaptureFixture) -> None:
     q = AppQueue(exists=False)
-    f = FallbackFollower(q, Q, {"1001": "PJSIP/1001"}, recheck=0.02)
+    f = FallbackFollower(q, Q, {"1001": "PJSIP/1001"}, recheck=0.02, soon=0, soon_tries=1)
     f.follow(ev.AgentLoggedIn("1001"), [ev.AgentStateChanged("1001", "ready")])
     with caplog.at_level(logging.ERROR, logger="ctiserver"):
         f.logged_in()
@@ -443,6 +469,11 @@ async def test_queue_status_is_read_as_members() -> None:
         QueueMember("PJSIP/1001", "Agent 1001", "PJSIP/1001", dynamic=False)]
     ami.answers["QueueStatus"] = NO_QUEUE
     assert await AmiTelephony(ami).queue_members("nope") is None  # type: ignore[arg-type]
+    # app_queue not loaded (yet)
+    ami.answers["QueueStatus"] = ("Response: Error\r\nActionID: a1\r\nMessage: "
+                                  "Invalid/unknown command: QueueStatus")
+    with pytest.raises(PbxRefused, match="Invalid/unknown command"):
+        await AmiTelephony(ami).queue_members(Q)  # type: ignore[arg-type]
 
 
 async def test_member_changes_are_queue_actions_and_refusals_are_read() -> None:
