@@ -44,6 +44,7 @@ REASON_MAX = 79  # app_queue keeps a pause reason in 80 bytes
 LOGGED_OUT = "logged out of ctiserver"
 _REQUESTS = (ev.AgentPaused, ev.AgentReady, ev.AgentLoggedOut)
 _REQUEST_TYPES = frozenset(_REQUESTS)
+_STATE_CHANGED = ev.AgentStateChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class FallbackFollower:
             elif isinstance(event, ev.AgentLoggedOut):
                 self._seat(event.agent_id, None)
         for effect in effects:
-            if type(effect) is ev.AgentStateChanged:
+            if type(effect) is _STATE_CHANGED:
                 state = effect.state
                 if state == "ready":
                     self._seat(effect.agent_id, READY)
@@ -121,9 +122,10 @@ class FallbackFollower:
         if seat is None:
             if self.want.pop(agent, None) is None:
                 return
-        elif self.want.get(agent) == seat:
-            return
         else:
+            held = self.want.get(agent)
+            if held is seat or held == seat:  # READY is one object: the usual case is cheap
+                return
             self.want[agent] = seat
         self.dirty[agent] = None
         if self._timer is None and self.held is not None:
