@@ -227,9 +227,9 @@ class Daemon:
         await self.close()
 
     async def close(self) -> None:
-        if self.fallback is not None and self.ami.connected.is_set():
+        if self.fallback is not None:
             # the members stay as they are now: the fallback takes over with them
-            await self.fallback.close()
+            await self.fallback.close(2.0 if self.ami.connected.is_set() else 0)
         if self.predecided is not None and self.ami.connected.is_set():
             # no caller may take an agent from a ctiserver that is gone
             self.predecided.withdraw_all()

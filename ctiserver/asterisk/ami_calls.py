@@ -97,7 +97,10 @@ class AmiTelephony:
         return refused
 
     def change_members_nowait(self, queue: str, changes: Sequence[MemberChange]) -> bool:
-        """The changes pipelined in one write; a refusal is logged when its answer comes."""
+        """The changes pipelined in one write; a refusal is logged when its answer comes.
+        Not connected: False, and no warning per change (the next login reconciles)."""
+        if not self.ami.connected.is_set():
+            return False
         return self.ami.send_nowait(*(_member_action(queue, c) for c in changes))
 
     async def dialplan_global(self, name: str) -> str | None:

@@ -311,14 +311,15 @@ class FallbackFollower:
         return target, changes
 
     async def close(self, timeout: float = 2.0) -> None:
-        """ctiserver stops: a reconcile under way may finish, pending changes go out. The
-        members stay: the fallback then rings the agents as they were."""
+        """ctiserver stops: a reconcile under way may finish (``timeout``: 0 when Asterisk
+        is not connected), pending changes go out. The members stay: the fallback then
+        rings the agents as they were."""
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
         task = self._task
         if task is not None and not task.done():
-            done, _ = await asyncio.wait({task}, timeout=timeout)
+            done = (await asyncio.wait({task}, timeout=timeout))[0] if timeout > 0 else set()
             if not done:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

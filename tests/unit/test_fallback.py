@@ -248,6 +248,14 @@ async def test_the_changes_go_out_on_their_own_a_moment_later() -> None:
     assert q.sent() == [("add", "PJSIP/1001", True, "x")]  # both steps, one action
 
 
+async def test_a_stopping_ctiserver_sends_what_is_pending_and_leaves_the_members() -> None:
+    w = await ready_world()
+    w.do(ev.AgentPaused("1003", "end of shift"))
+    await w.follower.close()
+    assert w.queue.seats() == {"1001": (False, ""), "1002": (False, ""),
+                               "1003": (True, "end of shift")}
+
+
 async def test_agents_unknown_to_the_follower_are_ignored() -> None:
     w = await ready_world()
     w.follower.follow(ev.AgentLoggedIn("9999"), [ev.AgentStateChanged("9999", "ready")])
@@ -447,6 +455,8 @@ class Ami:
         self.answers = answers
         self.called: list[tuple[dict[str, str], bool | None]] = []
         self.nowait: list[dict[str, str]] = []
+        self.connected = asyncio.Event()
+        self.connected.set()
 
     async def call(self, action: dict[str, str], timeout: float = 5.0,
                    as_list: bool | None = None, quiet: bool = False) -> object:
@@ -500,6 +510,8 @@ async def test_member_changes_are_queue_actions_and_refusals_are_read() -> None:
     assert {as_list for _, as_list in ami.called} == {False}
     assert tel.change_members_nowait(Q, changes[:1])
     assert ami.nowait == sent[:1]
+    ami.connected.clear()  # AMI down: nothing sent, the next login reconciles
+    assert not tel.change_members_nowait(Q, changes[:1]) and ami.nowait == sent[:1]
 
 
 # ---------------------------------------------------------------- configuration
