@@ -4,6 +4,7 @@
     AcdRunner ──effects──▶ CallTracker ──▶ AmiTelephony ──AMI──▶ Asterisk
     Asterisk ──FastAGI──▶ AgiRoutes ──▶ Routing (rules, IVR, CRM lookup) ──join──▶ CallTracker
     CallTracker ──offered/answered/ended──▶ PopService ──▶ FanOut(WebSocketHub, MqttNotifier)
+    AcdRunner ──agents' states──▶ FallbackFollower ──QueueAdd/Remove/Pause──▶ app_queue
     Web page ──▶ AgentControl ──▶ AcdRunner
 
 Nothing else constructs these objects; they receive what they need here.
@@ -31,6 +32,7 @@ from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.asterisk.ami_calls import AmiCallEvents, AmiTelephony, groups_available
 from ctiserver.asterisk.fastagi import FastAgiServer
 from ctiserver.asterisk.queues_import import read_queues_conf
+from ctiserver.calls.fallback import FallbackFollower
 from ctiserver.calls.predecided import PreDecided
 from ctiserver.calls.routing import Routing
 from ctiserver.calls.tracker import CallTracker
@@ -91,6 +93,12 @@ class Daemon:
         self.calls.queue_known = lambda queue: queue in self.cfg.acd.queues
         self.ami_calls = AmiCallEvents(self.calls, self.ami)
         self.runner.after_steps(self.calls.run_deferred)
+        # app_queue's fallback queue keeps ctiserver's agents, for when ctiserver is down
+        self.fallback: FallbackFollower | None = None
+        if cfg.fallback_queue:
+            self.fallback = FallbackFollower(
+                AmiTelephony(self.ami), cfg.fallback_queue,
+                {a.id: a.device for a in cfg.acd.agents.values()})
         # the pre-decided ring: numbers whose routing is the number alone
         self.predecided: PreDecided | None = None
         self.zone = ZoneInfo(cfg.timezone)  # not looked up again on the ACD's path
@@ -190,6 +198,8 @@ class Daemon:
             log.info("standby: AMI link up, waiting for the leadership")
             return
         self._tasks.append(asyncio.get_running_loop().create_task(self.ami_calls.resync()))
+        if self.fallback is not None:
+            self.fallback.logged_in()
         if self.predecided is not None:
             self.predecided.reset()
             self._tasks.append(asyncio.get_running_loop().create_task(self._check_groups()))
@@ -208,6 +218,8 @@ class Daemon:
 
     def _carry_out(self, event: ev.Event, effects: list[ev.Effect]) -> None:
         self.calls.carry_out(event, effects)
+        if self.fallback is not None:
+            self.fallback.follow(event, effects)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -327,6 +339,9 @@ class Daemon:
             raise SystemExit(self.exit_code)
 
     async def close(self) -> None:
+        if self.fallback is not None:
+            # the members stay as they are now: the fallback takes over with them
+            await self.fallback.close(2.0 if self.ami.connected.is_set() else 0)
         if self.predecided is not None and self.ami.connected.is_set():
             # no caller may take an agent from a ctiserver that is gone
             self.predecided.withdraw_all()

@@ -94,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: OK — AMI {cfg.ami.username}@{cfg.ami.host}:{cfg.ami.port}, "
               f"FastAGI {cfg.agi_host}:{cfg.agi_port}, web {cfg.web_host}:{cfg.web_port}, "
               f"{len(cfg.acd.queues)} queues, {len(cfg.acd.agents)} agents, "
-              f"MQTT {'on' if cfg.mqtt_url else 'off'}")
+              f"MQTT {'on' if cfg.mqtt_url else 'off'}, fallback queue "
+              f"{cfg.fallback_queue or 'left alone'}")
         return 0
     if args.command == "run":
         cfg = _load(args.config)

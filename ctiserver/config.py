@@ -9,6 +9,7 @@ Environment overrides: ``CTISERVER_AMI_SECRET``, ``CTISERVER_DATABASE_URL``,
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable
@@ -76,6 +77,9 @@ class Config:
     # on nothing but the number (docs/fast-path.md)
     pre_decided: bool = True
     ha: HaConfig = field(default_factory=HaConfig)
+    # the app_queue queue the dialplan's fallback uses (global CTI_FALLBACK_QUEUE), whose
+    # members ctiserver keeps in step with its agents; "" leaves it alone
+    fallback_queue: str = "ctiserver-fallback"
 
 
 _SECTIONS = {
@@ -88,6 +92,7 @@ _QUEUE_KEYS = {
     "preferred_agent_timeout", "skill_relax", "members",
 }
 _AGENT_KEYS = {"id", "name", "device", "skills", "queues", "auto_login"}
+_QUEUE_NAME = re.compile(r"[\w.@+-]*")
 
 
 class _Reader:
@@ -213,6 +218,10 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
 
     ha = _ha(r, sec["ha"], db_url)
     acd = _acd(raw, r, sec["acd"], base, read_queues_conf)
+    fallback_queue = r.get(sec["acd"], "[acd]", "fallback_queue", str, "ctiserver-fallback")
+    if not _QUEUE_NAME.fullmatch(fallback_queue):
+        r.problems.append(f"[acd] fallback_queue: {fallback_queue!r} is not an app_queue "
+                          "queue name (letters, digits, _ . - + @), or \"\" to leave it alone")
     auto_login = tuple(
         str(a.get("id")) for a in raw.get("agents", []) if isinstance(a, dict)
         and r.get(a, f"[[agents]] {a.get('id')}:", "auto_login", bool, False))
@@ -229,6 +238,7 @@ def parse(raw: dict[str, Any], path: str, env: dict[str, str], base: Path = Path
         auto_login=auto_login,
         pre_decided=pre_decided,
         ha=ha,
+        fallback_queue=fallback_queue,
     )
 
 
@@ -269,7 +279,7 @@ def _skills(r: _Reader, where: str, value: Any) -> dict[str, int]:
 
 def _acd(raw: dict[str, Any], r: _Reader, acd_sec: dict[str, Any], base: Path,
          read_queues_conf: QueuesConfReader | None) -> AcdConfig:
-    r.unknown(acd_sec, "[acd]", {"import_queues_conf"})
+    r.unknown(acd_sec, "[acd]", {"import_queues_conf", "fallback_queue"})
     queues: dict[str, QueueConfig] = {}
     agents: dict[str, AgentConfig] = {}
     imported = r.get(acd_sec, "[acd]", "import_queues_conf", str, None)

@@ -108,9 +108,13 @@ class AmiConnection:
             log.exception("AMI event %s could not be handled; ignored",
                           getattr(event, "event", "?"))
 
-    def send(self, action: dict[str, str]) -> asyncio.Future[Any] | None:
+    def send(self, action: dict[str, str], as_list: bool | None = None,
+             quiet: bool = False) -> asyncio.Future[Any] | None:
         """Send an action; returns its response future, or None when not connected (or
-        a standby asked for more than a read)."""
+        a standby asked for more than a read). ``as_list=False``: one response, whatever
+        its text (panoramisk would otherwise wait for a list after QueueAdd's "Added
+        interface to queue"); ``quiet``: an error response is the caller's to report, not
+        logged here."""
         if not self.acting and action.get("Action") not in READ_ONLY_ACTIONS:
             log.debug("standby: AMI %s not sent", action.get("Action"))
             return None
@@ -118,8 +122,9 @@ class AmiConnection:
             log.warning("AMI not connected: %s %s not sent", action.get("Action"),
                         action.get("Channel", ""))
             return None
-        fut: asyncio.Future[Any] = self.manager.send_action(dict(action))
-        fut.add_done_callback(_log_failure(action))
+        fut: asyncio.Future[Any] = self.manager.send_action(dict(action), as_list=as_list)
+        if not quiet:
+            fut.add_done_callback(_log_failure(action))
         return fut
 
     def send_nowait(self, *actions: dict[str, str]) -> bool:
@@ -138,8 +143,9 @@ class AmiConnection:
             return False
         return protocol.send_nowait(actions)  # type: ignore[no-any-return]
 
-    async def call(self, action: dict[str, str], timeout: float = 5.0) -> Any:
-        fut = self.send(action)
+    async def call(self, action: dict[str, str], timeout: float = 5.0,
+                   as_list: bool | None = None, quiet: bool = False) -> Any:
+        fut = self.send(action, as_list, quiet)
         if fut is None:
             raise ConnectionError("AMI not connected" if self.acting else
                                   f"standby: AMI {action.get('Action')} not sent")
@@ -227,7 +233,7 @@ class EventProtocol(AMIProtocol):  # type: ignore[misc]
             chunks.extend(f"{k}: {v}\r\n" for k, v in action.items()
                           if k != "Action" and k != "ActionID")
             chunks.append("\r\n")
-            pending[action_id] = (name, action.get("Channel", "-"))
+            pending[action_id] = (name, action.get("Channel") or action.get("Interface", "-"))
             if len(pending) > MAX_PENDING:  # a response lost: do not grow for ever
                 del pending[next(iter(pending))]
         self.transport.write("".join(chunks).encode("utf-8"))

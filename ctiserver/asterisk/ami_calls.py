@@ -2,7 +2,8 @@
 
 It translates and nothing more: one table (``HANDLERS``) maps AMI event names to the
 tracker's intent-named methods, with the agent's device read from the channel name and
-Asterisk's ``Timestamp``; ``AmiTelephony`` turns a redirect into Setvar + Redirect actions.
+Asterisk's ``Timestamp``; ``AmiTelephony`` turns a redirect into Setvar + Redirect actions,
+and the fallback queue's member changes into QueueAdd / QueueRemove / QueuePause.
 The first word of a channel the phone places is its Newchannel; of one that rings the
 phone, the DialBegin that every way of ringing a phone publishes (Dial, Queue, Originate,
 Page...): manager_ctiserver.conf leaves out the Newchannel of those (extension ``s``).
@@ -12,11 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
-from ctiserver.calls.model import ADOPT_VARIABLE, CallerLeg, HeldChannel
-from ctiserver.calls.ports import CallEvents
+from ctiserver.calls.model import (
+    ADOPT_VARIABLE,
+    CallerLeg,
+    HeldChannel,
+    MemberChange,
+    QueueMember,
+)
+from ctiserver.calls.ports import CallEvents, PbxRefused
 
 log = logging.getLogger("ctiserver.calls")
 
@@ -46,7 +53,7 @@ def _ts(event: AmiEvent) -> float | None:
 
 
 class AmiTelephony:
-    """``ctiserver.calls.ports.Telephony`` over the AMI connection."""
+    """``ctiserver.calls.ports.Telephony`` and ``QueueMembers`` over the AMI connection."""
 
     def __init__(self, ami: AmiConnection) -> None:
         self.ami = ami
@@ -69,6 +76,76 @@ class AmiTelephony:
         """One Setvar with no channel (a global) each, pipelined in one write."""
         self.ami.send_nowait(*({"Action": "Setvar", "Variable": name, "Value": value}
                                for name, value in values.items()))
+
+
+    # ------------------------------------------------------------------ queue members
+    # ``calls.ports.QueueMembers``: the app_queue fallback queue that ctiserver keeps
+
+    async def queue_members(self, queue: str) -> list[QueueMember] | None:
+        """QueueStatus of ``queue``: its members, or None when Asterisk has no such queue
+        (the list then holds no QueueParams)."""
+        reply = await self.ami.call({"Action": "QueueStatus", "Queue": queue}, timeout=10)
+        listed = _as_list(reply)
+        if not listed and str(getattr(reply, "response", "")) == "Error":
+            raise PbxRefused(f"QueueStatus: {getattr(reply, 'message', '') or 'error'}")
+        if not any(m.event == "QueueParams" and m.Queue == queue for m in listed):
+            return None
+        return [QueueMember(device=m.Location or m.Interface, name=m.Name or m.MemberName,
+                            state_device=m.StateInterface, paused=m.Paused == "1",
+                            reason=m.PausedReason or "", dynamic=m.Membership == "dynamic")
+                for m in listed if m.event == "QueueMember" and m.Queue == queue]
+
+    async def change_members(self, queue: str, changes: Sequence[MemberChange]) -> list[str]:
+        """The changes sent in order (AMI runs one session's actions in order), their
+        answers awaited together; each refusal as "QueueAdd PJSIP/1001: <message>"."""
+        actions = [_member_action(queue, c) for c in changes]
+        replies = await asyncio.gather(
+            *(self.ami.call(a, timeout=10, as_list=False, quiet=True) for a in actions),
+            return_exceptions=True)
+        refused = []
+        for action, reply in zip(actions, replies, strict=True):
+            what = f"{action['Action']} {action['Interface']}"
+            if isinstance(reply, BaseException):
+                refused.append(f"{what}: {reply or type(reply).__name__}")
+            elif str(getattr(reply, "response", "")) != "Success":
+                refused.append(f"{what}: {getattr(reply, 'message', '') or 'error'}")
+        return refused
+
+    def change_members_nowait(self, queue: str, changes: Sequence[MemberChange]) -> bool:
+        """The changes pipelined in one write; a refusal is logged when its answer comes.
+        Not connected: False, and no warning per change (the next login reconciles)."""
+        if not self.ami.connected.is_set():
+            return False
+        return self.ami.send_nowait(*(_member_action(queue, c) for c in changes))
+
+    async def dialplan_global(self, name: str) -> str | None:
+        try:
+            reply = await self.ami.call({"Action": "Getvar", "Variable": f"GLOBAL({name})"},
+                                        timeout=5)
+        except (ConnectionError, TimeoutError):
+            return None
+        if str(reply.get("Response", "")) != "Success":
+            return None
+        return str(reply.get("Value", "") or "")
+
+
+def _member_action(queue: str, change: MemberChange) -> dict[str, str]:
+    """A change to a queue's members as its AMI action (QueueAdd / QueueRemove /
+    QueuePause); the member's device is also the one whose state app_queue reads, so it
+    never rings a phone that is busy with another call (``ringinuse = no``)."""
+    action: dict[str, str]
+    if change.action == "add":
+        action = {"Action": "QueueAdd", "Queue": queue, "Interface": change.device,
+                  "Penalty": "0", "Paused": "true" if change.paused else "false",
+                  "MemberName": change.name, "StateInterface": change.device}
+    elif change.action == "remove":
+        return {"Action": "QueueRemove", "Queue": queue, "Interface": change.device}
+    else:
+        action = {"Action": "QueuePause", "Queue": queue, "Interface": change.device,
+                  "Paused": "true" if change.paused else "false"}
+    if change.paused and change.reason:
+        action["Reason"] = change.reason
+    return action
 
 
 class AmiCallEvents:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class CallState(StrEnum):
@@ -112,3 +112,27 @@ class HeldChannel:
     adopt: str  # its CTI_ADOPT value, "" when it has none
     # the channels of the call on other devices: (device, uniqueid, answered)
     legs: tuple[tuple[str, str, bool], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMember:
+    """A member of an app_queue queue as Asterisk lists it (AMI ``QueueStatus``)."""
+
+    device: str  # the interface rung, e.g. PJSIP/1001
+    name: str = ""  # MemberName: ctiserver writes the agent's id
+    state_device: str = ""  # StateInterface: whose device state app_queue reads
+    paused: bool = False
+    reason: str = ""  # the pause reason
+    dynamic: bool = True  # False: a member written in queues.conf, which AMI cannot remove
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One change to an app_queue queue's members: ``add`` (the agent's device, named by
+    the agent's id, paused or not), ``remove``, or ``pause`` (paused or not, with a reason)."""
+
+    action: Literal["add", "remove", "pause"]
+    device: str
+    name: str = ""
+    paused: bool = False
+    reason: str = ""

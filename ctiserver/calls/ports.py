@@ -7,7 +7,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ctiserver.calls.model import Call, CallerLeg, CallInfo, HeldChannel, InboundCall
+from ctiserver.calls.model import (
+    Call,
+    CallerLeg,
+    CallInfo,
+    HeldChannel,
+    InboundCall,
+    MemberChange,
+    QueueMember,
+)
 from ctiserver.core.acd import events as ev
 from ctiserver.core.ivr.session import IvrSession
 from ctiserver.core.rules.context import CallContext
@@ -27,6 +35,30 @@ class Telephony(Protocol):
 
     def set_variables(self, channel: str, variables: Mapping[str, str]) -> None:
         """Set variables on ``channel``, wherever it is in the dialplan."""
+
+
+class PbxRefused(Exception):
+    """Asterisk answered an action with an error (a module not loaded, a permission)."""
+
+
+class QueueMembers(Protocol):
+    """An app_queue queue's members, as the fallback follower keeps them
+    (``calls.fallback``; ``AmiTelephony`` does it)."""
+
+    async def queue_members(self, queue: str) -> list[QueueMember] | None:
+        """The queue's members; None when Asterisk has no such queue. ConnectionError when
+        not connected, TimeoutError or PbxRefused when Asterisk did not list them."""
+
+    async def change_members(self, queue: str, changes: Sequence[MemberChange]) -> list[str]:
+        """Carry out ``changes`` in order and wait for Asterisk's answers: one text per
+        change refused (``"QueueAdd PJSIP/1001: Permission denied"``)."""
+
+    def change_members_nowait(self, queue: str, changes: Sequence[MemberChange]) -> bool:
+        """Carry out ``changes`` in order, nobody waiting (a refusal is logged); False
+        when nothing could be sent (no AMI connection)."""
+
+    async def dialplan_global(self, name: str) -> str | None:
+        """The dialplan's global variable ``name`` ("" when unset); None if not asked."""
 
 
 class Claims(Protocol):

@@ -121,6 +121,50 @@ def dialed_agents(obs: Observer) -> list[str]:
     return [e.DestChannel.rsplit("-", 1)[0] for e in obs.events if e.event == "DialBegin"]
 
 
+# ---------------------------------------------------------------- the fallback queue
+
+FALLBACK_QUEUE = "ctiserver-fallback"  # queues.conf; ctiserver keeps its members
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # MemberName
+    paused: bool
+    reason: str
+    membership: str  # dynamic | static
+
+
+def ami_call(obs: Observer, action: dict[str, str], as_list: bool | None = None) -> Any:
+    """Send an AMI action as the observer and wait for its response."""
+    async def send() -> Any:
+        return await asyncio.wait_for(obs.manager.send_action(action, as_list=as_list), 10)
+
+    return obs.loop.run_until_complete(send())
+
+
+def fallback_members(obs: Observer) -> dict[str, Member]:
+    """The fallback queue's members as Asterisk lists them (QueueStatus), by device."""
+    reply = ami_call(obs, {"Action": "QueueStatus", "Queue": FALLBACK_QUEUE})
+    return {e.Location: Member(e.Name, e.Paused == "1", e.PausedReason or "", e.Membership)
+            for e in (reply if isinstance(reply, list) else [])
+            if e.get("Event") == "QueueMember" and e.Queue == FALLBACK_QUEUE}
+
+
+def set_fallback_members(obs: Observer, devices: tuple[str, ...]) -> None:
+    """The fallback queue with these members, ready (for tests that run it without
+    ctiserver: the members are otherwise whatever the last ctiserver left)."""
+    for device in fallback_members(obs):
+        ami_call(obs, {"Action": "QueueRemove", "Queue": FALLBACK_QUEUE, "Interface": device},
+                 as_list=False)
+    for device in devices:
+        reply = ami_call(obs, {"Action": "QueueAdd", "Queue": FALLBACK_QUEUE,
+                               "Interface": device, "StateInterface": device,
+                               "MemberName": device.rsplit("/", 1)[-1], "Paused": "false"},
+                         as_list=False)
+        assert reply.response == "Success", reply
+    assert set(fallback_members(obs)) == set(devices)
+
+
 # ---------------------------------------------------------------- the daemon
 
 DEFAULT_AGENTS = textwrap.dedent("""
@@ -208,6 +252,7 @@ class CtiServer:
     pre_decided: bool = True  # [rules] pre_decided (docs/fast-path.md)
     agi_port: int = AGI_PORT  # another port: the second member of an active/standby pair
     env: dict[str, str] = field(default_factory=dict)  # more environment for the daemon
+    restore_agents: bool = True  # [state] restore_agents: agents as they were at the stop
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = Path()
 
@@ -241,6 +286,7 @@ class CtiServer:
             pre_decided = {str(self.pre_decided).lower()}
             [state]
             dir = "state"
+            restore_agents = {str(self.restore_agents).lower()}
             """) + mqtt + self.extra + self.queues + self.agents)
         return cfg
 
@@ -270,6 +316,13 @@ class CtiServer:
                 raise AssertionError(f"ctiserver exited ({self.proc.returncode}):\n{self.log()}")
             return self.log().count(text) >= count
         wait_until(seen, timeout, f"{text!r} in the ctiserver log")
+
+    def kill(self) -> None:
+        """kill -9: nothing of ctiserver's own shutdown runs."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
     def stop(self) -> int:
         if self.proc is None:

@@ -21,6 +21,7 @@ from tests.integration.harness import (
     CtiServer,
     Observer,
     place_calls,
+    set_fallback_members,
 )
 
 pytestmark = pytest.mark.integration
@@ -361,7 +362,7 @@ async def test_fire_and_forget_actions_and_their_responses_on_the_real_ami(
 
 
 async def test_the_shipped_event_filter_gives_ctiserver_only_what_it_acts_on(
-        asterisk: None, tmp_path: Path) -> None:
+        asterisk: None, observer: Observer, tmp_path: Path) -> None:
     # manager_ctiserver.conf as installed: a call (here through the app_queue fallback,
     # ctiserver being down) reaches the ctiserver user as dial and hangup events and the
     # phone's NOT_INUSE, without the RINGING / INUSE the DialBegin already told, nor any
@@ -370,6 +371,8 @@ async def test_the_shipped_event_filter_gives_ctiserver_only_what_it_acts_on(
     from ctiserver.asterisk.ami import AmiConnection
     from ctiserver.config import AmiConfig
 
+    await asyncio.to_thread(set_fallback_members, observer,
+                            ("PJSIP/1001", "PJSIP/1002", "PJSIP/1003", "PJSIP/1004"))
     seen: list[Any] = []
     conn = AmiConnection(AmiConfig(secret="ctiserver-sandbox-secret"), seen.append)
     await conn.start()

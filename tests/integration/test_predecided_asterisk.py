@@ -16,6 +16,7 @@ from tests.integration.harness import (
     CtiServer,
     Observer,
     place_calls,
+    set_fallback_members,
     wait_until,
 )
 from tests.integration.test_acd_asterisk import agents_toml, ami_action, queue_toml, rules_yaml
@@ -74,11 +75,12 @@ def test_an_offer_rings_the_agent_only_with_a_token_not_taken(
 def test_two_callers_racing_for_one_published_agent_never_both_ring_it(
         asterisk: None, observer: Observer, tmp_path: Path) -> None:
     # no ctiserver: a caller who does not take the token asks over FastAGI, fails, and goes
-    # to the fallback queue, whose members are not 1005. Two callers joining the token's
-    # group at the same moment may both see the other and both give way (safe: ctiserver
-    # then decides); never may both ring.
+    # to the fallback queue, emptied here (it holds what the last ctiserver left, 1005
+    # perhaps). Two callers joining the token's group at the same moment may both see the
+    # other and both give way (safe: ctiserver then decides); never may both ring.
     number = "900777001"
     wins: list[int] = []
+    set_fallback_members(observer, ())
     try:
         with AgentPhones(tmp_path, port=NO_ANSWER_PHONE, answer_ms=3_600_000):
             set_global(observer, f"CTI_NEXT_{number}", "PJSIP/1005")
