@@ -12,8 +12,12 @@ lines, against the wall clock read just before the kill.
 2. Re-adoption: one ctiserver, --readopt callers on hold (no agent logged in), kill -9,
    restart with the 60 bench agents logged in. Times: from the restart to its AMI login,
    from the login to "re-adopted N", to the first and to the 60th agent rung; order kept.
+3. ctiserver down: its 60 agents logged in, then kill -9; callers go to the app_queue
+   fallback queue whose members ctiserver kept. Peer, in the same run: the same callers
+   straight into app_queue (bench-appqueue: the same agents and settings). Answer time
+   from the caller's Newchannel to the agent's answer.
 
-There is no peer for these figures in app_queue: a restart of app_queue is a restart of
+There is no peer for 1 and 2 in app_queue: a restart of app_queue is a restart of
 Asterisk, which drops every call. The issue's targets are judged: failover (first ring
 after the kill) under 5 s in every kill, 0 lost, order kept.
 
@@ -182,7 +186,8 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
         b.start()
         b.wait_log("contending for the leadership", 15)
         leader, standby = a, b
-        total = int(args.rate * (args.kills + 1) * args.period)
+        # enough callers to outlast the kills (each also waits for a restart, ~2 s)
+        total = int(args.rate * (args.kills * (args.period + 5) + 2 * args.period))
         calls = Calls(work, total, args.rate, "1")
         obs.pump(args.period)
         for k in range(args.kills):
@@ -275,6 +280,56 @@ def readoption(args: argparse.Namespace, obs: Observer, work: Path) -> list[tupl
             ("re-adoption: order kept", kept)]
 
 
+def answer_times(events: list[Any]) -> tuple[list[float], int]:
+    """Each caller's wait: its Newchannel to the DialEnd ANSWER of its first answered ring
+    (seconds), and how many callers got none."""
+    born = {e.Uniqueid: float(e.Timestamp) for e in events if e.event == "Newchannel"
+            and e.Uniqueid == e.Linkedid and e.get("Context") in (
+                "ctiserver-inbound", "bench-appqueue")}
+    done: dict[str, float] = {}
+    for e in events:
+        if e.event == "DialEnd" and e.DialStatus == "ANSWER" and e.Uniqueid in born:
+            done.setdefault(e.Uniqueid, float(e.Timestamp))
+    return [done[u] - born[u] for u in done], len(born) - len(done)
+
+
+def fallback(args: argparse.Namespace, obs: Observer, work: Path) -> list[tuple[str, bool]]:
+    """ctiserver killed: callers reach the fallback queue, whose members ctiserver kept.
+    The peer: the same callers straight into app_queue (queue bench-appqueue, the same 60
+    agents, the same settings), in the same run."""
+    n, rate = args.fallback_calls, args.fallback_rate
+    cti = config(work / "down", BENCH_AGENTS, logged_in=True).start()
+    cti.wait_log("fallback queue ctiserver-fallback", 15)
+    assert cti.proc is not None
+    cti.proc.kill()
+    cti.proc.wait(10)
+    cti.proc = None
+    results = {}
+    for name, trunk in (("fallback (ctiserver down)", "sipp"), ("app_queue alone", "appqueue")):
+        start = len(obs.events)
+        callers = [(f"+3463{i:06d}", f"Caller {i}") for i in range(n)]
+        done = threading.Event()
+
+        def run(t: str = trunk, c: list[tuple[str, str]] = callers,
+                done: threading.Event = done) -> None:
+            place_calls(work, DNIS, calls=n, rate=rate, callers=c, maxwait_ms=180000,
+                        timeout=int(n / rate) + 400, trunk=t)
+            done.set()
+        threading.Thread(target=run, daemon=True).start()
+        pump_until(obs, done.is_set, n / rate + 500, f"{name}: the callers done")
+        obs.pump(1.0)
+        results[name] = answer_times(obs.events[start:])
+    print(f"\nwith ctiserver down, {n} calls at {rate:g}/s to the 60 agents, answer time "
+          f"(caller's Newchannel -> agent answered):")
+    for name, (waits, unanswered) in results.items():
+        print(f"   {name:26s} p50/p95/p99 {pct(waits, 50):.2f} / {pct(waits, 95):.2f} / "
+              f"{pct(waits, 99):.2f} s; answered {len(waits)}, not answered {unanswered}")
+    fb, aq = results["fallback (ctiserver down)"], results["app_queue alone"]
+    print(f"   ratio fallback/app_queue p50 {pct(fb[0], 50) / pct(aq[0], 50):.2f}x")
+    return [("fallback: every caller answered with ctiserver down", fb[1] == 0 and
+             len(fb[0]) == n)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=10)
@@ -282,6 +337,9 @@ def main() -> int:
     ap.add_argument("--agents", type=int, default=30, help="bench agents in the pair's queue")
     ap.add_argument("--period", type=float, default=6.0, help="seconds between kills")
     ap.add_argument("--readopt", type=int, default=200, help="callers on hold at the restart")
+    ap.add_argument("--fallback-calls", type=int, default=300)
+    ap.add_argument("--fallback-rate", type=float, default=60.0,
+                    help="calls/s with ctiserver down (60/s is ~1.2x the agents' capacity)")
     args = ap.parse_args()
     sandbox("up")
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
@@ -295,6 +353,7 @@ def main() -> int:
             with PostgresServer() as pg:
                 checks += failover(args, obs, pg, work)
             checks += readoption(args, obs, work)
+            checks += fallback(args, obs, work)
     finally:
         obs.close()
     print("\n=== targets ===")
