@@ -93,7 +93,9 @@ class AmiCallEvents:
                        if m.event == "DeviceStateChange"]
             held = await self._held(channels)
         except (ConnectionError, TimeoutError) as exc:
-            log.warning("resync after AMI login failed: %s", exc)
+            log.warning("resync after AMI login failed: %s; agents' phones count as offerable",
+                        exc)
+            self.tracker.resync_failed()
             return
         self.tracker.resync(listed, devices, held)
 
@@ -123,6 +125,9 @@ class AmiCallEvents:
                                     adopt="" if value == "(null)" else value,
                                     legs=tuple(legs.get(m.Uniqueid, ()))))
         return held
+
+    def link_lost(self) -> None:
+        self.tracker.link_lost()
 
 
 async def groups_available(ami: AmiConnection) -> bool | None:
@@ -161,6 +166,14 @@ def _new_channel(t: CallEvents, e: AmiEvent) -> None:
     t.channel_created(device_of(e.Channel), e.Uniqueid, e.Linkedid, _ts(e))
 
 
+def _soft_hangup(t: CallEvents, e: AmiEvent) -> None:
+    # Cause is the reason Asterisk hangs the channel up: 4, AST_SOFTHANGUP_SHUTDOWN, is
+    # every channel's at `core stop now` / `core restart now` (manager_ctiserver.conf
+    # passes only that one)
+    if e.Cause == "4":
+        t.shutdown_hangup(e.Uniqueid, _ts(e))
+
+
 def _hangup(t: CallEvents, e: AmiEvent) -> None:
     t.hung_up(device_of(e.Channel), e.Uniqueid, e.get("Cause-txt") or e.Cause, _ts(e))
 
@@ -190,6 +203,7 @@ HANDLERS: dict[str, Callable[[CallEvents, AmiEvent], None]] = {
     "DialBegin": _dial_begin,
     "DialEnd": _dial_end,
     "Hangup": _hangup,
+    "SoftHangupRequest": _soft_hangup,
     "DeviceStateChange": _device_state,
     "UserEvent": _user_event,
 }
