@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
+from ctiserver.asterisk import callerid
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.calls.model import ADOPT_VARIABLE, CallerLeg, HeldChannel
 from ctiserver.calls.ports import CallEvents
@@ -150,7 +151,8 @@ def _dial_begin(t: CallEvents, e: AmiEvent) -> None:
     caller = None
     if e.Context == "ctiserver-inbound":  # the pre-decided ring: a caller we do not know
         caller = CallerLeg(channel=e.Channel or "", caller_id=e.CallerIDNum or "",
-                           caller_name=e.CallerIDName or "", context=e.Context,
+                           caller_name=callerid.from_ami(e.CallerIDName, e.Channel),
+                           context=e.Context,
                            exten=e.Exten or "")
     t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e), caller)
 
