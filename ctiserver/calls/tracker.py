@@ -426,6 +426,7 @@ class CallTracker:
         as far as we can tell), withdraw the rings that ended meanwhile, and relearn the
         phones."""
         known = set(self.calls)  # followed through the outage (the AMI link only dropped)
+        held = list(held)
         # the callers first, so that their agents' legs count as ours; the engine hears
         # of them last, once it knows which phones are busy
         joins = self.readopt(held)
@@ -442,7 +443,7 @@ class CallTracker:
             call = self.calls.pop(uid)
             log.warning("[%s] call ended while AMI was disconnected", uid)
             self._caller_gone(call, lost_at, "lost during AMI outage", approximate=True)
-        self._rings_lost(listed, known)
+        self._rings_lost(listed, known, held)
         self.phones.relearn(device_states)
         for join in joins:
             join()
@@ -454,19 +455,30 @@ class CallTracker:
         self.phones.relearn(())
 
     def _rings_lost(self, listed: list[tuple[str, str, str, float | None]],
-                    known: set[str]) -> None:
-        """Offers of the ``known`` calls whose agent's leg is not live: it ended while the
-        link was down, or never began (the Redirect was not sent). Withdrawn: nobody's
-        no-answer."""
+                    known: set[str], held: list[HeldChannel]) -> None:
+        """The offers of the ``known`` calls, as they are now: answered while the link
+        was down (the agent's leg is up), or withdrawn when the agent's leg is gone (it
+        ended meanwhile, or never began: the Redirect was not sent): nobody's no-answer."""
         ringing = [c for c in self.calls.values()
                    if c.state == CallState.RINGING and c.call_id in known]
         if not ringing:
             return
         legs = {(device, linkedid) for device, _uid, linkedid, _at in listed}
+        up = {(h.call_id, device): uid for h in held for device, uid, answered in h.legs
+              if answered}
         device_of = {agent: device for device, agent in self.phones.agent_by_device.items()}
         for call in ringing:
             for agent in call.ringing:
-                if (device_of.get(agent), call.call_id) not in legs:
+                device = device_of.get(agent, "")
+                uid = up.get((call.call_id, device))
+                if uid is not None:
+                    log.info("[%s] agent %s answered while AMI was disconnected",
+                             call.call_id, agent)
+                    self.agent_legs[uid], call.legs[uid] = call.call_id, device
+                    self.phones.legs[device] = uid
+                    self.dial_ended(call.call_id, device, uid, "answer", None)
+                    break  # a ring-all's other agents: the engine frees them
+                if (device, call.call_id) not in legs:
                     self._ring_withdrawn(call, agent, None,
                                          "its ring ended while AMI was disconnected", None)
 

@@ -14,7 +14,7 @@ import pytest
 
 from ctiserver.asterisk.ami import parse_event
 from ctiserver.asterisk.ami_calls import AmiCallEvents
-from ctiserver.calls.model import Call, CallInfo
+from ctiserver.calls.model import Call, CallInfo, HeldChannel
 from ctiserver.core.acd import events as ev
 from ctiserver.core.acd.engine import Engine
 from ctiserver.core.acd.model import AcdConfig, AgentConfig, QueueConfig, Strategy
@@ -278,3 +278,26 @@ async def test_an_outage_longer_than_the_ring_guard_is_nobodys_no_answer() -> No
     s.adapter.tracker.resync([("PJSIP/trunk", CALLER, CALLER, None)],
                              [("PJSIP/1005", "NOT_INUSE", None), ("PJSIP/1001", "NOT_INUSE", None)])
     assert s.engine.agent_state("1005") == "offered"  # the caller, offered again
+
+
+async def test_a_ring_answered_while_ami_was_down_is_a_call_after_the_resync() -> None:
+    # the caller, still in ctiserver-connect, is bridged to 1005's leg, which is up: the
+    # DialEnd ANSWER was missed, the resync's list of held callers shows the answer
+    s = stack()
+    await join(s)
+    s.feed(recorded()[0])
+    s.adapter.link_lost()
+    s.now[0] = 1020.0
+    held = HeldChannel(call_id=CALLER, channel=CHANNEL, context="ctiserver-connect",
+                       adopt="", legs=(("PJSIP/1005", "1796685949.1", True),))
+    s.adapter.tracker.resync([("PJSIP/trunk", CALLER, CALLER, None),
+                              ("PJSIP/1005", "1796685949.1", CALLER, None)],
+                             [("PJSIP/1005", "INUSE", None), ("PJSIP/1001", "NOT_INUSE", None)],
+                             [held])
+    assert s.engine.agent_state("1005") == "on_call"
+    assert [e for e in s.fed if isinstance(e, ev.RingFailed)] == []
+    s.now[0] = 1050.0  # past the ring guard: it no longer applies
+    s.feed("Event: Hangup\nChannel: PJSIP/1005-00000001\nUniqueid: 1796685949.1")
+    assert isinstance(s.fed[-1], ev.CallEnded)
+    assert s.engine.agent_state("1005") == "ready" and offerable(s.engine, "1005")
+    assert all("not_ready" not in state for state in s.states_of("1005"))
