@@ -204,15 +204,18 @@ async def test_a_ring_still_live_at_the_resync_goes_on() -> None:
 async def test_nobody_is_offered_while_ami_is_down_and_waiting_callers_are_after() -> None:
     # an offer ctiserver cannot follow would end in the engine's ring guard: a no-answer
     s = stack()
+    for a in ("1005", "1001"):
+        s.adapter.tracker.submit(ev.AgentPaused(a, "lunch"), None)
+    assert await join(s) == "hold"
     s.adapter.link_lost()
     assert not offerable(s.engine, "1005") and not offerable(s.engine, "1001")
-    assert await join(s) == "hold"  # FastAGI still works: the caller waits
-    assert s.actions.sent == []
+    s.adapter.tracker.submit(ev.AgentReady("1005"), None)  # from the agent's page
+    assert s.engine.agent_state("1005") == "ready" and s.actions.sent == []
     s.adapter.tracker.resync([("PJSIP/trunk", CALLER, CALLER, None)],
                              [("PJSIP/1005", "NOT_INUSE", None), ("PJSIP/1001", "INUSE", None)])
-    assert not offerable(s.engine, "1001")  # in use: its own call
+    assert not offerable(s.engine, "1001")  # in use: a call of its own
     assert s.engine.agent_state("1005") == "offered"  # free: offered the waiting caller
-    assert s.actions.sent[-1]["Action"] == "Redirect"
+    assert [a["Action"] for a in s.actions.sent] == ["Setvar", "Redirect"]
 
 
 async def test_a_phone_asterisk_does_not_list_or_a_failed_resync_leaves_it_offerable() -> None:
