@@ -85,7 +85,8 @@ class Daemon:
                                   known=Known(queues=frozenset(cfg.acd.queues),
                                               agents=frozenset(cfg.acd.agents)))
         self.engine = Engine(cfg.acd)
-        self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login)
+        self.ami = AmiConnection(cfg.ami, self._on_ami_event, on_login=self._on_ami_login,
+                                 on_lost=self._on_ami_lost)
         self.runner = AcdRunner(self.engine, self._carry_out)
         self.calls = CallTracker(AmiTelephony(self.ami), self.runner.submit, self.pops,
                                  {a.device: a.id for a in cfg.acd.agents.values()},
@@ -203,6 +204,9 @@ class Daemon:
         if self.predecided is not None:
             self.predecided.reset()
             self._tasks.append(asyncio.get_running_loop().create_task(self._check_groups()))
+
+    def _on_ami_lost(self) -> None:
+        self.ami_calls.link_lost()
 
     async def _check_groups(self) -> None:
         available = await groups_available(self.ami)

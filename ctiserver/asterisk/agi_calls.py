@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ctiserver.asterisk import callerid
 from ctiserver.asterisk.ami_calls import device_of
 from ctiserver.asterisk.fastagi import AgiRequest, agi_ok, agi_quote
 from ctiserver.asterisk.ivr_agi import run_ivr
@@ -61,9 +62,11 @@ class AgiRoutes:
     async def route(self, request: AgiRequest) -> None:
         h = request.headers
         uid = h.get("agi_uniqueid", "")
-        inbound = InboundCall(call_id=uid, channel=h.get("agi_channel", ""),
+        channel = h.get("agi_channel", "")
+        inbound = InboundCall(call_id=uid, channel=channel,
                               caller_id=h.get("agi_callerid", ""),
-                              caller_name=h.get("agi_calleridname", ""),
+                              caller_name=callerid.from_agi(h.get("agi_calleridname", ""),
+                                                            channel),
                               dnis=h.get("agi_arg_1") or h.get("agi_extension", ""))
         await self.routing.route(inbound, AgiChannel(request, uid))
 

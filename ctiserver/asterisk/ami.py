@@ -37,10 +37,12 @@ _OUR_ACTION_ID = "\r\nActionID: " + ACTION_ID_PREFIX  # in a response to send_no
 
 class AmiConnection:
     def __init__(self, cfg: AmiConfig, on_event: Callable[[Any], None],
-                 on_login: Callable[[], None] | None = None) -> None:
+                 on_login: Callable[[], None] | None = None,
+                 on_lost: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self._on_event = on_event
         self._on_login_cb = on_login
+        self._on_lost_cb = on_lost  # the link dropped (not at our own close)
         self.connected = asyncio.Event()
         # False on the standby of an active/standby pair: only the leader acts on Asterisk,
         # so two ctiservers never both redirect a caller (reads stay allowed)
@@ -100,6 +102,8 @@ class AmiConnection:
                     self.cfg.port, exc or "closed by Asterisk")
         self.manager.reconnect_timeout = self._delay
         self._delay = min(self._delay * 2, self.cfg.reconnect_max)
+        if self._on_lost_cb is not None:
+            self._on_lost_cb()
 
     def _event(self, event: Any) -> None:
         try:

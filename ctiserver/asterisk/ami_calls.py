@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+from ctiserver.asterisk import callerid
 from ctiserver.asterisk.ami import AmiConnection, AmiEvent
 from ctiserver.calls.model import (
     ADOPT_VARIABLE,
@@ -170,7 +171,9 @@ class AmiCallEvents:
                        if m.event == "DeviceStateChange"]
             held = await self._held(channels)
         except (ConnectionError, TimeoutError) as exc:
-            log.warning("resync after AMI login failed: %s", exc)
+            log.warning("resync after AMI login failed: %s; agents' phones count as offerable",
+                        exc)
+            self.tracker.resync_failed()
             return
         self.tracker.resync(listed, devices, held)
 
@@ -201,6 +204,9 @@ class AmiCallEvents:
                                     legs=tuple(legs.get(m.Uniqueid, ()))))
         return held
 
+    def link_lost(self) -> None:
+        self.tracker.link_lost()
+
 
 async def groups_available(ami: AmiConnection) -> bool | None:
     """Whether Asterisk has the GROUP functions the pre-decided ring's tokens need
@@ -222,7 +228,8 @@ def _dial_begin(t: CallEvents, e: AmiEvent) -> None:
     caller = None
     if e.Context == "ctiserver-inbound":  # the pre-decided ring: a caller we do not know
         caller = CallerLeg(channel=e.Channel or "", caller_id=e.CallerIDNum or "",
-                           caller_name=e.CallerIDName or "", context=e.Context,
+                           caller_name=callerid.from_ami(e.CallerIDName, e.Channel),
+                           context=e.Context,
                            exten=e.Exten or "")
     t.dial_began(e.Uniqueid, device_of(e.DestChannel), e.DestUniqueid, _ts(e), caller)
 
@@ -236,6 +243,14 @@ def _dial_end(t: CallEvents, e: AmiEvent) -> None:
 
 def _new_channel(t: CallEvents, e: AmiEvent) -> None:
     t.channel_created(device_of(e.Channel), e.Uniqueid, e.Linkedid, _ts(e))
+
+
+def _soft_hangup(t: CallEvents, e: AmiEvent) -> None:
+    # Cause is the reason Asterisk hangs the channel up: 4, AST_SOFTHANGUP_SHUTDOWN, is
+    # every channel's at `core stop now` / `core restart now` (manager_ctiserver.conf
+    # passes only that one)
+    if e.Cause == "4":
+        t.shutdown_hangup(e.Uniqueid, _ts(e))
 
 
 def _hangup(t: CallEvents, e: AmiEvent) -> None:
@@ -267,6 +282,7 @@ HANDLERS: dict[str, Callable[[CallEvents, AmiEvent], None]] = {
     "DialBegin": _dial_begin,
     "DialEnd": _dial_end,
     "Hangup": _hangup,
+    "SoftHangupRequest": _soft_hangup,
     "DeviceStateChange": _device_state,
     "UserEvent": _user_event,
 }

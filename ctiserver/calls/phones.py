@@ -10,7 +10,7 @@ up: the engine is told at the hang-up itself whether the phone is free or still 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ctiserver.calls.ports import Submit
 from ctiserver.core.acd import events as ev
@@ -30,6 +30,7 @@ class Phones:
         # devices whose ring failed busy / unavailable since their last state: the engine
         # blocks them on its own, so their next state counts even if it is the same
         self.blocked: set[str] = set()
+        self.unseen: set[str] = set()  # agents' phones blind since the AMI link dropped
 
     def configure(self, agent_by_device: Mapping[str, str]) -> None:
         self.agent_by_device = dict(agent_by_device)
@@ -81,6 +82,28 @@ class Phones:
             # the NOT_INUSE after each of our calls: the engine heard it at the hang-up
             if self.states.get(device) != state or device in self.blocked:
                 self.set_state(device, state, at)
+
+    def blind(self, at: float | None) -> None:
+        """The AMI link is down: every agent's phone is unavailable to the engine until
+        ``relearn`` reads its state again."""
+        self.unseen = set(self.agent_by_device)
+        for device in self.unseen:
+            self.set_state(device, "UNAVAILABLE", at)
+
+    def relearn(self, device_states: Iterable[tuple[str, str, float | None]]) -> None:
+        """Every (device, state, time stamp) Asterisk lists after a login. A phone unseen
+        since the link dropped takes its state as listed, even one our own leg explains
+        (the engine was told UNAVAILABLE meanwhile); one Asterisk does not list (a Local
+        device) is UNKNOWN, offerable, as before the loss."""
+        unseen, self.unseen = self.unseen, set()
+        for device, state, at in device_states:
+            if device in unseen:
+                unseen.discard(device)
+                self.set_state(device, (state or "UNKNOWN").upper(), at)
+            else:
+                self.device_state(device, state, at)
+        for device in unseen:
+            self.set_state(device, "UNKNOWN", None)
 
     def set_state(self, device: str, state: str, at: float | None) -> None:
         self.states[device] = state

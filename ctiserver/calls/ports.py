@@ -172,9 +172,17 @@ class CallEvents(Protocol):
 
     def device_state(self, device: str, state: str, at: float | None) -> None: ...
 
+    def shutdown_hangup(self, uid: str, at: float | None) -> None:
+        """Asterisk is stopping and hangs channel ``uid`` up."""
+
+    def link_lost(self, at: float | None = None) -> None:
+        """The link to the PBX dropped: nothing is seen until the next ``resync``."""
+
     def resync(self, channels: Iterable[tuple[str, str, str, float | None]],
                device_states: Iterable[tuple[str, str, float | None]],
                held: Iterable[HeldChannel] = ()) -> None: ...
+
+    def resync_failed(self) -> None: ...
 
 
 class Router(Protocol):

@@ -32,10 +32,14 @@ from ctiserver.core.rules.decision import Decision
 log = logging.getLogger("ctiserver.route")
 
 MAX_IVR_ROUNDS = 5
-_NAME_BAD = re.compile(r"[\x00-\x1f\x7f\"\\]")
+# control characters (C0, DEL, C1), line and paragraph separators and bidi controls: a
+# name must never split, forge or disguise a log line or a pop; quotes are part of names
+_NAME_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def clean_name(raw: str | None) -> str:
+    """The caller's name as sent (quotes, apostrophes, backslashes kept), less control
+    characters; "" for none ("unknown", "anonymous")."""
     name = _NAME_BAD.sub("", raw or "").strip()
     return "" if name.lower() in ("unknown", "anonymous") else name[:80]
 

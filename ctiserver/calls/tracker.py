@@ -46,6 +46,9 @@ QUEUED_ACTIONS = frozenset({"hold", "connect", "claim"})
 # how long an offer whose token another caller took waits for that caller's DialBegin
 # before the engine is told the ring failed (docs/fast-path.md)
 CLAIM_LOST_WAIT = 1.0
+# the RingFailed reason of a ring the PBX ended, not the agent (Asterisk stopping, the AMI
+# link lost): the engine makes the agent ready again, as for any ring that did not time out
+WITHDRAWN = "withdrawn"
 
 
 class CallTracker:
@@ -67,6 +70,9 @@ class CallTracker:
         self.claims_lost: dict[str, str] = {}
         # whether a queue exists now (a caller taken back may name one removed since)
         self.queue_known: Callable[[str], bool] = lambda _queue: True
+        # channels Asterisk hangs up because it is stopping, until their Hangup
+        self.stopping: set[str] = set()
+        self.link_lost_at: float | None = None  # the AMI link dropped, until the resync
 
     # ------------------------------------------------------------------ telephony in
 
@@ -102,6 +108,9 @@ class CallTracker:
         agent = self.phones.agent_by_device.get(device)
         if call is None or agent is None:
             return
+        if reason != "answer" and (call_id in self.stopping or leg in self.stopping):
+            self._ring_withdrawn(call, agent, leg, f"Asterisk is stopping ({status})", at)
+            return
         if reason == "answer":
             call.state, call.agent_id, call.agent_uid = CallState.CONNECTED, agent, leg
             call.answered, call.answered_at = True, at if at is not None else self.clock()
@@ -118,6 +127,18 @@ class CallTracker:
         self._ring_over(call, agent)
         self.submit(ev.RingFailed(call.call_id, agent, reason), at)
 
+    def _ring_withdrawn(self, call: Call, agent: str, leg: str | None, why: str,
+                        at: float | None) -> None:
+        """The PBX ended ``agent``'s ring, not the agent: never a no-answer. A caller being
+        hung up as well frees the agent with its own Hangup (CallerLeft): told now, the
+        engine would offer the agent that caller again for a moment."""
+        if leg is not None:
+            self.agent_legs.pop(leg, None)
+        log.info("[%s] ring of agent %s withdrawn: %s", call.call_id, agent, why)
+        self._ring_over(call, agent)
+        if call.call_id not in self.stopping:
+            self.submit(ev.RingFailed(call.call_id, agent, WITHDRAWN), at)
+
     @staticmethod
     def _ring_over(call: Call, agent: str) -> None:
         """``agent`` no longer rings for ``call``; with nobody ringing, the caller waits."""
@@ -132,6 +153,9 @@ class CallTracker:
 
     def hung_up(self, device: str, uid: str, cause: str, at: float | None) -> None:
         self.phones.channel_down(device, uid, at)
+        if uid in self.stopping:
+            self.stopping.discard(uid)
+            cause = "Asterisk stopping"  # Asterisk says Unknown (0)
         call = self.calls.pop(uid, None)
         if call is not None:
             self._caller_gone(call, at, cause)
@@ -146,6 +170,21 @@ class CallTracker:
 
     def device_state(self, device: str, state: str, at: float | None) -> None:
         self.phones.device_state(device, state, at)
+
+    def shutdown_hangup(self, uid: str, at: float | None) -> None:
+        """Asterisk hangs channel ``uid`` up because it is stopping (``core stop now``,
+        ``core restart now``): the ring it ends is withdrawn, not unanswered (Asterisk 22
+        says NOANSWER for it, 1 ms after this)."""
+        self.stopping.add(uid)
+
+    def link_lost(self, at: float | None = None) -> None:
+        """The AMI link dropped: nothing is seen of the calls until the resync after the
+        next login. Meanwhile no agent is offered (their phones count as unavailable): an
+        offer that cannot be followed would end in the engine's ring guard, a no-answer
+        that is nobody's. The moment is the best end known for calls that end meanwhile."""
+        if self.link_lost_at is None:
+            self.link_lost_at = at if at is not None else self.clock()
+            self.phones.blind(at)
 
     def claim_lost(self, call_id: str, device: str, at: float | None) -> None:
         """The offer of ``device`` to ``call_id`` found the agent's token taken: another
@@ -185,19 +224,24 @@ class CallTracker:
             self.pops.prefetch(call.info)
         self.submit(joined, at)
 
-    def _caller_gone(self, call: Call, at: float | None, cause: str = "") -> None:
+    def _caller_gone(self, call: Call, at: float | None, cause: str = "",
+                     approximate: bool = False) -> None:
+        """``approximate``: the call ended unseen (the AMI link was down), ``at`` or later."""
         call.state = CallState.GONE
         if call.agi_reply is not None and not call.agi_reply.done():
             call.agi_reply.set_result(("hangup", {}))
         info, ended = call.info, at if at is not None else self.clock()
+        least = "at least " if approximate else ""
         if call.answered:
             answered = call.answered_at or ended
             outcome = (f"answered by agent {call.agent_id}, waited "
                        f"{max(0.0, answered - info.joined_at) if info.joined_at else 0.0:.1f} s, "
-                       f"talked {max(0.0, ended - answered):.1f} s")
+                       f"talked {least}{max(0.0, ended - answered):.1f} s")
         else:
-            outcome = (f"no agent, after {max(0.0, ended - info.joined_at):.1f} s"
+            outcome = (f"no agent, after {least}{max(0.0, ended - info.joined_at):.1f} s"
                        if info.joined_at else "no agent")
+        if approximate:
+            outcome += " (end approximate: the AMI link was down)"
         log.info("[%s] caller hung up (%s): %s (%s) -> %s, %s, %s", call.call_id,
                  cause or "normal", info.caller_id or "unknown", info.caller_name or "-",
                  info.dnis or "no number", call.route or "-", outcome)
@@ -208,9 +252,10 @@ class CallTracker:
             if not call.ended:  # the agent hung up first: the engine has ended the call
                 self.submit(ev.CallerLeft(call.call_id), at)
             if self.pops is not None:
+                outcome = "answered" if call.answered else "abandoned"
                 self._defer(self.pops.ended_nowait, call.call_id, call.agent_id,
                             call=call.info, at=at,
-                            outcome="answered" if call.answered else "abandoned")
+                            outcome=f"{outcome}, end approximate" if approximate else outcome)
         for leg in call.legs:
             if self.agent_legs.get(leg) == call.call_id:
                 del self.agent_legs[leg]
@@ -377,24 +422,65 @@ class CallTracker:
         """After (re)connecting: ``channels`` are the live (device, uniqueid, linkedid,
         time stamp), ``device_states`` every (device, state, time stamp), ``held`` the
         callers in ctiserver's contexts: take back the callers we do not know (a restart),
-        drop calls that ended while we were not listening and relearn the phones."""
+        drop calls that ended while we were not listening (ended when the link was lost,
+        as far as we can tell), withdraw the rings that ended meanwhile, and relearn the
+        phones."""
+        known = set(self.calls)  # followed through the outage (the AMI link only dropped)
+        held = list(held)
         # the callers first, so that their agents' legs count as ours; the engine hears
         # of them last, once it knows which phones are busy
         joins = self.readopt(held)
         listed = list(channels)
         live = {uid for _device, uid, _linked, _at in listed}
+        lost_at, self.link_lost_at = self.link_lost_at, None
+        self.stopping.clear()
         self.phones.channels = {}
         for device, uid, linkedid, at in listed:
             self.channel_created(device, uid, linkedid, at)
         self.phones.legs = {d: u for d, u in self.phones.legs.items() if u in live}
+        self.agent_legs = {u: c for u, c in self.agent_legs.items() if u in live}
         for uid in [u for u in self.calls if u not in live]:
             call = self.calls.pop(uid)
             log.warning("[%s] call ended while AMI was disconnected", uid)
-            self._caller_gone(call, None, "lost during AMI outage")
-        for device, state, at in device_states:
-            self.device_state(device, state, at)
+            self._caller_gone(call, lost_at, "lost during AMI outage", approximate=True)
+        self._rings_lost(listed, known, held)
+        self.phones.relearn(device_states)
         for join in joins:
             join()
+
+    def resync_failed(self) -> None:
+        """The resync after a login could not be read: the phones are offerable again
+        (their state unknown) rather than unavailable until each one's next event."""
+        self.link_lost_at = None
+        self.phones.relearn(())
+
+    def _rings_lost(self, listed: list[tuple[str, str, str, float | None]],
+                    known: set[str], held: list[HeldChannel]) -> None:
+        """The offers of the ``known`` calls, as they are now: answered while the link
+        was down (the agent's leg is up), or withdrawn when the agent's leg is gone (it
+        ended meanwhile, or never began: the Redirect was not sent): nobody's no-answer."""
+        ringing = [c for c in self.calls.values()
+                   if c.state == CallState.RINGING and c.call_id in known]
+        if not ringing:
+            return
+        legs = {(device, linkedid) for device, _uid, linkedid, _at in listed}
+        up = {(h.call_id, device): uid for h in held for device, uid, answered in h.legs
+              if answered}
+        device_of = {agent: device for device, agent in self.phones.agent_by_device.items()}
+        for call in ringing:
+            for agent in call.ringing:
+                device = device_of.get(agent, "")
+                uid = up.get((call.call_id, device))
+                if uid is not None:
+                    log.info("[%s] agent %s answered while AMI was disconnected",
+                             call.call_id, agent)
+                    self.agent_legs[uid], call.legs[uid] = call.call_id, device
+                    self.phones.legs[device] = uid
+                    self.dial_ended(call.call_id, device, uid, "answer", None)
+                    break  # a ring-all's other agents: the engine frees them
+                if (device, call.call_id) not in legs:
+                    self._ring_withdrawn(call, agent, None,
+                                         "its ring ended while AMI was disconnected", None)
 
     # ------------------------------------------------------------------ re-adoption
 

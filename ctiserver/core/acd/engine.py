@@ -391,7 +391,12 @@ class Engine:
                 for aid in agents:
                     a = self._agents[aid]
                     if a.state is OFFERED and a.call_id == c.call_id:
-                        self._machine.apply(a, _In.NO_ANSWER, now, out, "no answer")
+                        # a phone unavailable meanwhile (its PBX out of sight): the ring's
+                        # end was lost, not unanswered
+                        if a.device_state == "UNAVAILABLE":
+                            self._machine.apply(a, _In.OFFER_ENDED, now, out)
+                        else:
+                            self._machine.apply(a, _In.NO_ANSWER, now, out, "no answer")
                 callers.return_caller(c, now, out)
             elif kind == MAX_WAIT:
                 if c.status is RINGING:

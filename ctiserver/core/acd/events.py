@@ -63,7 +63,9 @@ class RingAnswered:
 
 @dataclass(frozen=True, slots=True)
 class RingFailed:
-    """The offer ended without an answer. reason: noanswer, busy, unavailable, cancel."""
+    """The offer ended without an answer. reason: noanswer, busy, unavailable, cancel,
+    withdrawn (the PBX ended it: Asterisk stopping, its link lost); only noanswer
+    makes the agent not ready."""
 
     call_id: str
     agent_id: str
