@@ -70,6 +70,7 @@ class Call:
     # what the caller's channel carries so that a restarted ctiserver can take it back
     # (calls/adoption.py); "" until it joins a queue
     adopt: str = ""
+    adopt_on_channel: bool = False  # set on the channel already (else: with the next move)
 
 
 def destination(kind: str, arg: str) -> Next:

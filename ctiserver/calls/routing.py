@@ -83,8 +83,9 @@ class Routing:
             # a pre-decided ring the agent did not answer (docs/fast-path.md): the caller is
             # queued already, and the engine offers the next agent as to any waiting caller
             log.debug("[%s] back from a pre-decided ring: holding", uid)
-            adopt = self.tracker.calls[uid].adopt
-            await channel.answer("hold", {adoption.VARIABLE: adopt} if adopt else {})
+            call = self.tracker.calls[uid]
+            call.adopt_on_channel = bool(call.adopt)
+            await channel.answer("hold", {adoption.VARIABLE: call.adopt} if call.adopt else {})
             return
         if self.linked is not None and not self.linked():
             # blind to the call's events and unable to move a waiting caller: the agent it

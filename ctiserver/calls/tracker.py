@@ -270,7 +270,7 @@ class CallTracker:
                 call = self.calls.get(effect.call_id)
                 if call is not None and call.state == CallState.RINGING:
                     call.state, call.ringing = CallState.WAITING, ()
-                    self.telephony.redirect(call.channel, "ctiserver-hold", {})
+                    self._move(call, "ctiserver-hold", {})
             elif isinstance(effect, ev.Announce):
                 self._announce(effect)
             elif isinstance(effect, ev.Overflow):
@@ -307,7 +307,7 @@ class CallTracker:
                 # the caller waits like any other
                 log.info("[%s] agent %s no longer free: holding", call.call_id, call.fast)
                 call.fast, call.state, call.ringing = None, CallState.WAITING, ()
-                self.telephony.redirect(call.channel, "ctiserver-hold", {})
+                self._move(call, "ctiserver-hold", {})
 
     def _ring(self, effect: ev.Ring) -> None:
         call = self.calls.get(effect.call_id)
@@ -330,9 +330,8 @@ class CallTracker:
         else:
             # the ring timeout travels as the extension (the Dial of ctiserver-connect,
             # <seconds>,1 reads it from there): one Setvar less per offer
-            self.telephony.redirect(call.channel,
-                                    "ctiserver-claim" if claim else "ctiserver-connect",
-                                    {"CTI_DIAL": dial}, exten=timeout)
+            self._move(call, "ctiserver-claim" if claim else "ctiserver-connect",
+                       {"CTI_DIAL": dial}, exten=timeout)
 
     def _announce(self, effect: ev.Announce) -> None:
         call = self.calls.get(effect.call_id)
@@ -341,8 +340,18 @@ class CallTracker:
             return
         eta = "" if effect.estimated_wait is None else str(
             max(1, math.ceil(effect.estimated_wait / 60)))
-        self.telephony.redirect(call.channel, "ctiserver-announce",
-                                {"CTI_POS": str(effect.position), "CTI_ETA_MIN": eta})
+        self._move(call, "ctiserver-announce",
+                   {"CTI_POS": str(effect.position), "CTI_ETA_MIN": eta})
+
+    def _move(self, call: Call, context: str, variables: dict[str, str],
+              exten: str = "s") -> None:
+        """Redirect a queued caller. A caller that never asked over FastAGI (the
+        pre-decided ring) gets its CTI_ADOPT with the first move, so that wherever it waits
+        a restarted ctiserver can take it back."""
+        if call.adopt and not call.adopt_on_channel:
+            variables = {**variables, adoption.VARIABLE: call.adopt}
+            call.adopt_on_channel = True
+        self.telephony.redirect(call.channel, context, variables, exten=exten)
 
     def _overflow(self, effect: ev.Overflow) -> None:
         call = self.calls.get(effect.call_id)
@@ -406,6 +415,7 @@ class CallTracker:
             timer.cancel()
         if action in QUEUED_ACTIONS:  # in the same MSet as the answer: no round trip more
             variables = {**variables, adoption.VARIABLE: call.adopt}
+            call.adopt_on_channel = True
         return action, variables
 
     def _join_unanswered(self, call: Call, timeout: float) -> None:
@@ -495,14 +505,15 @@ class CallTracker:
         call.adopt = dataclasses.replace(a, queue=queue).encode()
         if call.agi_reply is None or call.agi_reply.done():  # else it goes with the answer
             self.telephony.set_variables(call.channel, {adoption.VARIABLE: call.adopt})
+            call.adopt_on_channel = True
 
     def readopt(self, held: Iterable[HeldChannel]) -> list[Callable[[], None]]:
         """Take back the callers a previous ctiserver queued (a crash, a restart, a
         promotion): each joins again with its first join time, so the lines are rebuilt in
         their original order. A caller ringing an agent keeps that ring (the engine is told
         the agent is claimed). Calls already answered finish as they are: the agent's phone
-        is busy until then. A caller without a usable CTI_ADOPT is left to the dialplan's
-        CTI_MAXHOLD; one whose queue no longer exists goes to the fallback queue now.
+        is busy until then. A caller without a usable CTI_ADOPT, or whose queue no longer
+        exists, goes to the fallback queue now (one ringing is left to its ring).
         Returns the joins, in order, for the engine (``resync`` runs them)."""
         taken: list[tuple[adoption.Adoption, HeldChannel]] = []
         unreadable = gone = talking = 0
@@ -515,9 +526,12 @@ class CallTracker:
             try:
                 a = adoption.decode(h.adopt)
             except ValueError as exc:
-                log.warning("[%s] waiting in %s but cannot be taken back (%s): the "
-                            "dialplan's CTI_MAXHOLD fallback will take it", h.call_id,
-                            h.context, exc)
+                # its queue is unknown: app_queue's fallback (ctiserver's agents) rather
+                # than music until CTI_MAXHOLD
+                log.warning("[%s] waiting in %s but cannot be taken back (%s): app_queue "
+                            "fallback", h.call_id, h.context, exc)
+                if h.context != "ctiserver-connect" and not h.legs:
+                    self.telephony.redirect(h.channel, "ctiserver-fallback", {})
                 unreadable += 1
                 continue
             if not self.queue_known(a.queue):
@@ -531,9 +545,9 @@ class CallTracker:
         joins = [self._readopt_one(a, h) for a, h in taken]
         ringing = sum(1 for a, h in taken if self.calls[h.call_id].fast is not None)
         if taken or unreadable or gone or talking:
-            log.info("re-adopted %d waiting callers (%d ringing an agent); %d without "
-                     "%s left to CTI_MAXHOLD, %d sent to the fallback queue, %d answered "
-                     "calls left to finish", len(taken), ringing, unreadable,
+            log.info("re-adopted %d waiting callers (%d ringing an agent); %d without a "
+                     "usable %s and %d of a queue gone sent to the fallback queue, %d "
+                     "answered calls left to finish", len(taken), ringing, unreadable,
                      adoption.VARIABLE, gone, talking)
         return joins
 
@@ -541,7 +555,7 @@ class CallTracker:
         info = CallInfo(call_id=h.call_id, caller_id=a.caller_id, caller_name=a.caller_name,
                         dnis=a.dnis, queue=a.queue, joined_at=a.joined_at)
         call = Call(call_id=h.call_id, channel=h.channel, info=info, state=CallState.WAITING,
-                    joined=True, route=a.route, adopt=h.adopt)
+                    joined=True, route=a.route, adopt=h.adopt, adopt_on_channel=True)
         self.calls[call.call_id] = call
         rung = [(device, leg) for device, leg, _answered in h.legs
                 if device in self.phones.agent_by_device]

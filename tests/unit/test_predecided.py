@@ -412,3 +412,26 @@ def test_the_routes_follow_the_rules_in_force() -> None:
     w.pd.follow(RulesInForce("v2", OTHER), acd, zone)
     w.pd.refresh()
     assert w.globals_set() == {"CTI_NEXT_900100111": ""}
+
+
+def test_a_pre_decided_caller_gets_its_adoption_with_its_first_move_only() -> None:
+    """It never asked over FastAGI, so its channel has no CTI_ADOPT: found on hold by a
+    restarted ctiserver it could not be taken back (a bench run found one left to
+    CTI_MAXHOLD). The first Redirect carries it; later moves do not repeat it."""
+    w = World()
+    w.fast_dial("1795.1", "1001")
+    w.take()
+    w.adapter.on_ami_event(ami("""
+        Event: DialEnd
+        Timestamp: 1001.0
+        Uniqueid: 1795.1
+        DestChannel: PJSIP/1001-91795.1
+        DestUniqueid: 91795.1
+        DialStatus: NOANSWER"""))
+    first = [a for a in w.take() if a.get("Channel") == "PJSIP/trunk-1795.1"]
+    adopt = [a["Value"] for a in first if a.get("Variable") == "CTI_ADOPT"]
+    assert len(adopt) == 1 and adoption.decode(adopt[0]).queue == "support"
+    assert [a["Action"] for a in first][-1] == "Redirect"
+    w.submit(ev.RingFailed("1795.1", "1002", "noanswer"), None)  # the next offer fails too
+    later = [a for a in w.take() if a.get("Channel") == "PJSIP/trunk-1795.1"]
+    assert not [a for a in later if a.get("Variable") == "CTI_ADOPT"]
