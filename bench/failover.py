@@ -223,7 +223,8 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
         ami(obs, {"Action": "Setvar", "Variable": "CTI_AGI2", "Value": ""})
     events = obs.events[start:]
     callers = callers_of(events)
-    lost = [u for u in callers if u not in answered_of(events)]
+    answered = answered_of(events)
+    lost = [u for u in callers if u not in answered]
     fallback = [e for e in events if e.event == "UserEvent" and e.UserEvent == "CtiFallback"]
     print(f"\nfailover over {args.kills} kills at {args.rate:g} calls/s, {args.agents} agents: "
           f"standby leading p50/p99/max {pct(leads, 50):.3f} / {pct(leads, 99):.3f} / "
