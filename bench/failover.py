@@ -90,6 +90,27 @@ def config(workdir: Path, agents: list[str], *, logged_in: bool, extra: str = ""
                      database_url=database_url, agi_port=agi_port)
 
 
+class LeanObserver(Observer):
+    """The observer keeping only the events this bench reads. At 20 calls/s for minutes it
+    otherwise holds every AMI event (GBs), and a scan of them stalls its reading long
+    enough for Asterisk to drop it (writetimeout)."""
+
+    KEEP = {"Newchannel", "DialBegin", "DialEnd", "Hangup", "UserEvent"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.manager.callbacks.clear()
+        self.manager.register_event("*", lambda _m, e: self.keep(e))
+
+    def keep(self, e: Any) -> None:
+        name = e.event
+        if name in self.KEEP or (
+                name == "Newexten" and e.get("Context") in ("ctiserver-hold",
+                                                            "ctiserver-inbound")) or (
+                name == "VarSet" and e.get("Variable") in ("CTI_DIAL", "CTI_ADOPT")):
+            self.events.append(e)
+
+
 def pump_until(obs: Observer, predicate: Any, timeout: float, what: str) -> None:
     """Wait for ``predicate`` while the observer takes in events (a deadline, no sleep)."""
     deadline = time.monotonic() + timeout
@@ -345,7 +366,7 @@ def main() -> int:
     sandbox("up")
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     print(f"work directory (the daemons' logs): {work}")
-    obs = Observer()
+    obs = LeanObserver()
     obs.start()
     checks: list[tuple[str, bool]] = []
     try:
