@@ -28,6 +28,7 @@ Run under the integration lock:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import statistics
 import sys
@@ -120,6 +121,18 @@ def pump_until(obs: Observer, predicate: Any, timeout: float, what: str) -> None
         obs.pump(0.1)
 
 
+def launch(obs: Observer, cti: CtiServer, text: str, timeout: float = 20) -> None:
+    """Start a daemon and wait for ``text`` in its log while the observer keeps reading:
+    an observer not read for its writetimeout (1 s) is dropped by Asterisk."""
+    cti.start(wait=False)
+    log_seen(obs, cti, text, timeout)
+
+
+def log_seen(obs: Observer, cti: CtiServer, text: str, timeout: float, count: int = 1) -> None:
+    pump_until(obs, lambda: cti.log().count(text) >= count, timeout,
+               f"{text!r} in {cti.log_path}")
+
+
 def pct(xs: list[float], p: float) -> float:
     if not xs:
         return float("nan")
@@ -129,7 +142,7 @@ def pct(xs: list[float], p: float) -> float:
 
 def ami(obs: Observer, action: dict[str, str]) -> Any:
     async def send() -> Any:
-        return await obs.manager.send_action(action)
+        return await asyncio.wait_for(obs.manager.send_action(action), 5)
     return obs.loop.run_until_complete(send())
 
 
@@ -202,10 +215,8 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
     waiting_counts: list[int] = []
     start = len(obs.events)
     try:
-        a.start()
-        a.wait_log("leader: took the lock", 15)
-        b.start()
-        b.wait_log("contending for the leadership", 15)
+        launch(obs, a, "leader: took the lock")
+        launch(obs, b, "contending for the leadership")
         leader, standby = a, b
         # enough callers to outlast the kills (each also waits for a restart, ~2 s)
         total = int(args.rate * (args.kills * (args.period + 5) + 2 * args.period))
@@ -220,7 +231,7 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
             leader.proc.kill()
             leader.proc.wait(10)
             leader.proc = None
-            standby.wait_log("leading (", 15, count=promotions + 1)
+            log_seen(obs, standby, "leading (", 15, count=promotions + 1)
             led = log_time(standby, "leading (", promotions + 1)
             ring = obs.wait_for(lambda e, t=led: e.event == "DialBegin"
                                 and float(e.Timestamp) >= t, 15, "a ring after the promotion")[0]
@@ -232,8 +243,7 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
             print(f"kill {k + 1}: standby leading {leads[-1]:.3f} s after the kill, first "
                   f"ring {rings[-1]:.3f} s; {len(waiting)} on hold at the kill, order "
                   f"{'kept' if kept[-1] else 'NOT kept'}", flush=True)
-            leader.start()  # back, as the standby
-            leader.wait_log("contending for the leadership", 15)
+            launch(obs, leader, "contending for the leadership")  # back, as the standby
             leader, standby = standby, leader
             obs.pump(args.period / 2)
         calls.thread.join(timeout=total / args.rate + 400)
@@ -263,7 +273,8 @@ def failover(args: argparse.Namespace, obs: Observer, pg: PostgresServer,
 
 def readoption(args: argparse.Namespace, obs: Observer, work: Path) -> list[tuple[str, bool]]:
     n = args.readopt
-    cti = config(work / "single", BENCH_AGENTS, logged_in=False).start()
+    cti = config(work / "single", BENCH_AGENTS, logged_in=False)
+    launch(obs, cti, "AMI logged in")
     start = len(obs.events)
     try:
         calls = Calls(work, n, 50.0, "2")
@@ -277,8 +288,7 @@ def readoption(args: argparse.Namespace, obs: Observer, work: Path) -> list[tupl
         cti.agents = config(work, BENCH_AGENTS, logged_in=True).agents
         before = len(obs.events)
         restarted = time.time()
-        cti.start()
-        cti.wait_log(f"re-adopted {n} waiting callers", 30)
+        launch(obs, cti, f"re-adopted {n} waiting callers", 30)
         login = log_time(cti, "AMI logged in")
         adopted = log_time(cti, "re-adopted")
         def rings() -> list[Any]:
@@ -320,8 +330,8 @@ def fallback(args: argparse.Namespace, obs: Observer, work: Path) -> list[tuple[
     The peer: the same callers straight into app_queue (queue bench-appqueue, the same 60
     agents, the same settings), in the same run."""
     n, rate = args.fallback_calls, args.fallback_rate
-    cti = config(work / "down", BENCH_AGENTS, logged_in=True).start()
-    cti.wait_log("fallback queue ctiserver-fallback", 15)
+    cti = config(work / "down", BENCH_AGENTS, logged_in=True)
+    launch(obs, cti, "fallback queue ctiserver-fallback")
     assert cti.proc is not None
     cti.proc.kill()
     cti.proc.wait(10)
