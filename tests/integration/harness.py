@@ -30,6 +30,12 @@ AGI_PORT = 4573  # the dialplan's CTI_AGI global points here
 ANSWERING_PHONES = 5070  # agents 1001-1004
 NO_ANSWER_PHONE = 5072  # agent 1005
 BENCH_PHONES = 5080  # agents 2001-2060
+# server b of the two-server sandbox (`sandbox up b`, asterisk_conf/etc-b/)
+AMI_PORT_B = 5039
+SIP_PORT_B = 5062
+PHONES_B = 5074  # agents 3001-3004 on server b
+NO_ANSWER_PHONE_B = 5076  # agent 3005 on server b
+BUSY_PHONE_B = 5078  # agent 3006 on server b (busy_phone.xml)
 LOOPBACK = ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-ci", "127.0.0.1"]
 
 
@@ -69,12 +75,12 @@ def port_open(port: int) -> bool:
 
 class Observer:
     """Watches every AMI event as the sandbox's `observer` user, in its own thread-free
-    asyncio loop driven by the test (``pump``)."""
+    asyncio loop driven by the test (``pump``); of server a, or of b with ``port=AMI_PORT_B``."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 5038) -> None:
         self.loop = asyncio.new_event_loop()
         self.events: list[Any] = []
-        self.manager = Manager(host="127.0.0.1", port=5038, username="observer",
+        self.manager = Manager(host="127.0.0.1", port=port, username="observer",
                                secret="observer-sandbox-secret", loop=self.loop,
                                ping_delay=30, reconnect_timeout=1)
         self.manager.register_event("*", lambda _m, e: self.events.append(e))
@@ -370,8 +376,9 @@ def write_callers(path: Path, callers: list[tuple[str, str]]) -> Path:
 def place_calls(workdir: Path, dnis: str, calls: int = 1, rate: float = 1.0,
                 maxwait_ms: int = 30000, callers: list[tuple[str, str]] | None = None,
                 timeout: int = 120, trunk: str = "sipp", port: int | None = None,
-                scenario: str = "caller.xml") -> SippResult:
-    """Run sipp callers to completion (bounded by -m and -timeout)."""
+                scenario: str = "caller.xml", sip_port: int = 5060) -> SippResult:
+    """Run sipp callers to completion (bounded by -m and -timeout), to server a, or to
+    server b with ``sip_port=SIP_PORT_B``."""
     inf = write_callers(workdir / f"callers-{time.monotonic_ns()}.csv",
                         callers or [("+34600000001", "Test Caller")])
     sf = SIPP_DIR / scenario
@@ -383,7 +390,7 @@ def place_calls(workdir: Path, dnis: str, calls: int = 1, rate: float = 1.0,
            "-p", str(port or free_port()), "-m", str(calls), "-r", str(rate),
            "-timeout", str(timeout), "-set", "maxwait", str(maxwait_ms),
            "-s", dnis, "-nostdin", "-trace_err", "-error_file", str(workdir / "sipp-errors.log"),
-           "127.0.0.1:5060"]
+           f"127.0.0.1:{sip_port}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           cwd=workdir)
     return SippResult(proc.returncode, _stat(proc.stdout, "Successful call"),
@@ -398,16 +405,19 @@ def _stat(out: str, label: str) -> int:
 
 
 class AgentPhones:
-    """One sipp UAS answering for every agent whose contact points at ``port``."""
+    """One sipp UAS answering for every agent whose contact points at ``port`` (or, with
+    ``busy=True``, refusing every call with 486 Busy Here)."""
 
     def __init__(self, workdir: Path, port: int = ANSWERING_PHONES, answer_ms: int = 200,
                  talk_ms: tuple[int, int] = (500, 800), calls: int = 1000,
-                 timeout: int = 600) -> None:
+                 timeout: int = 600, busy: bool = False) -> None:
         self.port = port
-        self.cmd = ["sipp", "-sf", str(SIPP_DIR / "agent_phone.xml"), *LOOPBACK,
-                    "-p", str(port), "-m", str(calls), "-timeout", str(timeout), "-nostdin",
-                    "-set", "answer_ms", str(answer_ms), "-set", "talk_min", str(talk_ms[0]),
-                    "-set", "talk_max", str(talk_ms[1]), "-trace_err",
+        phone = ["-sf", str(SIPP_DIR / "agent_phone.xml"),
+                 "-set", "answer_ms", str(answer_ms), "-set", "talk_min", str(talk_ms[0]),
+                 "-set", "talk_max", str(talk_ms[1])]
+        self.cmd = ["sipp", *(["-sf", str(SIPP_DIR / "busy_phone.xml")] if busy else phone),
+                    *LOOPBACK, "-p", str(port), "-m", str(calls), "-timeout", str(timeout),
+                    "-nostdin", "-trace_err",
                     "-error_file", str(workdir / f"phones-{port}-errors.log")]
         self.workdir = workdir
         self.proc: subprocess.Popen[str] | None = None
