@@ -20,7 +20,14 @@ def test_every_marker_carries_the_channels_linkedid_as_its_call_id() -> None:
     names = {re.search(r"UserEvent\((\w+)", line).group(1) for line in markers}  # type: ignore[union-attr]
     assert {"CtiHoldExpired", "CtiAnnounce", "CtiClaimLost", "CtiFallback"} <= names
     for line in markers:
+        if "UserEvent(CtiRemoteLeg" in line:
+            # on the agent's server: the call is the caller's server's, named by the
+            # X-CTI-Call header that server's dialplan set from its own linkedid
+            assert "CallId: ${PJSIP_HEADER(read,X-CTI-Call)}" in line, line
+            continue
         assert "CallId: ${CHANNEL(linkedid)}" in line, line
+    header = [line for line in code_lines() if "X-CTI-Call" in line and "add" in line]
+    assert header and all("${CHANNEL(linkedid)}" in line for line in header), header
 
 
 def test_the_dialplan_reads_nothing_from_the_cdr() -> None:
